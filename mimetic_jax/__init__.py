@@ -1,0 +1,1 @@
+"""mimetic_jax: placeholder during set-up."""
