@@ -1,0 +1,291 @@
+"""Shared helpers for the benchmark scripts: machine description, timing, result files.
+
+Every script in ``benchmarks/`` is run as ``python benchmarks/NAME.py [--quick]`` and
+writes ``benchmarks/results/NAME.json`` (all numbers) and ``benchmarks/results/NAME.md``
+(a Markdown table with the machine on top). ``--quick`` runs a small configuration as a
+smoke test and writes ``NAME.quick.json`` / ``NAME.quick.md`` instead, so a smoke test
+never overwrites the reported full-run numbers.
+
+Timing rules (see :func:`time_jit`): every result is passed through
+``jax.block_until_ready``; the compile cost is measured separately with the
+ahead-of-time API (``jit(f).lower(...)`` = trace, ``.compile()`` = XLA compile) and the
+steady state is the median over repeated calls of the compiled executable. The wall
+time and this process's CPU time are both recorded: the benchmark machine may be shared,
+and the load average before and after each measurement goes into the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+REPO = ROOT.parent
+
+if str(REPO) not in sys.path:  # run as a script from anywhere, without installing the package
+    sys.path.insert(0, str(REPO))
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """``--quick`` (smoke test, small sizes) plus the script's own options."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes, well under a minute (smoke test)")
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args()
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import jax
+    import numpy as np
+
+    try:
+        import flax
+
+        flax_version = flax.__version__
+    except ImportError:  # pragma: no cover - flax is a dependency
+        flax_version = None
+    dev = jax.devices()[0]
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count()
+    return {
+        "cpu_model": _cpu_model(),
+        "platform_processor": platform.processor(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable,
+        "mem_total_gib": None if (m := _mem_total_gib()) is None else round(m, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": getattr(jax.lib, "__version__", None) or _jaxlib_version(),
+        "flax": flax_version,
+        "numpy": np.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "load_average_at_start": load_average(),
+    }
+
+
+def _jaxlib_version() -> str | None:
+    try:
+        import jaxlib
+
+        return jaxlib.__version__
+    except (ImportError, AttributeError):
+        return None
+
+
+def machine_markdown(m: dict[str, Any]) -> str:
+    return (
+        f"Machine: {m['cpu_model']} ({m['machine']}, platform.processor()={m['platform_processor']!r}), "
+        f"{m['usable_cores']} usable cores of {m['cpu_count']}, {m['mem_total_gib']} GiB RAM; "
+        f"JAX {m['jax']} on {m['backend']} ({m['device_kind']}, {m['device_count']} device(s)), "
+        f"Flax {m['flax']}, NumPy {m['numpy']}, Python {m['python']}; {m['date_utc']}. "
+        f"Load average (1/5/15 min) at start: {m['load_average_at_start']}, "
+        f"at end: {m.get('load_average_at_end')}."
+    )
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def block(x: Any) -> Any:
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+class Stopwatch:
+    """Wall and process-CPU seconds of a ``with`` block."""
+
+    def __enter__(self) -> "Stopwatch":
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.wall = time.perf_counter() - self._w
+        self.cpu = time.process_time() - self._c
+
+
+def time_call(fn: Callable[..., Any], *args: Any, repeats: int) -> dict[str, Any]:
+    """Call ``fn(*args)`` ``repeats`` times (results blocked on); median and all times."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        with Stopwatch() as sw:
+            block(fn(*args))
+        walls.append(sw.wall)
+        cpus.append(sw.cpu)
+    return {
+        "repeats": repeats,
+        "median_s": statistics.median(walls),
+        "min_s": min(walls),
+        "times_s": walls,
+        "median_cpu_s": statistics.median(cpus),
+    }
+
+
+def time_jit(fn: Callable[..., Any], *args: Any, repeats: int, jit_kwargs: dict | None = None) -> dict[str, Any]:
+    """Time a function under ``jax.jit``: trace, compile, first run and steady state, separately.
+
+    ``trace_s``: ``jit(fn).lower(*args)`` (Python tracing, including any host work done
+    while tracing, e.g. cached spectral templates); ``compile_s``: ``lowered.compile()``;
+    ``first_run_s``: first call of the executable; ``median_s``: median of ``repeats``
+    further calls. ``first_call_s = trace_s + compile_s + first_run_s`` is what a user
+    waits for on the first call of ``jax.jit(fn)``.
+    """
+    import jax
+
+    load0 = load_average()
+    jitted = jax.jit(fn, **(jit_kwargs or {}))
+    with Stopwatch() as t_trace:
+        lowered = jitted.lower(*args)
+    with Stopwatch() as t_compile:
+        compiled = lowered.compile()
+    with Stopwatch() as t_first:
+        out = block(compiled(*args))
+    del out
+    steady = time_call(compiled, *args, repeats=repeats) if repeats > 0 else {
+        "repeats": 0, "median_s": t_first.wall, "min_s": t_first.wall, "times_s": [], "median_cpu_s": t_first.cpu,
+        "note": "no repeats: the steady state is the first run of the compiled executable"}
+    return {
+        "trace_s": t_trace.wall,
+        "compile_s": t_compile.wall,
+        "first_run_s": t_first.wall,
+        "first_call_s": t_trace.wall + t_compile.wall + t_first.wall,
+        "first_call_cpu_s": t_trace.cpu + t_compile.cpu + t_first.cpu,
+        **steady,
+        "load_average_before": load0,
+        "load_average_after": load_average(),
+    }
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def proc_status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` field in KiB (``VmHWM`` = peak RSS, ``VmRSS`` = current RSS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+# --------------------------------------------------------------------------- output
+
+
+def fmt_s(x: float | None) -> str:
+    """Seconds, three significant digits."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    if x >= 0.01:
+        return f"{x:.3f}"
+    return f"{x * 1e3:.2f} ms"
+
+
+def fmt_pm(mean: float, std: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _jsonable(x: Any) -> Any:
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_results(name: str, quick: bool, mach: dict[str, Any], data: dict[str, Any], title: str,
+                  body: str, wall_s: float | None = None) -> tuple[Path, Path]:
+    """Write ``results/NAME[.quick].json`` and ``.md``; return their paths."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    mach = dict(mach, load_average_at_end=load_average())
+    stem = f"{name}.quick" if quick else name
+    payload = {"benchmark": name, "quick": quick, "machine": mach, "script_wall_s": wall_s, **data}
+    json_path, md_path = RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"
+    json_path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    header = f"# {title}{' (--quick smoke run)' if quick else ''}\n\n{machine_markdown(mach)}\n"
+    if wall_s is not None:
+        header += f"Whole script: {fmt_s(wall_s)} s wall.\n"
+    md_path.write_text(header + "\n" + body.strip() + "\n")
+    print(f"wrote {json_path.relative_to(REPO)} and {md_path.relative_to(REPO)}")
+    return json_path, md_path
+
+
+def log(*msg: Any) -> None:
+    print(time.strftime("%H:%M:%S"), *msg, flush=True)
