@@ -6,6 +6,15 @@ writes ``benchmarks/results/NAME.json`` (all numbers) and ``benchmarks/results/N
 smoke test and writes ``NAME.quick.json`` / ``NAME.quick.md`` instead, so a smoke test
 never overwrites the reported full-run numbers.
 
+XLA thread pool: ``--xla-threads N`` sets ``NPROC=N`` before JAX starts, which sizes
+XLA:CPU's intra-op thread pool (default: one thread per usable core). It exists as a
+workaround: with jaxlib 0.10.2, batched LAPACK kernels (``potrf``, ``orgqr``, ``gesdd``
+on a batch of matrices, which ``vmap`` over heads produces) wait inside a pool thread for
+sub-tasks queued on the same pool, so a jitted program that runs pool-size such kernels
+at once (e.g. the attention blocks of a model under one ``jax.jit``) deadlocks. A
+watchdog (:class:`Run`) notices a process that stops using CPU, records where in
+``results/`` and exits with status 3 instead of hanging.
+
 Timing rules (see :func:`time_jit`): every result is passed through
 ``jax.block_until_ready``; the compile cost is measured separately with the
 ahead-of-time API (``jit(f).lower(...)`` = trace, ``.compile()`` = XLA compile) and the
@@ -18,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import faulthandler
 import json
 import math
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +48,18 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, without installi
     sys.path.insert(0, str(REPO))
 
 
+def _xla_threads_from_argv() -> None:
+    """Apply ``--xla-threads N`` before any script imports JAX (the pool is sized at start)."""
+    for i, a in enumerate(sys.argv):
+        if a == "--xla-threads" and i + 1 < len(sys.argv):
+            os.environ["NPROC"] = sys.argv[i + 1]
+        elif a.startswith("--xla-threads="):
+            os.environ["NPROC"] = a.split("=", 1)[1]
+
+
+_xla_threads_from_argv()
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -44,6 +67,11 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
     """``--quick`` (smoke test, small sizes) plus the script's own options."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes, well under a minute (smoke test)")
+    parser.add_argument("--xla-threads", type=int, default=None,
+                        help="size of XLA:CPU's intra-op thread pool (sets NPROC; default: one per core); "
+                             "a workaround for the jaxlib 0.10.2 batched-LAPACK deadlock, see _report.py")
+    parser.add_argument("--watchdog", type=float, default=120.0,
+                        help="seconds without CPU progress before the run is declared deadlocked (0: off)")
     if extra is not None:
         extra(parser)
     return parser.parse_args()
@@ -115,7 +143,24 @@ def machine() -> dict[str, Any]:
         "device_count": jax.device_count(),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "load_average_at_start": load_average(),
+        "NPROC": os.environ.get("NPROC"),
+        "xla_pool_threads": _xla_pool_threads(),
     }
+
+
+def _xla_pool_threads() -> int | None:
+    """Threads of XLA:CPU's intra-op pool (named ``tf_XLAEigen``) after a tiny computation."""
+    import jax.numpy as jnp
+
+    jnp.ones(8).sum().block_until_ready()
+    try:
+        names = []
+        for t in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{t}/comm") as f:
+                names.append(f.read().strip())
+    except OSError:
+        return None
+    return sum(n == "tf_XLAEigen" for n in names)
 
 
 def _jaxlib_version() -> str | None:
@@ -133,6 +178,8 @@ def machine_markdown(m: dict[str, Any]) -> str:
         f"{m['usable_cores']} usable cores of {m['cpu_count']}, {m['mem_total_gib']} GiB RAM; "
         f"JAX {m['jax']} on {m['backend']} ({m['device_kind']}, {m['device_count']} device(s)), "
         f"Flax {m['flax']}, NumPy {m['numpy']}, Python {m['python']}; {m['date_utc']}. "
+        f"XLA:CPU intra-op pool: {m.get('xla_pool_threads')} threads"
+        + (f" (NPROC={m['NPROC']} set by --xla-threads)" if m.get("NPROC") else " (default)") + ". "
         f"Load average (1/5/15 min) at start: {m['load_average_at_start']}, "
         f"at end: {m.get('load_average_at_end')}."
     )
@@ -289,3 +336,65 @@ def write_results(name: str, quick: bool, mach: dict[str, Any], data: dict[str, 
 
 def log(*msg: Any) -> None:
     print(time.strftime("%H:%M:%S"), *msg, flush=True)
+
+
+# --------------------------------------------------------------------------- a run, with a deadlock watchdog
+
+
+class Run:
+    """State of one benchmark run: its name, machine, the data gathered so far and the stage.
+
+    ``Run.start`` starts a watchdog thread: when the process uses less than 1 % of a core
+    for ``args.watchdog`` seconds (a deadlock, not slowness: a busy machine still gives us
+    CPU), it prints all threads' stacks, writes ``results/NAME[.quick].json``/``.md`` with
+    the partial data and a ``deadlock`` entry naming the stage, and exits with status 3.
+    """
+
+    def __init__(self, name: str, title: str, args: argparse.Namespace) -> None:
+        self.name, self.title, self.args = name, title, args
+        self.quick = bool(args.quick)
+        self.t0 = time.perf_counter()
+        self.machine = machine()
+        self.data: dict[str, Any] = {"xla_threads_option": args.xla_threads}
+        self.current = "start"
+        self.partial_markdown: Callable[[], str] | None = None
+        self._lock = threading.Lock()
+        if args.watchdog and args.watchdog > 0:
+            threading.Thread(target=self._watch, args=(float(args.watchdog),), daemon=True).start()
+
+    def stage(self, label: str) -> None:
+        self.current = label
+        log(label)
+
+    def _watch(self, idle_s: float) -> None:
+        period, idle = 5.0, 0.0
+        last = time.process_time()
+        while True:
+            time.sleep(period)
+            now = time.process_time()
+            idle = idle + period if now - last < 0.01 * period else 0.0
+            last = now
+            if idle >= idle_s:
+                self._deadlock(idle)
+
+    def _deadlock(self, idle: float) -> None:
+        msg = (f"DEADLOCK: no CPU progress for {idle:.0f} s during stage {self.current!r} "
+               f"(XLA pool {self.machine.get('xla_pool_threads')} threads). See _report.py: jaxlib 0.10.2 "
+               "batched LAPACK kernels can deadlock XLA:CPU's intra-op pool; rerun with --xla-threads 64.")
+        print("\n" + msg, file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(all_threads=True)
+        with self._lock:
+            data = dict(self.data, deadlock={"stage": self.current, "idle_s": idle, "message": msg})
+            body = f"**{msg}**\n\nPartial results below.\n\n"
+            try:
+                body += self.partial_markdown() if self.partial_markdown else ""
+            except Exception as e:  # noqa: BLE001 - the partial table is best effort
+                body += f"(partial table unavailable: {e!r})"
+            write_results(self.name, self.quick, self.machine, data, self.title, body,
+                          wall_s=time.perf_counter() - self.t0)
+        os._exit(3)
+
+    def finish(self, body: str) -> None:
+        with self._lock:
+            write_results(self.name, self.quick, self.machine, self.data, self.title, body,
+                          wall_s=time.perf_counter() - self.t0)

@@ -28,7 +28,6 @@ Run: ``python benchmarks/init_cost.py [--quick]``.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import _report
 import flax.linen as nn
@@ -164,7 +163,7 @@ def count(tree) -> int:
     return sum(x.size for x in jax.tree.leaves(tree))
 
 
-def run_case(case: Case) -> dict:
+def run_case(case: Case, run: "_report.Run", results: list[dict]) -> dict:
     model, x = case.model, case.x
     shapes = jax.eval_shape(lambda k: model.init(k, x), jax.random.key(0))
     blocks = find_attention_blocks(shapes, num_heads=case.num_heads)
@@ -176,6 +175,7 @@ def run_case(case: Case) -> dict:
         "block_sizes": [dict(d=b.d_in, heads=b.num_heads, head_dim=b.head_dim) for b in blocks[:1]],
         "timings": {},
     }
+    results.append(res)  # partial results are visible to the deadlock watchdog
     key = jax.random.key(0)
 
     def default(k):
@@ -190,16 +190,16 @@ def run_case(case: Case) -> dict:
     _report.log(f"{case.name}: {res['params'] / 1e6:.1f} M params, {len(blocks)} attention blocks")
     for label, fn, reps in (("default", default, case.repeats), ("fast", mimetic("fast"), case.repeats),
                             ("exact", mimetic("exact"), case.exact_repeats)):
+        run.stage(f"{case.name}: {label} (jit, {reps} repeats)")
         t = _report.time_jit(fn, key, repeats=reps)
         res["timings"][label] = t
+        if label != "default":
+            d = res["timings"]["default"]
+            res[f"ratio_{label}_steady"] = t["median_s"] / d["median_s"]
+            res[f"ratio_{label}_first_call"] = t["first_call_s"] / d["first_call_s"]
+            res[f"ratio_{label}_steady_cpu"] = t["median_cpu_s"] / d["median_cpu_s"]
         _report.log(f"  {label:8s} trace {t['trace_s']:.2f} s, compile {t['compile_s']:.2f} s, "
                     f"first run {t['first_run_s']:.2f} s, median {t['median_s']:.3f} s over {reps}")
-    d = res["timings"]["default"]
-    for m in ("fast", "exact"):
-        t = res["timings"][m]
-        res[f"ratio_{m}_steady"] = t["median_s"] / d["median_s"]
-        res[f"ratio_{m}_first_call"] = t["first_call_s"] / d["first_call_s"]
-        res[f"ratio_{m}_steady_cpu"] = t["median_cpu_s"] / d["median_cpu_s"]
     return res
 
 
@@ -207,11 +207,14 @@ def markdown(results: list[dict]) -> str:
     rows = []
     for r in results:
         for label in ("default", "fast", "exact"):
+            if label not in r["timings"]:
+                rows.append([r["model"] if label == "default" else "", label, "not measured", "", "", "", "", "", ""])
+                continue
             t = r["timings"][label]
-            ratio_s = "1" if label == "default" else f"{r[f'ratio_{label}_steady']:.2f}"
-            ratio_f = "1" if label == "default" else f"{r[f'ratio_{label}_first_call']:.2f}"
+            ratio_s = "1" if label == "default" else f"{r.get(f'ratio_{label}_steady', float('nan')):.2f}"
+            ratio_f = "1" if label == "default" else f"{r.get(f'ratio_{label}_first_call', float('nan')):.2f}"
             flag = ""
-            if label != "default":
+            if label != "default" and f"ratio_{label}_steady" in r:
                 flag = " ✅" if r[f"ratio_{label}_steady"] <= TARGET_RATIO else " ❌"
             rows.append([
                 r["model"] if label == "default" else "",
@@ -240,12 +243,13 @@ def markdown(results: list[dict]) -> str:
 
 def main() -> None:
     args = _report.parse_args(__doc__.splitlines()[0])
-    t0 = time.perf_counter()
-    mach = _report.machine()
-    results = [run_case(c) for c in cases(args.quick)]
-    _report.write_results("init_cost", args.quick, mach, {"target_ratio": TARGET_RATIO, "models": results},
-                          "Init cost: mimetic vs default whole-model init", markdown(results),
-                          wall_s=time.perf_counter() - t0)
+    run = _report.Run("init_cost", "Init cost: mimetic vs default whole-model init", args)
+    results: list[dict] = []
+    run.data.update({"target_ratio": TARGET_RATIO, "models": results})
+    run.partial_markdown = lambda: markdown(results)
+    for c in cases(args.quick):
+        run_case(c, run, results)
+    run.finish(markdown(results))
 
 
 if __name__ == "__main__":

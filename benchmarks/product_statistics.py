@@ -197,11 +197,13 @@ def plot(results: list[dict], path) -> None:
 
 def main() -> None:
     args = _report.parse_args(__doc__.splitlines()[0])
-    t0 = time.perf_counter()
-    mach = _report.machine()
+    run = _report.Run("product_statistics", "Mimetic attention: product statistics, exact vs fast", args)
     configs = [(192, 3)] if args.quick else [(192, 3), (768, 12)]
     keys = 2 if args.quick else 8
-    results = [run_config(d, h, keys) for d, h in configs]
+    results = []
+    for d, h in configs:
+        run.stage(f"d={d}, H={h}: sampling {keys} keys")
+        results.append(run_config(d, h, keys))
     texts, summaries = [], {}
     for res in results:
         text, summary = summarize(res)
@@ -222,7 +224,7 @@ def main() -> None:
         + f"\nPlot: `{png.name}` (left: singular spectra of one head's query/key product, d={configs[-1][0]}; "
         "right: value/out per-head diagonal means).\n"
     )
-    data = {
+    run.data.update({
         "configs": [
             {k: v for k, v in r.items() if k not in ("qk", "vo")} | {
                 "qk_per_key_per_head": {m: {n: v for n, v in r["qk"][m].items() if n != "spectra"} for m in r["qk"]},
@@ -233,9 +235,8 @@ def main() -> None:
         ],
         "summary": summaries,
         "plot": png.name,
-    }
-    _report.write_results("product_statistics", args.quick, mach, data, "Mimetic attention: product statistics, "
-                          "exact vs fast", body, wall_s=time.perf_counter() - t0)
+    })
+    run.finish(body)
 
 
 if __name__ == "__main__":
