@@ -36,12 +36,27 @@ approximation of a random target
       singular values (exactly), diagonal mean ``Σ c_i s_i / d`` and
       Frobenius norm; the benchmark ``benchmarks/product_statistics.py``
       compares the rest.
+
+Batched LAPACK on CPU (a workaround, ours)
+    jaxlib 0.10's CPU LAPACK kernels (``gesdd``, ``geqrf``, ``potrf``, ``trsm``, ...)
+    split a *batch* of matrices over XLA's intra-op thread pool and block until the
+    pieces finish. When as many batched calls run at once as the pool has threads
+    (independent attention blocks in one jitted model init, or several virtual CPU
+    devices), every thread waits for work queued behind it and the process hangs
+    forever. Seen here: a jitted ``mimetic_attention`` of an 8-block model on a
+    2-core machine. Every decomposition below therefore goes through
+    :func:`cpu_sequential`, which under ``vmap`` loops over the batch one matrix at a
+    time on CPU (one LAPACK call per matrix runs inline and cannot wait on the
+    pool) and keeps the native batched kernel on GPU and TPU. Same numbers either
+    way: the matrices are decomposed independently.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +68,53 @@ Array = jax.Array
 TEMPLATE_SIZE = 384
 #: Singular values pooled (over reference samples) per template.
 TEMPLATE_POOL = 4096
+
+
+def cpu_sequential(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (arrays in, arrays out), batched under ``vmap`` by a loop on CPU, natively elsewhere.
+
+    A ``jax.custom_batching.custom_vmap`` rule: on the CPU platform the batch is
+    mapped with ``lax.map`` (one unbatched call per element; nested ``vmap`` recurses),
+    on other platforms with ``jax.vmap(fn)``. The platform is chosen when the
+    computation is lowered (``lax.platform_dependent``), so one jitted function
+    serves every backend. See the module docstring for why.
+    """
+
+    @jax.custom_batching.custom_vmap
+    def wrapped(*args):
+        return fn(*args)
+
+    @wrapped.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        args = [a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip(args, in_batched)]
+        out = jax.lax.platform_dependent(
+            *args,
+            cpu=lambda *xs: jax.lax.map(lambda ys: wrapped(*ys), xs),
+            default=jax.vmap(fn),
+        )
+        return out, jax.tree.map(lambda _: True, out)
+
+    return functools.wraps(fn)(wrapped)
+
+
+@cpu_sequential
+def _cholesky(m: Array) -> Array:
+    return jnp.linalg.cholesky(m)
+
+
+@cpu_sequential
+def _lower_inverse(lower: Array) -> Array:
+    return jax.scipy.linalg.solve_triangular(lower, jnp.eye(lower.shape[0], dtype=lower.dtype), lower=True)
+
+
+@cpu_sequential
+def _qr(x: Array) -> tuple[Array, Array]:
+    return tuple(jnp.linalg.qr(x))
+
+
+@cpu_sequential
+def _svd(a: Array) -> tuple[Array, Array, Array]:
+    return tuple(jnp.linalg.svd(a, full_matrices=False))
 
 
 def noise(key: Array, shape: tuple[int, ...], scale_dim: int, distribution: str, dtype) -> Array:
@@ -86,9 +148,7 @@ def orthonormalize(x: Array) -> Array:
     products only (Householder QR batches poorly on CPU). Callers keep
     ``2 r <= n``, where a Gaussian ``X`` has condition number below about 6.
     """
-    chol = jnp.linalg.cholesky(x.T @ x)
-    inv = jax.scipy.linalg.solve_triangular(chol, jnp.eye(x.shape[1], dtype=x.dtype), lower=True)
-    return x @ inv.T
+    return x @ _lower_inverse(_cholesky(x.T @ x)).T
 
 
 def haar_columns(key: Array, n: int, r: int, dtype=jnp.float32) -> Array:
@@ -96,13 +156,13 @@ def haar_columns(key: Array, n: int, r: int, dtype=jnp.float32) -> Array:
     g = jax.random.normal(key, (n, r), dtype)
     if 2 * r <= n:
         return orthonormalize(g)
-    q, upper = jnp.linalg.qr(g)
+    q, upper = _qr(g)
     return q * jnp.sign(jnp.diagonal(upper))
 
 
 def exact_factors(a: Array, rank: int) -> tuple[Array, Array]:
     """``(U_r √S_r, V_r √S_r)`` from the SVD of ``a``: their product is the best rank-``r`` approximation."""
-    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    u, s, vt = _svd(a)
     root = jnp.sqrt(s[:rank])
     return u[:, :rank] * root, vt[:rank].T * root
 
