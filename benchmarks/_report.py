@@ -7,13 +7,15 @@ smoke test and writes ``NAME.quick.json`` / ``NAME.quick.md`` instead, so a smok
 never overwrites the reported full-run numbers.
 
 XLA thread pool: ``--xla-threads N`` sets ``NPROC=N`` before JAX starts, which sizes
-XLA:CPU's intra-op thread pool (default: one thread per usable core). It exists as a
-workaround: with jaxlib 0.10.2, batched LAPACK kernels (``potrf``, ``orgqr``, ``gesdd``
-on a batch of matrices, which ``vmap`` over heads produces) wait inside a pool thread for
-sub-tasks queued on the same pool, so a jitted program that runs pool-size such kernels
-at once (e.g. the attention blocks of a model under one ``jax.jit``) deadlocks. A
-watchdog (:class:`Run`) notices a process that stops using CPU, records where in
-``results/`` and exits with status 3 instead of hanging.
+XLA:CPU's intra-op thread pool (default: one thread per usable core). With jaxlib 0.10.2,
+batched LAPACK kernels wait inside a pool thread for sub-tasks queued on the same pool,
+so a jitted program running pool-size such kernels at once deadlocked; the package now
+issues one LAPACK call per matrix on CPU (``mimetic_jax/_linalg.py``), and the option
+stays for measuring other pool sizes. A watchdog (:class:`Run`) notices a process that
+stops using CPU, records where in ``results/`` and exits with status 3 instead of hanging.
+
+Result files of a run on an accelerator get the backend in their name
+(``NAME.gpu.json``), so CPU and GPU figures sit side by side.
 
 Timing rules (see :func:`time_jit`): every result is passed through
 ``jax.block_until_ready``; the compile cost is measured separately with the
@@ -69,7 +71,7 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
     parser.add_argument("--quick", action="store_true", help="small sizes, well under a minute (smoke test)")
     parser.add_argument("--xla-threads", type=int, default=None,
                         help="size of XLA:CPU's intra-op thread pool (sets NPROC; default: one per core); "
-                             "a workaround for the jaxlib 0.10.2 batched-LAPACK deadlock, see _report.py")
+                             "see _report.py")
     parser.add_argument("--watchdog", type=float, default=120.0,
                         help="seconds without CPU progress before the run is declared deadlocked (0: off)")
     if extra is not None:
@@ -323,6 +325,10 @@ def write_results(name: str, quick: bool, mach: dict[str, Any], data: dict[str, 
     RESULTS.mkdir(parents=True, exist_ok=True)
     mach = dict(mach, load_average_at_end=load_average())
     stem = f"{name}.quick" if quick else name
+    if mach.get("backend", "cpu") != "cpu":  # accelerator runs sit beside the CPU ones
+        stem += f".{mach['backend']}"
+    if os.environ.get("NPROC"):  # a non-default XLA pool (--xla-threads) never overwrites the default run
+        stem += f".xla{os.environ['NPROC']}"
     payload = {"benchmark": name, "quick": quick, "machine": mach, "script_wall_s": wall_s, **data}
     json_path, md_path = RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"
     json_path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
@@ -379,8 +385,8 @@ class Run:
 
     def _deadlock(self, idle: float) -> None:
         msg = (f"DEADLOCK: no CPU progress for {idle:.0f} s during stage {self.current!r} "
-               f"(XLA pool {self.machine.get('xla_pool_threads')} threads). See _report.py: jaxlib 0.10.2 "
-               "batched LAPACK kernels can deadlock XLA:CPU's intra-op pool; rerun with --xla-threads 64.")
+               f"(XLA pool {self.machine.get('xla_pool_threads')} threads). Batched LAPACK kernels "
+               "can deadlock XLA:CPU's intra-op pool (see _report.py and mimetic_jax/_linalg.py).")
         print("\n" + msg, file=sys.stderr, flush=True)
         faulthandler.dump_traceback(all_threads=True)
         with self._lock:

@@ -163,7 +163,7 @@ def count(tree) -> int:
     return sum(x.size for x in jax.tree.leaves(tree))
 
 
-def run_case(case: Case, run: "_report.Run", results: list[dict]) -> dict:
+def run_case(case: Case, run: "_report.Run", results: list[dict], methods: tuple[str, ...]) -> dict:
     model, x = case.model, case.x
     shapes = jax.eval_shape(lambda k: model.init(k, x), jax.random.key(0))
     blocks = find_attention_blocks(shapes, num_heads=case.num_heads)
@@ -188,8 +188,9 @@ def run_case(case: Case, run: "_report.Run", results: list[dict]) -> dict:
         return f
 
     _report.log(f"{case.name}: {res['params'] / 1e6:.1f} M params, {len(blocks)} attention blocks")
-    for label, fn, reps in (("default", default, case.repeats), ("fast", mimetic("fast"), case.repeats),
-                            ("exact", mimetic("exact"), case.exact_repeats)):
+    plan = [("default", default, case.repeats)] + [
+        (m, mimetic(m), case.exact_repeats if m == "exact" else case.repeats) for m in methods]
+    for label, fn, reps in plan:
         run.stage(f"{case.name}: {label} (jit, {reps} repeats)")
         t = _report.time_jit(fn, key, repeats=reps)
         res["timings"][label] = t
@@ -242,13 +243,23 @@ def markdown(results: list[dict]) -> str:
 
 
 def main() -> None:
-    args = _report.parse_args(__doc__.splitlines()[0])
+    def extra(p):
+        p.add_argument("--methods", default="fast,exact", help="mimetic methods to time, in this order")
+        p.add_argument("--models", default=None, help="comma-separated subset: vit,gpt")
+
+    args = _report.parse_args(__doc__.splitlines()[0], extra)
+    methods = tuple(m for m in args.methods.split(",") if m)
     run = _report.Run("init_cost", "Init cost: mimetic vs default whole-model init", args)
     results: list[dict] = []
     run.data.update({"target_ratio": TARGET_RATIO, "models": results})
     run.partial_markdown = lambda: markdown(results)
-    for c in cases(args.quick):
-        run_case(c, run, results)
+    chosen = cases(args.quick)
+    if args.models:
+        wanted = args.models.split(",")
+        chosen = [c for c, tag in zip(chosen, ("vit", "gpt")) if tag in wanted]
+    run.data["methods"] = list(methods)
+    for c in chosen:
+        run_case(c, run, results, methods)
     run.finish(markdown(results))
 
 

@@ -12,10 +12,9 @@ Ours, producing the same arrays for the whole stack:
 * ``per-layer calls``: a Python loop over the layers calling the public
   ``mimetic_jax.query_key`` and ``mimetic_jax.value_output`` (each jitted inside), as
   ``mimetic_attention`` does outside ``jit``;
-* ``jit(vmap)`` (only with ``--with-vmap``): one ``jax.jit`` of a ``jax.vmap`` over the 12
-  layer keys. Off by default: with jaxlib 0.10.2 on a 2-core CPU this program deadlocks
-  (batched LAPACK kernels of independent layers block XLA:CPU's intra-op pool, see
-  ``_report.py``); use it with ``--xla-threads 64``.
+* ``jit(vmap)`` (with ``--with-vmap``): one ``jax.jit`` of a ``jax.vmap`` over the 12
+  layer keys. (It used to deadlock on a 2-core CPU with jaxlib 0.10.2; the package now
+  loops batched LAPACK calls on CPU, see ``mimetic_jax/_linalg.py``.)
 
 Each for ``method="exact"`` and ``method="fast"``. Compile time is reported separately
 (first call minus steady state for the per-layer loop; AOT trace + compile for the
@@ -112,8 +111,7 @@ def main() -> None:
                        help="time the NumPy baseline on this many layers and extrapolate (default: all)")
         p.add_argument("--repeats", type=int, default=None, help="repeats of each of ours (steady state)")
         p.add_argument("--with-vmap", action="store_true",
-                       help="also time one jit(vmap over layers) program (deadlocks on 2 cores with jaxlib 0.10.2 "
-                            "unless --xla-threads is raised)")
+                       help="also time one jit(vmap over layers) program")
 
     args = _report.parse_args(__doc__.splitlines()[0], extra)
     run = _report.Run("numpy_reference", "Mimetic attention stack: ours vs a NumPy per-head reference", args)
@@ -195,8 +193,7 @@ def main() -> None:
         f"({heads + 1} SVDs of {d}×{d} per layer; NumPy's OpenBLAS uses all cores). Ours: steady = median over "
         "repeats of already-compiled code; `compile` for per-layer calls is first call − steady (the first call "
         "of `fast` also builds the host-side spectral template), for jit(vmap) it is AOT trace + compile. "
-        + ("" if args.with_vmap else "The jit(vmap over layers) variant was not run (`--with-vmap`; it deadlocks "
-                                     "on 2 cores with jaxlib 0.10.2 unless `--xla-threads` is raised). ")
+        + ("" if args.with_vmap else "The jit(vmap over layers) variant was not run (`--with-vmap`). ")
         + f"Target: ≥ {TARGET_SPEEDUP:.0f}× (✅/❌). Last column: a check that all produce the same structure "
         "(published: ≈ 0.40 and −0.40 at d=192; the truncated query/key diagonal shrinks with k/d).\n\n"
         + table + "\n"
