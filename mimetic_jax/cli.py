@@ -185,8 +185,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
     from mimetic_jax.models import ViT, query_key_products
     from mimetic_jax.tasks import load_dataset
-    from mimetic_jax.training import checkpoint_steps, stack_trees, train_models
-    from mimetic_jax.transforms import mimetic_attention
+    from mimetic_jax.training import checkpoint_steps, paired_inits, stack_trees, train_models
 
     start = time.perf_counter()
     data = load_dataset(args.dataset)
@@ -194,17 +193,8 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     model = ViT(num_classes=data.num_classes, width=args.width, depth=args.depth,
                 num_heads=args.heads, patch_size=patch)
 
-    # One compiled init for all seeds; the transform runs eagerly (its per-op compilations
-    # are shared by all layers and seeds, which is cheaper on CPU than compiling it whole).
-    init = jax.jit(model.init)
-    sample = jax.numpy.asarray(data.x_train[:1])
-    default_params, mimetic_params, data_keys = [], [], []
-    for seed in range(args.seeds):
-        init_key, mimetic_key, data_key = jax.random.split(jax.random.key(seed), 3)
-        params = init(init_key, sample)
-        default_params.append(params)
-        mimetic_params.append(mimetic_attention(params, mimetic_key, method=args.method))
-        data_keys.append(data_key)
+    default_params, mimetic_params, data_keys = paired_inits(
+        model, data.x_train, range(args.seeds), method=args.method)
     qk_default = np.asarray(query_key_products(default_params[0])[0])
     qk_mimetic = np.asarray(query_key_products(mimetic_params[0])[0])
 

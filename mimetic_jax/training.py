@@ -49,6 +49,7 @@ __all__ = [
     "cross_entropy",
     "init_params",
     "make_optimizer",
+    "paired_inits",
     "stack_trees",
     "train_models",
     "unstack_tree",
@@ -90,6 +91,42 @@ def init_params(model: nn.Module, key: jax.Array, sample_x: jax.Array | np.ndarr
         ['params']
     """
     return jax.jit(model.init)(key, jnp.asarray(sample_x[:1]))
+
+
+def paired_inits(
+    model: nn.Module,
+    sample_x: jax.Array | np.ndarray,
+    seeds: Sequence[int],
+    *,
+    method: str = "exact",
+) -> tuple[list[PyTree], list[PyTree], list[jax.Array]]:
+    """Default and mimetic parameters of ``model`` and a data key, paired by seed.
+
+    For each seed ``s``, ``jax.random.key(s)`` splits into an init key, a mimetic key and
+    a data key: the default parameters are ``model.init(init_key, ...)``, the mimetic ones
+    are the same tree with only its attention kernels replaced by
+    :func:`mimetic_jax.transforms.mimetic_attention` (``method``). Giving both models of a
+    pair the same data key (see :func:`train_models`) makes them see the same data order.
+
+    One compiled init serves all seeds; the transform runs eagerly (its per-op
+    compilations are shared by all layers and seeds, which is cheaper on CPU than
+    compiling it whole).
+
+    Returns:
+        ``(default_params, mimetic_params, data_keys)``, three lists of ``len(seeds)``.
+    """
+    from mimetic_jax.transforms import mimetic_attention
+
+    init = jax.jit(model.init)
+    sample = jnp.asarray(sample_x[:1])
+    default_params, mimetic_params, data_keys = [], [], []
+    for seed in seeds:
+        init_key, mimetic_key, data_key = jax.random.split(jax.random.key(seed), 3)
+        params = init(init_key, sample)
+        default_params.append(params)
+        mimetic_params.append(mimetic_attention(params, mimetic_key, method=method))
+        data_keys.append(data_key)
+    return default_params, mimetic_params, data_keys
 
 
 def stack_trees(trees: Sequence[PyTree]) -> PyTree:
