@@ -31,14 +31,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx, traverse_util
-from flax.core import FrozenDict
 
 from mimetic_jax import _checks
+from mimetic_jax._tree import Path, flatten, path_name, rebuild
 from mimetic_jax.attention import METHODS, query_key, value_output
 
 Array = jax.Array
-Path = tuple[Any, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +91,7 @@ class AttentionBlock:
 
     @property
     def name(self) -> str:
-        return "/".join(str(p) for p in self.path)
+        return path_name(self.path)
 
     def kernel_path(self, name: str) -> Path:
         return (*self.path, name, self.layout.kernel)
@@ -151,8 +149,6 @@ def _sizes(layout: AttentionLayout, shapes: Sequence[tuple[int, ...]], num_heads
     return fused[0], fused[0], o[1], h, h_kv, fused[1] // (h + 2 * h_kv)
 
 
-def _flatten(tree: Mapping) -> dict[Path, Any]:
-    return traverse_util.flatten_dict(dict(tree) if isinstance(tree, FrozenDict) else tree)
 
 
 def _find(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include: str | None, exclude: str | None,
@@ -160,7 +156,7 @@ def _find(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include:
     parents = sorted({p[:-2] for p in flat if len(p) >= 2}, key=lambda p: tuple(str(x) for x in p))
     blocks = []
     for parent in parents:
-        name = "/".join(str(p) for p in parent)
+        name = path_name(parent)
         if include is not None and not re.search(include, name):
             continue
         if exclude is not None and re.search(exclude, name):
@@ -195,7 +191,7 @@ def find_attention_blocks(
     ``include``/``exclude`` are regular expressions searched in the block's path
     (``"encoder/layers_0/attn"``).
     """
-    return _find(_flatten(_as_pure_dict(tree)), layouts, include, exclude, num_heads, num_kv_heads,
+    return _find(flatten(tree), layouts, include, exclude, num_heads, num_kv_heads,
                  stacked_axes)
 
 
@@ -265,29 +261,8 @@ def _reinit_block(flat: dict[Path, Any], block: AttentionBlock, key: Array, opts
         flat[block.kernel_path(n)] = w
 
 
-def _as_pure_dict(tree: Any) -> Any:
-    if isinstance(tree, nnx.Module):
-        return nnx.state(tree, nnx.Param).to_pure_dict()
-    if isinstance(tree, nnx.State):
-        return tree.to_pure_dict()
-    if isinstance(tree, Mapping):
-        return tree
-    raise TypeError(f"tree must be a linen params dict, an nnx.State or an nnx.Module, got {type(tree).__name__}")
 
 
-def _rebuild(tree: Any, flat: dict[Path, Any]) -> Any:
-    pure = traverse_util.unflatten_dict(flat)
-    if isinstance(tree, FrozenDict):
-        return FrozenDict(pure)
-    if isinstance(tree, (nnx.State, nnx.Module)):
-        state = nnx.state(tree, nnx.Param) if isinstance(tree, nnx.Module) else tree
-        new_state = jax.tree.map(lambda x: x, state)
-        new_state.replace_by_pure_dict(pure)
-        if isinstance(tree, nnx.Module):
-            nnx.update(tree, new_state)
-            return tree
-        return new_state
-    return pure
 
 
 def mimetic_attention(
@@ -359,7 +334,7 @@ def mimetic_attention(
         raise ValueError("nothing to do: query_key and value_output are both False")
     opts = dict(alpha=alpha, beta=beta, value_alpha=value_alpha, value_beta=value_beta, sign=sign,
                 distribution=distribution, method=method, rotate_heads=rotate_heads)
-    flat = dict(_flatten(_as_pure_dict(tree)))
+    flat = flatten(tree)
     blocks = _find(flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes)
     if not blocks:
         if allow_empty:
@@ -375,4 +350,4 @@ def mimetic_attention(
         else key
     for i, block in enumerate(blocks):
         _reinit_block(flat, block, jax.random.fold_in(key, i), opts, (bool(query_key), bool(value_output)))
-    return _rebuild(tree, flat)
+    return rebuild(tree, flat)

@@ -1,0 +1,62 @@
+"""Parameter-tree plumbing shared by every whole-model transform.
+
+A transform (``mimetic_attention``, the conv/MLP/SSM transforms, ``emergence_scale``,
+``mimetic``) works on a *flat* view of the model's parameters: a dict from path tuples
+(``("params", "encoder", "layers_0", "attn", "query", "kernel")``) to arrays. These
+helpers turn a linen params dict, an ``nnx.State`` or an ``nnx.Module`` into that view
+and write a changed view back in the caller's container:
+
+* :func:`flatten`/:func:`as_pure_dict` — the flat view (NNX: its ``nnx.Param`` s only);
+* :func:`rebuild` — a new dict / ``nnx.State`` with the same structure, or the
+  ``nnx.Module`` updated **in place** (like ``nnx.update``);
+* :func:`path_name` — the ``"a/b/c"`` string that ``include``/``exclude`` patterns search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+from flax import nnx, traverse_util
+from flax.core import FrozenDict
+
+Path = tuple[Any, ...]
+
+
+def as_pure_dict(tree: Any) -> Any:
+    """A nested dict of arrays for a linen params dict, an ``nnx.State`` or an ``nnx.Module``."""
+    if isinstance(tree, nnx.Module):
+        return nnx.state(tree, nnx.Param).to_pure_dict()
+    if isinstance(tree, nnx.State):
+        return tree.to_pure_dict()
+    if isinstance(tree, Mapping):
+        return tree
+    raise TypeError(f"tree must be a linen params dict, an nnx.State or an nnx.Module, got {type(tree).__name__}")
+
+
+def flatten(tree: Any) -> dict[Path, Any]:
+    """The flat ``{path: array}`` view of any tree :func:`as_pure_dict` accepts."""
+    pure = as_pure_dict(tree)
+    return dict(traverse_util.flatten_dict(dict(pure) if isinstance(pure, FrozenDict) else pure))
+
+
+def path_name(path: Path) -> str:
+    """``("params", "layers_0", "attn")`` → ``"params/layers_0/attn"``."""
+    return "/".join(str(p) for p in path)
+
+
+def rebuild(tree: Any, flat: dict[Path, Any]) -> Any:
+    """Write ``flat`` back in ``tree``'s container (a new dict/State, or the Module in place)."""
+    pure = traverse_util.unflatten_dict(flat)
+    if isinstance(tree, FrozenDict):
+        return FrozenDict(pure)
+    if isinstance(tree, (nnx.State, nnx.Module)):
+        state = nnx.state(tree, nnx.Param) if isinstance(tree, nnx.Module) else tree
+        new_state = jax.tree.map(lambda x: x, state)
+        new_state.replace_by_pure_dict(pure)
+        if isinstance(tree, nnx.Module):
+            nnx.update(tree, new_state)
+            return tree
+        return new_state
+    return pure
