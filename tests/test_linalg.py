@@ -70,3 +70,24 @@ def test_jitted_init_of_many_attention_blocks_finishes_on_cpu():
     env = {"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0 and "finished" in done.stdout, done.stderr[-2000:]
+
+
+def test_givens_orthogonal_is_orthogonal_with_haar_like_entries():
+    n = 384
+    q = np.asarray(_linalg.givens_orthogonal(jax.random.key(3), n), np.float64)
+    np.testing.assert_allclose(q @ q.T, np.eye(n), atol=2e-6)
+    x = (q * np.sqrt(n)).ravel()
+    # Haar: √n Q_ij → N(0, 1); over N = n² entries the sample mean of x² has std √(2/N)
+    # and that of x⁴ std √(96/N) (Gaussian moments; entries are nearly independent).
+    big_n = x.size
+    assert abs(np.mean(x**2) - 1.0) < 1e-5  # rows are unit vectors: exact up to rounding
+    assert abs(np.mean(x**4) - 3.0) < 5 * np.sqrt(96 / big_n)
+    assert np.abs(x).max() < np.sqrt(2 * np.log(2 * big_n)) + 1.0  # no heavy tail left from the start
+
+
+def test_givens_orthogonal_same_key_same_matrix_under_jit_and_vmap():
+    keys = jax.random.split(jax.random.key(4), 3)
+    eager = [_linalg.givens_orthogonal(k, 7) for k in keys]
+    batched = jax.jit(jax.vmap(lambda k: _linalg.givens_orthogonal(k, 7)))(keys)
+    np.testing.assert_allclose(np.stack(eager), batched, atol=1e-6)
+    assert not np.allclose(eager[0], eager[1])
