@@ -25,6 +25,7 @@ pass ``stacked_axes`` (each stacked layer gets its own draw).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -239,9 +240,27 @@ def _write(block: AttentionBlock, old: dict[str, Array], new: tuple) -> dict[str
     return out
 
 
-def _reinit_block(flat: dict[Path, Any], block: AttentionBlock, key: Array, opts: dict[str, Any],
-                  parts: tuple[bool, bool]) -> None:
-    names = block.layout.names
+#: Elements of new kernels the ``fast`` method draws at once across blocks of equal shape.
+FAST_GROUP_ELEMENTS = 1 << 26
+
+
+def _signature(block: AttentionBlock, flat: Mapping[Path, Any]) -> tuple:
+    """Blocks with equal signatures are drawn together (same sizes, kernel shapes and dtypes)."""
+    kernels = tuple((tuple(jnp.shape(flat[block.kernel_path(n)])), jnp.result_type(flat[block.kernel_path(n)]))
+                    for n in block.layout.names)
+    return dataclasses.replace(block, path=()), kernels
+
+
+def _reinit_group(flat: dict[Path, Any], blocks: Sequence[AttentionBlock], keys: Sequence[Array],
+                  opts: dict[str, Any], parts: tuple[bool, bool]) -> None:
+    """Re-draw blocks of one signature, block ``i`` from ``keys[i]``, as one batched computation.
+
+    ``fast``: ``lax.map`` in batches of blocks (``vmap`` inside a batch) holding at most
+    about ``FAST_GROUP_ELEMENTS`` new kernel elements, so a deep model costs one
+    launch sequence instead of one per block and memory stays bounded. ``exact``:
+    one block at a time (each one already bounds its ``d×d`` targets).
+    """
+    block, names = blocks[0], blocks[0].layout.names
 
     def one(k: Array, old: dict[str, Array]) -> dict[str, Array]:
         return _write(block, old, _draw(block, k, opts, parts))
@@ -249,20 +268,22 @@ def _reinit_block(flat: dict[Path, Any], block: AttentionBlock, key: Array, opts
     fn: Callable = one
     for _ in block.stack:
         fn = jax.vmap(fn)
-    count = 1
-    for n in block.stack:
-        count *= n
-    keys = jax.random.split(key, count).reshape(block.stack) if block.stack else key
-    new = fn(keys, {n: flat[block.kernel_path(n)] for n in names})
-    for n in names:
-        o, w = flat[block.kernel_path(n)], new[n]
-        if not isinstance(o, jax.core.Tracer) and getattr(o, "sharding", None) is not None:
-            w = jax.device_put(w, o.sharding)
-        flat[block.kernel_path(n)] = w
+    count = math.prod(block.stack)
 
+    def per_block(args: tuple[Array, dict[str, Array]]) -> dict[str, Array]:
+        k, old = args
+        return fn(jax.random.split(k, count).reshape(block.stack) if block.stack else k, old)
 
-
-
+    olds = {n: jnp.stack([flat[b.kernel_path(n)] for b in blocks]) for n in names}
+    size = sum(math.prod(jnp.shape(flat[block.kernel_path(n)])) for n in names)
+    batch = max(1, FAST_GROUP_ELEMENTS // size) if opts["method"] == "fast" else 1
+    new = jax.lax.map(per_block, (jnp.stack(keys), olds), batch_size=min(batch, len(blocks)))
+    for i, b in enumerate(blocks):
+        for n in names:
+            o, w = flat[b.kernel_path(n)], new[n][i]
+            if not isinstance(o, jax.core.Tracer) and getattr(o, "sharding", None) is not None:
+                w = jax.device_put(w, o.sharding)
+            flat[b.kernel_path(n)] = w
 
 
 def mimetic_attention(
@@ -293,7 +314,8 @@ def mimetic_attention(
     ``W_v W_o ≈ value_alpha Z + sign·value_beta I`` per layer (SPEC §1, Trockman &
     Kolter 2023); see :func:`mimetic_jax.query_key` and
     :func:`mimetic_jax.value_output` for the math and the options. Block ``i``
-    (in sorted path order) draws from ``jax.random.fold_in(key, i)``.
+    (in sorted path order) draws from ``jax.random.fold_in(key, i)``; blocks of equal
+    shapes are drawn together in one batched computation (the same numbers as one by one).
 
     Args:
       tree: a linen params dict (with or without the ``"params"`` level), an
@@ -348,6 +370,10 @@ def mimetic_attention(
         )
     key = jax.random.wrap_key_data(key) if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key) \
         else key
+    groups: dict[tuple, list[int]] = {}
     for i, block in enumerate(blocks):
-        _reinit_block(flat, block, jax.random.fold_in(key, i), opts, (bool(query_key), bool(value_output)))
+        groups.setdefault(_signature(block, flat), []).append(i)
+    for members in groups.values():
+        _reinit_group(flat, [blocks[i] for i in members], [jax.random.fold_in(key, i) for i in members], opts,
+                      (bool(query_key), bool(value_output)))
     return rebuild(tree, flat)

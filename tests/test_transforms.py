@@ -131,3 +131,20 @@ def test_jit_with_out_shardings_creates_the_model_sharded_and_equal():
     for a, b, s in zip(jax.tree.leaves(sharded), jax.tree.leaves(ref), jax.tree.leaves(shardings)):
         assert a.sharding.is_equivalent_to(s, a.ndim)
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_blocks_drawn_together_equal_the_samplers_block_by_block(method):
+    # Block i draws from fold_in(key, i), split into query/key and value/out keys, whether
+    # blocks of equal shape are batched (fast) or looped (exact).
+    x = jnp.ones((2, 16, 8))
+    params = TinyViT().init(jax.random.key(0), x)
+    key = jax.random.key(1)
+    new = mj.mimetic_attention(params, key, method=method)
+    for i in range(2):
+        k_qk, k_vo = jax.random.split(jax.random.fold_in(key, i))
+        a = new["params"][f"block_{i}"]["attn"]
+        w_q, w_k = mj.query_key(k_qk, 64, 4, 16, method=method)
+        w_v, w_o = mj.value_output(k_vo, 64, 4, 16, method=method)
+        for got, want in zip((a["query"], a["key"], a["value"], a["out"]), (w_q, w_k, w_v, w_o)):
+            np.testing.assert_allclose(got["kernel"], want, atol=2e-5)
