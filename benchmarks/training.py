@@ -160,7 +160,9 @@ def main() -> None:
     }
     if q and args.lrs == [3e-4, 1e-3, 3e-3]:
         cfg["lrs"] = [1e-3, 3e-3]
-    run = _report.Run("training", "Training: mimetic vs default attention init, paired seeds", args)
+    # The published (exact) construction writes results/training.*, the fast one training_fast.*.
+    name = "training" if args.method == "exact" else f"training_{args.method}"
+    run = _report.Run(name, "Training: mimetic vs default attention init, paired seeds", args)
     results: dict = {}
     run.data.update({"config": cfg, "datasets": results})
     run.partial_markdown = lambda: markdown(cfg, results)
