@@ -133,7 +133,8 @@ def emergence_init(
 
     For models built layer by layer (``nn.Dense(..., kernel_init=emergence_init(base, k, L))``).
     ``base`` follows ``init(key, shape, dtype)`` (any ``jax.nn.initializers`` initializer);
-    the draw is scaled in float32 (or float64) and returned in ``dtype``.
+    it draws in float32 (float64 if asked), the draw is scaled and cast to ``dtype`` at the
+    end, so one key gives the same weights in every dtype.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -153,8 +154,8 @@ def emergence_init(
     def init(key: jax.Array, shape: Sequence[int], dtype: Any = None, out_sharding: Any = None) -> jax.Array:
         dt = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
         kwargs = {} if out_sharding is None else {"out_sharding": out_sharding}
-        w = base(key, shape, dt, **kwargs)
-        return _scale(w, c)
+        w = base(key, shape, _checks.compute_dtype(dt), **kwargs)  # same draw for every dtype
+        return (w * c).astype(dt)
 
     return init
 
