@@ -109,6 +109,22 @@ def test_scale_under_jit_equals_eager_and_keeps_dtypes():
         np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
+def test_scale_keeps_shardings_eagerly_and_under_jit_with_out_shardings():
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+    mlp = bias_free_mlp(3, width=16)
+    params = mlp.init(jax.random.key(0), X)
+    shardings = jax.tree.map(lambda a: NamedSharding(mesh, P(None, "x") if a.shape[-1] % 8 == 0 else P()), params)
+    sharded = jax.device_put(params, shardings)
+    eager = mj.emergence_scale(sharded, alpha=1.3)
+    jitted = jax.jit(lambda p: mj.emergence_scale(p, alpha=1.3), out_shardings=shardings)(sharded)
+    for a, b, s in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), jax.tree.leaves(shardings)):
+        assert a.sharding.is_equivalent_to(s, a.ndim) and b.sharding.is_equivalent_to(s, b.ndim)
+        np.testing.assert_array_equal(a, b)
+
+
 # --------------------------------------------------------------------------- forward order and grouping
 
 
