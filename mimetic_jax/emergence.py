@@ -60,7 +60,6 @@ See :func:`emergence_measure` (NumPy float64, or natural log with ``log=True``).
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -309,8 +308,7 @@ def _layers(flat: Mapping[Path, Any], tree: Any, alpha: float, order: Any, pivot
         raise ValueError(f"no {kernel!r} leaf found in the tree (leaf names include "
                          f"{sorted({str(p[-1]) for p in flat})[:12]})")
     obj = tree if not isinstance(tree, Mapping) and hasattr(tree, "__dict__") else None
-    ordered = _ordered(kernels, obj) if obj is not None else _ordered(kernels, None)
-    modules = [p[:-1] for p in ordered]
+    modules = [p[:-1] for p in _ordered(kernels, obj)]
     units = _auto_units(modules) if order is None else _explicit_units(modules, order)
     factors = emergence_factors(len(units), a, pivot)
     return [EmergenceLayer(k, tuple((*m, kernel) for m in u), c) for k, (u, c) in enumerate(zip(units, factors))]
