@@ -7,9 +7,31 @@ Public API (see the README for a table and the papers):
 * :func:`qkv_init` — initializer for fused query/key/value kernels.
 * :func:`mimetic_attention` — re-initialize every attention block of a linen/NNX model.
 * :func:`sincos_1d`, :func:`sincos_2d` — fixed sin-cos position-embedding initializers.
+* :func:`conv_filter_covariance`, :func:`depthwise_conv_init`, :func:`filter_covariance`,
+  :func:`resize_covariance`, :func:`transfer_covariances` — covariance-structured depthwise
+  filters (Trockman, Willmott & Kolter, ICLR 2023); :func:`mimetic_conv`,
+  :func:`find_depthwise_convs`, :func:`filter_covariances`, :func:`freeze_mask` on whole models.
+* :func:`mean_shift_init`, :func:`mimetic_mlp`, :func:`find_mlp_layers` — the mimetic MLP mean
+  shift (Trockman & Kolter, "Mimetic Initialization of MLPs").
 """
 
 from mimetic_jax.attention import qkv_init, query_key, sincos_1d, sincos_2d, value_output
+from mimetic_jax.conv import (
+    conv_filter_covariance,
+    depthwise_conv_init,
+    filter_covariance,
+    resize_covariance,
+    transfer_covariances,
+)
+from mimetic_jax.conv_transforms import (
+    filter_covariances,
+    find_depthwise_convs,
+    find_mlp_layers,
+    freeze_mask,
+    mimetic_conv,
+    mimetic_mlp,
+)
+from mimetic_jax.mlp import mean_shift_init
 from mimetic_jax.transforms import (
     FLAX,
     FUSED,
@@ -30,11 +52,23 @@ __all__ = [
     "HF",
     "AttentionBlock",
     "AttentionLayout",
+    "conv_filter_covariance",
+    "depthwise_conv_init",
+    "filter_covariance",
+    "filter_covariances",
     "find_attention_blocks",
+    "find_depthwise_convs",
+    "find_mlp_layers",
+    "freeze_mask",
+    "mean_shift_init",
     "mimetic_attention",
+    "mimetic_conv",
+    "mimetic_mlp",
     "qkv_init",
     "query_key",
+    "resize_covariance",
     "sincos_1d",
     "sincos_2d",
+    "transfer_covariances",
     "value_output",
 ]
