@@ -32,6 +32,12 @@ def init(model, x):
     return jax.jit(model.init)(KEY, x)
 
 
+@pytest.fixture(scope="module")
+def mixer():
+    """Variables of one small ConvMixer (width 8, depth 2, kernel 5), shared by the tests."""
+    return init(ConvMixer(10, width=8, depth=2), jnp.zeros((1, 8, 8, 1)))
+
+
 def entry_tolerance(cov: np.ndarray, n: int, z: float = 5.0) -> np.ndarray:
     """``z`` standard errors of each entry of a sample covariance of ``n`` Gaussian draws."""
     d = np.diag(cov)
@@ -86,6 +92,8 @@ def test_no_failure_or_nan_for_any_size_and_sigma():
             cov = np.asarray(conv_filter_covariance(k, sigma), np.float64) / k**2
             assert np.all(np.isfinite(root)), (k, sigma)
             np.testing.assert_allclose(root @ root, cov, atol=1e-6 * cov.max())  # R² = Σ: no rank lost
+            full = _root_for((k, k), sigma, None, cov, gaussian)  # the general (non-separable) path
+            np.testing.assert_allclose(full @ full, cov, atol=1e-6 * cov.max())
     for dtype in (jnp.float32, jnp.bfloat16):
         for k, sigma in ((3, 0.1), (9, 10.0), (7, 2.0)):
             w = depthwise_conv_init(0, 1, sigma_start=sigma, sigma_end=sigma)(KEY, (k, k, 1, 16), dtype)
@@ -174,8 +182,8 @@ def test_transfer_maps_layers_by_relative_depth():
     assert [c.shape for c in transfer_covariances(src, 2, kernel_size=3, new_kernel_size=(5, 5))] == [(25, 25)] * 2
 
 
-def test_transferred_covariances_drive_mimetic_conv():
-    v = init(ConvMixer(10, width=8, depth=2, kernel_size=5), jnp.zeros((1, 4, 4, 1)))
+def test_transferred_covariances_drive_mimetic_conv(mixer):
+    v = mixer
     src = transfer_covariances([conv_filter_covariance(3, 1.0)], 2, kernel_size=3, new_kernel_size=5)
     v2 = mimetic_conv(v, KEY, covariances=src)
     assert v2["params"]["block_1"]["depthwise"]["kernel"].shape == (5, 5, 1, 8)
@@ -186,12 +194,12 @@ def test_transferred_covariances_drive_mimetic_conv():
 # --------------------------------------------------------------------------- whole-model transform
 
 
-def test_mimetic_conv_changes_only_depthwise_kernels():
-    v = init(ConvMixer(10, width=8, depth=3), jnp.zeros((1, 8, 8, 1)))
+def test_mimetic_conv_changes_only_depthwise_kernels(mixer):
+    v = mixer
     v2 = mimetic_conv(v, jax.random.key(1))
     flat, flat2 = jax.tree_util.tree_flatten_with_path(v)[0], dict(jax.tree_util.tree_flatten_with_path(v2)[0])
     changed = [jax.tree_util.keystr(p) for p, leaf in flat if not np.array_equal(leaf, flat2[p])]
-    assert changed == [f"['params']['block_{i}']['depthwise']['kernel']" for i in range(3)]
+    assert changed == [f"['params']['block_{i}']['depthwise']['kernel']" for i in range(2)]
 
 
 def test_depthwise_found_by_name_not_single_channel_stem():
@@ -220,14 +228,13 @@ def test_mimetic_conv_on_nnx_module_stacked_and_jit():
     np.testing.assert_allclose(w, eager["layers"]["dwconv"]["kernel"], rtol=1e-6)
 
 
-def test_freeze_mask_keeps_depthwise_filters_fixed_in_training():
+def test_freeze_mask_keeps_depthwise_filters_fixed_in_training(mixer):
     import optax
 
-    v = init(ConvMixer(10, width=8, depth=1), jnp.zeros((1, 8, 8, 1)))
-    params = v["params"]
+    params = mixer["params"]
     mask = freeze_mask(params)
     assert mask["block_0"]["depthwise"]["kernel"] is True
-    assert sum(jax.tree.leaves(mask)) == 1
+    assert sum(jax.tree.leaves(mask)) == 2
     opt = optax.chain(optax.adamw(0.1, weight_decay=0.5), optax.masked(optax.set_to_zero(), mask))
     grads = jax.tree.map(jnp.ones_like, params)
     updates, _ = jax.jit(lambda g, p: opt.update(g, opt.init(p), p))(grads, params)
