@@ -9,9 +9,30 @@ Public API (see the README for a table and the papers):
 * :func:`emergence_scale`, :func:`emergence_init`, :func:`emergence_measure` — emergence-promoting
   layer scaling and the emergence measure (Li, George & Silva, 2024).
 * :func:`sincos_1d`, :func:`sincos_2d` — fixed sin-cos position-embedding initializers.
+* :func:`conv_filter_covariance`, :func:`depthwise_conv_init`, :func:`filter_covariance`,
+  :func:`resize_covariance`, :func:`transfer_covariances` — covariance-structured depthwise
+  filters (Trockman, Willmott & Kolter, ICLR 2023); :func:`mimetic_conv`,
+  :func:`find_depthwise_convs`, :func:`filter_covariances`, :func:`freeze_mask` on whole models.
+* :func:`mean_shift_init`, :func:`mimetic_mlp`, :func:`find_mlp_layers` — the mimetic MLP mean
+  shift (Trockman & Kolter, "Mimetic Initialization of MLPs").
 """
 
 from mimetic_jax.attention import qkv_init, query_key, sincos_1d, sincos_2d, value_output
+from mimetic_jax.conv import (
+    conv_filter_covariance,
+    depthwise_conv_init,
+    filter_covariance,
+    resize_covariance,
+    transfer_covariances,
+)
+from mimetic_jax.conv_transforms import (
+    filter_covariances,
+    find_depthwise_convs,
+    find_mlp_layers,
+    freeze_mask,
+    mimetic_conv,
+    mimetic_mlp,
+)
 from mimetic_jax.emergence import (
     EmergenceLayer,
     emergence_factors,
@@ -21,6 +42,7 @@ from mimetic_jax.emergence import (
     emergence_scale,
     forward_order,
 )
+from mimetic_jax.mlp import mean_shift_init
 from mimetic_jax.transforms import (
     FLAX,
     FUSED,
@@ -35,24 +57,36 @@ from mimetic_jax.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionBlock",
+    "AttentionLayout",
+    "EmergenceLayer",
     "FLAX",
     "FUSED",
     "GPT2",
     "HF",
-    "AttentionBlock",
-    "AttentionLayout",
-    "EmergenceLayer",
+    "conv_filter_covariance",
+    "depthwise_conv_init",
     "emergence_factors",
     "emergence_init",
     "emergence_layers",
     "emergence_measure",
     "emergence_scale",
+    "filter_covariance",
+    "filter_covariances",
     "find_attention_blocks",
+    "find_depthwise_convs",
+    "find_mlp_layers",
     "forward_order",
+    "freeze_mask",
+    "mean_shift_init",
     "mimetic_attention",
+    "mimetic_conv",
+    "mimetic_mlp",
     "qkv_init",
     "query_key",
+    "resize_covariance",
     "sincos_1d",
     "sincos_2d",
+    "transfer_covariances",
     "value_output",
 ]

@@ -14,6 +14,7 @@ and write a changed view back in the caller's container:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,3 +61,9 @@ def rebuild(tree: Any, flat: dict[Path, Any]) -> Any:
             return tree
         return new_state
     return pure
+
+
+def natural_key(path: Path) -> tuple:
+    """Sort key on a path that orders ``block_2`` before ``block_10`` (layer order)."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
+                 for part in path for t in re.split(r"(\d+)", str(part)) if t)

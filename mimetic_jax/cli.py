@@ -8,8 +8,14 @@ order. It prints test accuracy (mean ± std over seeds) at the checkpoints, and 
 ``results.json`` and ``compare.png`` (accuracy curves; ``W_q^h W_k^hT`` per head of the
 first layer at init) to ``--out``.
 
+``--model convmixer`` trains a ConvMixer (BatchNorm) instead; ``--schemes`` picks what the
+mimetic arm applies: ``attention`` (:func:`~mimetic_jax.mimetic_attention`), ``conv``
+(:func:`~mimetic_jax.mimetic_conv`), ``mlp`` (:func:`~mimetic_jax.mimetic_mlp`), comma
+separated (default ``attention`` for the ViT, ``conv`` for the ConvMixer).
+
 Example:
     $ mimetic-jax compare --dataset digits --seeds 3
+    $ mimetic-jax compare --model convmixer --schemes conv,mlp --steps 200
     $ python -m mimetic_jax compare --dataset mnist1d --patch 1x4 --out runs/mnist1d
 """
 from __future__ import annotations
@@ -24,10 +30,31 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["UsageError", "build_parser", "check_options", "format_table", "main", "parse_patch", "run_compare"]
+__all__ = ["UsageError", "build_parser", "check_options", "format_table", "main", "parse_patch", "parse_schemes",
+           "run_compare"]
 
 DEFAULT_PATCH = {"digits": (2, 2), "mnist1d": (1, 4)}
 """Patch size per data set when ``--patch`` is not given: 16 tokens for digits, 10 for MNIST-1D."""
+MODELS = ("vit", "convmixer")
+SCHEMES = {"vit": ("attention", "mlp"), "convmixer": ("conv", "mlp")}
+"""Schemes ``--schemes`` accepts per model (the first is the default)."""
+
+
+def parse_schemes(text: str | None, model: str) -> tuple[str, ...]:
+    """``"conv,mlp"`` -> ``("conv", "mlp")``, checked against the model; ``None`` -> the model's default.
+
+    Example:
+        >>> parse_schemes(None, "convmixer"), parse_schemes("attention,mlp", "vit")
+        (('conv',), ('attention', 'mlp'))
+    """
+    if text is None:
+        return SCHEMES[model][:1]
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    bad = [n for n in names if n not in SCHEMES[model]]
+    if not names or bad:
+        raise UsageError(f"--schemes for --model {model} must be a comma-separated subset of "
+                         f"{','.join(SCHEMES[model])}, got {text!r}")
+    return names
 
 
 class UsageError(ValueError):
@@ -63,7 +90,7 @@ def check_options(args: argparse.Namespace, image_shape: Sequence[int], num_trai
     if image_shape[0] % patch[0] or image_shape[1] % patch[1]:
         raise UsageError(f"--patch {patch[0]}x{patch[1]} must divide the {args.dataset} image size "
                          f"{image_shape[0]}x{image_shape[1]}")
-    if args.width % 4 or args.width % args.heads:
+    if getattr(args, "model", "vit") == "vit" and (args.width % 4 or args.width % args.heads):
         raise UsageError(f"--width must be a multiple of 4 and of --heads={args.heads}, got {args.width}")
     if args.batch_size > num_train:
         raise UsageError(f"--batch-size must be at most {num_train} (training examples), got {args.batch_size}")
@@ -99,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(same parameters otherwise, same data order per seed); report test accuracy at "
         "checkpoints and write results.json and compare.png.",
     )
+    cmp.add_argument("--model", choices=MODELS, default="vit", help="model (default: %(default)s)")
+    cmp.add_argument("--schemes", default=None,
+                     help="mimetic schemes, comma separated: attention,mlp (vit) or conv,mlp (convmixer); "
+                          "default attention (vit), conv (convmixer)")
     cmp.add_argument("--dataset", choices=sorted(DEFAULT_PATCH), default="digits", help="data set (default: %(default)s)")
     cmp.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds, 0..SEEDS-1 (default: %(default)s)")
     cmp.add_argument("--steps", type=_positive_int, default=400, help="optimizer steps per model (default: %(default)s)")
@@ -138,8 +169,39 @@ def format_table(steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray) ->
     return "\n".join(lines)
 
 
+def _scheme_transform(schemes: Sequence[str], method: str):
+    """``(variables, key) -> variables`` applying the chosen schemes in order, each with its own key."""
+    from mimetic_jax import mimetic_attention, mimetic_conv, mimetic_mlp
+
+    steps = {"attention": lambda v, k: mimetic_attention(v, k, method=method),
+             "conv": mimetic_conv, "mlp": lambda v, k: mimetic_mlp(v)}
+
+    def transform(variables: Any, key: Any) -> Any:
+        import jax
+
+        for i, name in enumerate(schemes):
+            variables = steps[name](variables, jax.random.fold_in(key, i) if i else key)
+        return variables
+
+    return transform
+
+
+def _init_maps(model: str, default: Any, mimetic: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-head ``W_q^h W_k^hT`` of the first ViT layer, or the first depthwise layer's filter covariance."""
+    if model == "vit":
+        from mimetic_jax.models import query_key_products
+
+        return (np.asarray(query_key_products(default)[0]), np.asarray(query_key_products(mimetic)[0]),
+                r"right: $W_q^h W_k^{h\top}$ per head of the first layer at init (seed 0)")
+    from mimetic_jax import filter_covariances
+
+    return (np.asarray(filter_covariances(default)[0])[None], np.asarray(filter_covariances(mimetic)[0])[None],
+            "right: filter covariance of the first depthwise layer at init (seed 0)")
+
+
 def _plot(path: Path, steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray,
-          qk_default: np.ndarray, qk_mimetic: np.ndarray, title: str) -> None:
+          qk_default: np.ndarray, qk_mimetic: np.ndarray, title: str,
+          maps_title: str = r"right: $W_q^h W_k^{h\top}$ per head of the first layer at init (seed 0)") -> None:
     """Write the figure: accuracy curves (mean ± std) and per-head ``W_q^h W_k^hT`` maps."""
     import matplotlib
 
@@ -168,7 +230,7 @@ def _plot(path: Path, steps: np.ndarray, default: np.ndarray, mimetic: np.ndarra
             hax.set_yticks([])
             hax.set_title(f"{label}, head {h}", fontsize=8)
         fig.colorbar(image, ax=hax, shrink=0.8)
-    fig.suptitle(r"right: $W_q^h W_k^{h\top}$ per head of the first layer at init (seed 0)", fontsize=9)
+    fig.suptitle(maps_title, fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -183,20 +245,24 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     """
     import jax
 
-    from mimetic_jax.models import ViT, query_key_products
+    from mimetic_jax.models import ConvMixer, ViT
     from mimetic_jax.tasks import load_dataset
     from mimetic_jax.training import checkpoint_steps, paired_inits, stack_trees, train_models
 
     start = time.perf_counter()
+    model_name = getattr(args, "model", "vit")
+    schemes = parse_schemes(getattr(args, "schemes", None), model_name)
     data = load_dataset(args.dataset)
     patch = check_options(args, data.image_shape, data.x_train.shape[0])
-    model = ViT(num_classes=data.num_classes, width=args.width, depth=args.depth,
-                num_heads=args.heads, patch_size=patch)
+    if model_name == "vit":
+        model = ViT(num_classes=data.num_classes, width=args.width, depth=args.depth,
+                    num_heads=args.heads, patch_size=patch)
+    else:
+        model = ConvMixer(num_classes=data.num_classes, width=args.width, depth=args.depth, patch_size=patch)
 
     default_params, mimetic_params, data_keys = paired_inits(
-        model, data.x_train, range(args.seeds), method=args.method)
-    qk_default = np.asarray(query_key_products(default_params[0])[0])
-    qk_mimetic = np.asarray(query_key_products(mimetic_params[0])[0])
+        model, data.x_train, range(args.seeds), transform=_scheme_transform(schemes, args.method))
+    maps_default, maps_mimetic, maps_title = _init_maps(model_name, default_params[0], mimetic_params[0])
 
     params_stack = stack_trees(default_params + mimetic_params)
     keys = jax.numpy.stack(data_keys + data_keys)  # pairs see the same data order
@@ -209,6 +275,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     try:
         history = train_models(
             model.apply, params_stack, keys, data, steps=args.steps, learning_rate=args.lr,
+            mutable=("batch_stats",) if model_name == "convmixer" else (),
             batch_size=args.batch_size, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
             eval_steps=eval_steps, progress=None if bar is None else (lambda s: bar.update(s - bar.n)),
         )
@@ -218,15 +285,17 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
     acc = history.test_accuracy
     default_acc, mimetic_acc = acc[: args.seeds], acc[args.seeds:]
-    title = f"ViT d={args.width} L={args.depth} H={args.heads} on {args.dataset}"
+    title = (f"ViT d={args.width} L={args.depth} H={args.heads} on {args.dataset}" if model_name == "vit"
+             else f"ConvMixer C={args.width} L={args.depth} on {args.dataset}") + f" [{'+'.join(schemes)}]"
     print(title)
     print(format_table(history.steps, default_acc, mimetic_acc))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    _plot(args.out / "compare.png", history.steps, default_acc, mimetic_acc, qk_default, qk_mimetic, title)
+    _plot(args.out / "compare.png", history.steps, default_acc, mimetic_acc, maps_default, maps_mimetic, title,
+          maps_title)
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                   if k not in ("command", "no_progress")} | {"patch": list(patch)},
+                   if k not in ("command", "no_progress")} | {"patch": list(patch), "schemes": list(schemes)},
         "steps": history.steps.tolist(),
         "seeds": list(range(args.seeds)),
         "default": _results_entry(default_acc),

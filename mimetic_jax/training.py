@@ -99,8 +99,13 @@ def paired_inits(
     seeds: Sequence[int],
     *,
     method: str = "exact",
+    transform: Callable[[PyTree, jax.Array], PyTree] | None = None,
 ) -> tuple[list[PyTree], list[PyTree], list[jax.Array]]:
     """Default and mimetic parameters of ``model`` and a data key, paired by seed.
+
+    ``transform(variables, key)`` makes the mimetic parameters (default: attention only,
+    ``mimetic_attention(variables, key, method=method)``); pass e.g.
+    ``lambda v, k: mimetic_conv(v, k)`` for a ConvMixer.
 
     For each seed ``s``, ``jax.random.key(s)`` splits into an init key, a mimetic key and
     a data key: the default parameters are ``model.init(init_key, ...)``, the mimetic ones
@@ -124,7 +129,8 @@ def paired_inits(
         init_key, mimetic_key, data_key = jax.random.split(jax.random.key(seed), 3)
         params = init(init_key, sample)
         default_params.append(params)
-        mimetic_params.append(mimetic_attention(params, mimetic_key, method=method))
+        mimetic_params.append(mimetic_attention(params, mimetic_key, method=method) if transform is None
+                              else transform(params, mimetic_key))
         data_keys.append(data_key)
     return default_params, mimetic_params, data_keys
 
@@ -163,11 +169,14 @@ def make_optimizer(
     *,
     warmup_steps: int,
     weight_decay: float = 0.05,
+    frozen: PyTree | None = None,
 ) -> optax.GradientTransformation:
     """AdamW with a linear warm-up from 0 to ``learning_rate`` and a cosine decay to 0.
 
     The schedule reaches its peak after ``warmup_steps`` and zero at ``steps``. Weight
     decay is decoupled and applies to the leaves selected by :func:`weight_decay_mask`.
+    ``frozen``: a mask (``True`` = frozen, e.g. :func:`mimetic_jax.freeze_mask`) whose
+    leaves get a zero final update (no step, no weight decay).
     """
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
@@ -180,7 +189,10 @@ def make_optimizer(
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=learning_rate, warmup_steps=warmup_steps, decay_steps=steps, end_value=0.0
     )
-    return optax.adamw(schedule, weight_decay=weight_decay, mask=weight_decay_mask)
+    adamw = optax.adamw(schedule, weight_decay=weight_decay, mask=weight_decay_mask)
+    if frozen is None:
+        return adamw
+    return optax.chain(adamw, optax.masked(optax.set_to_zero(), frozen))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -236,11 +248,14 @@ def _num_models(params_stack: PyTree) -> int:
     return sizes.pop()
 
 
-def _make_train_chunk(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, batch_size: int) -> Callable:
+def _make_train_chunk(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, batch_size: int,
+                      mutable: tuple[str, ...] = ()) -> Callable:
     """Jitted ``(params, opt_state, keys, start, stop, x, y) -> (params, opt_state, loss_sum)``.
 
     Runs steps ``start .. stop-1`` of every stacked model; ``start`` and ``stop`` are traced,
-    so runs of any length share one compiled program.
+    so runs of any length share one compiled program. With ``mutable`` collections (e.g.
+    BatchNorm's ``batch_stats``) ``params`` is the variables dict: its ``"params"`` are
+    trained, the mutable collections are replaced by the ones the training forward returns.
     """
 
     def loss_fn(params: PyTree, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -251,6 +266,20 @@ def _make_train_chunk(apply_fn: ApplyFn, optimizer: optax.GradientTransformation
         loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx])
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
+
+    def stateful_loss(trained, variables, x, y):
+        logits, state = apply_fn({**variables, "params": trained}, x, train=True, mutable=list(mutable))
+        return cross_entropy(logits, y), state
+
+    def stateful_step(variables, opt_state, key, step, x_train, y_train):
+        idx = batch_indices(key, step, x_train.shape[0], batch_size)
+        (loss, state), grads = jax.value_and_grad(stateful_loss, has_aux=True)(
+            variables["params"], variables, x_train[idx], y_train[idx])
+        updates, opt_state = optimizer.update(grads, opt_state, variables["params"])
+        return {**variables, **state, "params": optax.apply_updates(variables["params"], updates)}, opt_state, loss
+
+    if mutable:
+        one_model_step = stateful_step  # noqa: F811
 
     all_models_step = jax.vmap(one_model_step, in_axes=(0, 0, 0, None, None, None))
 
@@ -297,6 +326,8 @@ def train_models(
     eval_batch_size: int = 1024,
     progress: Callable[[int], None] | None = None,
     progress_every: int = 25,
+    mutable: Sequence[str] = (),
+    frozen: PyTree | None = None,
 ) -> History:
     """Train ``M`` stacked models side by side and evaluate them at checkpoints.
 
@@ -318,6 +349,15 @@ def train_models(
         progress: called with the number of steps done so far, about every
             ``progress_every`` steps (e.g. ``lambda s: bar.update(s - bar.n)``).
         progress_every: steps between two ``progress`` calls.
+        mutable: collections the training forward updates, e.g. ``("batch_stats",)`` for
+            BatchNorm. Then ``params_stack`` holds whole variables dicts, only their
+            ``"params"`` are trained, and the training forward is
+            ``apply_fn(variables, x, train=True, mutable=[...])`` (evaluation stays
+            ``apply_fn(variables, x)``).
+        frozen: a mask with the structure of one model's trained tree (``params_stack``
+            without the model axis; with ``mutable``, its ``"params"``, or a whole
+            variables mask from which ``"params"`` is taken), ``True`` where the leaves stay
+            at their initial values (e.g. :func:`mimetic_jax.freeze_mask`).
 
     Returns:
         a :class:`History`.
@@ -334,15 +374,21 @@ def train_models(
     if progress_every <= 0:
         raise ValueError(f"progress_every must be positive, got {progress_every}")
 
-    optimizer = make_optimizer(learning_rate, steps, warmup_steps=warmup_steps, weight_decay=weight_decay)
+    mutable = tuple(mutable)
+    if mutable and frozen is not None and "params" in frozen:
+        frozen = frozen["params"]
+    optimizer = make_optimizer(learning_rate, steps, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                               frozen=frozen)
     x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
     x_test, y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
-    train_chunk = _make_train_chunk(apply_fn, optimizer, batch_size)
+    train_chunk = _make_train_chunk(apply_fn, optimizer, batch_size, mutable)
     evaluate = _make_evaluate(apply_fn, dataset.x_test, eval_batch_size)
 
     # Through one jit, so that the first chunk sees committed arrays like all later ones
     # (otherwise the chunk program compiles twice).
-    params, opt_state, data_keys = jax.jit(lambda p, k: (p, jax.vmap(optimizer.init)(p), k))(params_stack, data_keys)
+    trained = (lambda v: v["params"]) if mutable else (lambda v: v)
+    params, opt_state, data_keys = jax.jit(lambda p, k: (p, jax.vmap(optimizer.init)(trained(p)), k))(
+        params_stack, data_keys)
     accuracy = np.zeros((num_models, checkpoints.size), np.float32)
     train_loss = np.full((num_models, checkpoints.size), np.nan, np.float32)
     step, loss_sum, since = 0, np.zeros(num_models, np.float64), 0

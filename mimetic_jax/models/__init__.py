@@ -1,6 +1,17 @@
 """Reference Flax models used by the command line, benchmarks, notebooks and tests."""
 from __future__ import annotations
 
+from mimetic_jax.models.convnets import ConvMixer, ConvMixerBlock, ConvNeXt, ConvNeXtBlock, DepthwiseConv
 from mimetic_jax.models.vit import EncoderBlock, ViT, query_key_products, value_output_products
 
-__all__ = ["EncoderBlock", "ViT", "query_key_products", "value_output_products"]
+__all__ = [
+    "ConvMixer",
+    "ConvMixerBlock",
+    "ConvNeXt",
+    "ConvNeXtBlock",
+    "DepthwiseConv",
+    "EncoderBlock",
+    "ViT",
+    "query_key_products",
+    "value_output_products",
+]
