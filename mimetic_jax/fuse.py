@@ -112,6 +112,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -250,12 +252,18 @@ def relu_moments(mean: Any, cov: Any) -> tuple[Array, Array]:
     d = np.shape(mean)[0] if np.ndim(mean) == 1 else None
     if d is None:
         raise ValueError(f"mean must have shape (d,), got shape {np.shape(mean)}")
-    mean, cov = _gaussian(mean, cov, d)
+    return _relu_moments(*_gaussian(mean, cov, d))
+
+
+@jax.jit
+def _relu_moments(mean: Array, cov: Array) -> tuple[Array, Array]:
+    d = mean.shape[0]
     s = jnp.sqrt(jnp.maximum(jnp.diagonal(cov), 0.0))
     _, e1, e2 = _relu_1d(mean, s)
     tiny = jnp.finfo(jnp.float32).tiny
     sf = jnp.maximum(s, tiny)
-    rho = jnp.clip(cov / (sf[:, None] * sf[None, :]), -1 + 1e-6, 1 - 1e-6)
+    ss = s[:, None] * s[None, :]
+    rho = jnp.clip(jnp.where(ss > 0, cov / jnp.where(ss > 0, ss, 1.0), 0.0), -1 + 1e-6, 1 - 1e-6)
     a = jnp.clip(mean / sf, -_CLIP, _CLIP)
     ai, bj = a[:, None], a[None, :]
     r = jnp.sqrt(1 - rho * rho)
@@ -298,14 +306,19 @@ def dense_dense(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any,
     """
     activation = _closed_form_activation(activation)
     w1, b1, w2, b2, dtype = _dense_pair(w1, b1, w2, b2)
-    mean, cov = _gaussian(mean, cov, w1.shape[0])
+    w, b = _dense_dense(w1, b1, w2, b2, *_gaussian(mean, cov, w1.shape[0]), activation)
+    return w.astype(dtype), b.astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnums=6)
+def _dense_dense(w1: Array, b1: Array, w2: Array, b2: Array, mean: Array, cov: Array,
+                 activation: str) -> tuple[Array, Array]:
     w1f, w2f = w1.astype(jnp.float32), w2.astype(jnp.float32)
     m = jnp.dot(mean, w1f, precision=HIGHEST) + b1.astype(jnp.float32)
     var = jnp.einsum("ij,ik,kj->j", w1f, cov, w1f, precision=HIGHEST)
     gain, e_act = _gain_and_mean(m, var, activation)
     w = jnp.dot(w1f * gain, w2f, precision=HIGHEST)
-    b = jnp.dot(e_act, w2f, precision=HIGHEST) + b2.astype(jnp.float32) - jnp.dot(mean, w, precision=HIGHEST)
-    return w.astype(dtype), b.astype(dtype)
+    return w, jnp.dot(e_act, w2f, precision=HIGHEST) + b2.astype(jnp.float32) - jnp.dot(mean, w, precision=HIGHEST)
 
 
 def fusion_mse(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any, activation: str = "relu") -> Array:
@@ -320,11 +333,16 @@ def fusion_mse(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any, activ
     mean, cov = _gaussian(mean, cov, w1.shape[0])
     if activation == "identity":
         return jnp.zeros((), jnp.float32)
+    return _relu_mse(w1, b1, w2, b2, mean, cov)
+
+
+@jax.jit
+def _relu_mse(w1: Array, b1: Array, w2: Array, b2: Array, mean: Array, cov: Array) -> Array:
     w1f, w2f = w1.astype(jnp.float32), w2.astype(jnp.float32)
     m = jnp.dot(mean, w1f, precision=HIGHEST) + b1.astype(jnp.float32)
     cz = jnp.einsum("ij,ik,kl->jl", w1f, cov, w1f, precision=HIGHEST)
-    _, ca = relu_moments(m, (cz + cz.T) / 2)
-    gain, _ = _gain_and_mean(m, jnp.diagonal(cz), activation)
+    _, ca = _relu_moments(m, (cz + cz.T) / 2)
+    gain, _ = _gain_and_mean(m, jnp.diagonal(cz), "relu")
     resid = ca - gain[:, None] * cz * gain[None, :]
     return jnp.maximum(jnp.einsum("ij,ik,kj->", w2f, resid, w2f, precision=HIGHEST), 0.0)
 
@@ -402,23 +420,33 @@ def _batches(x: Any, batch_size: int) -> Iterable[Array]:
     return iter(x)
 
 
-def _stream(fn: Callable[[Array], tuple[Array, Array]], x: Any, batch_size: int) -> tuple[Moments, int]:
-    """Moments of the rows ``[features, targets]`` that ``fn`` makes of each batch of ``x``."""
-    _checks.positive_int("batch_size", batch_size)
-    step = jax.jit(lambda m, xb: m.update(jnp.concatenate(fn(xb), axis=1)))
+@functools.partial(jax.jit, static_argnums=0)
+def _step(fn: Callable, moments: Moments, params: tuple, xb: Array) -> Moments:
+    return moments.update(jnp.concatenate(fn(params, xb), axis=1))
+
+
+def _stream(fn: Callable[[tuple, Array], tuple[Array, Array]], params: tuple, x: Any, batch_size: int,
+            example: tuple[int, ...]) -> tuple[Moments, int]:
+    """Moments of the rows ``[features, targets]`` that ``fn(params, batch)`` makes of ``x``'s batches.
+
+    ``fn`` is static (hashable, e.g. a frozen dataclass) so repeated calls reuse one program.
+    """
     moments, dx = None, None
     for xb in _batches(x, batch_size):
         xb = _float("x", xb)
+        if tuple(xb.shape[1:]) != example:
+            raise ValueError(f"x batches must all have examples of shape {example}, got a batch of shape {xb.shape}")
         if moments is None:
-            feats, targets = jax.eval_shape(fn, xb)
+            feats, targets = jax.eval_shape(fn, params, xb)
             dx = feats.shape[1]
             moments = Moments.zeros(dx + targets.shape[1])
-        moments = step(moments, xb)
+        moments = _step(fn, moments, params, xb)
     if moments is None:
         raise ValueError("x must hold at least one example")
     return moments, dx
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def _fit(moments: Moments, dx: int, ridge: float) -> tuple[Array, Array, Array]:
     """Ridge linear MMSE of the last columns on the first ``dx``: ``(w, b, mse)``."""
     mean, cov = moments.mean_cov()
@@ -454,18 +482,25 @@ def dense_dense_from_data(w1: Any, b1: Any, w2: Any, b2: Any, x: Any, *,
     w1, b1, w2, b2, dtype = _dense_pair(w1, b1, w2, b2)
     act = _activation_fn(activation)
     ridge = _nonnegative("ridge", ridge)
-    d_in = w1.shape[0]
-
-    def fn(xb: Array) -> tuple[Array, Array]:
-        _checks.array_shape("x batch", xb, (None, d_in))
-        xb = xb.astype(jnp.float32)
-        z1 = jnp.dot(xb, w1.astype(jnp.float32), precision=HIGHEST) + b1.astype(jnp.float32)
-        return xb, jnp.dot(act(z1), w2.astype(jnp.float32), precision=HIGHEST) + b2.astype(jnp.float32)
-
-    moments, dx = _stream(fn, x, batch_size)
+    batches, example = _peek(x, batch_size)
+    if example != (w1.shape[0],):
+        raise ValueError(f"x must have shape (n, {w1.shape[0]}) to match w1 {w1.shape}, got examples of shape {example}")
+    params = tuple(v.astype(jnp.float32) for v in (w1, b1, w2, b2))
+    moments, dx = _stream(_DenseRows(act), params, batches, batch_size, example)
     w, b, mse = _fit(moments, dx, ridge)
     out = (w.astype(dtype), b.astype(dtype))
     return out + (mse,) if return_mse else out
+
+
+@dataclasses.dataclass(frozen=True)
+class _DenseRows:
+    act: Callable[[Array], Array]
+
+    def __call__(self, params: tuple, xb: Array) -> tuple[Array, Array]:
+        w1, b1, w2, b2 = params
+        xb = xb.astype(jnp.float32)
+        z1 = jnp.dot(xb, w1, precision=HIGHEST) + b1
+        return xb, jnp.dot(self.act(z1), w2, precision=HIGHEST) + b2
 
 
 def _nonnegative(name: str, value: Any) -> float:
@@ -617,6 +652,13 @@ def conv_conv(k1: Any, b1: Any, k2: Any, b2: Any, *, mean: Any = 0.0, cov: Any =
     k1, b1, k2, b2, s1, s2, p1, p2, _ = _conv_pair(k1, b1, k2, b2, strides, padding, input_size)
     dtype = k1.dtype
     mean, cov = _channel_gaussian(mean, cov, k1.shape[-2])
+    kernel, bias = _conv_conv(k1, b1, k2, b2, mean, cov, s1, activation)
+    return _fused_conv(kernel, bias, s1, s2, p1, p2, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7))
+def _conv_conv(k1: Array, b1: Array, k2: Array, b2: Array, mean: Array, cov: Array, s1: tuple,
+               activation: str) -> tuple[Array, Array]:
     k1f, k2f = k1.astype(jnp.float32), k2.astype(jnp.float32)
     flat = k1f.reshape(-1, k1.shape[-2], k1.shape[-1])  # (positions, c0, c1)
     m = jnp.einsum("pac,a->c", flat, mean, precision=HIGHEST) + b1.astype(jnp.float32)
@@ -626,13 +668,34 @@ def conv_conv(k1: Any, b1: Any, k2: Any, b2: Any, *, mean: Any = 0.0, cov: Any =
     spatial = tuple(range(k2.ndim - 2))
     bias = (b2.astype(jnp.float32) + jnp.dot(e_act, k2f.sum(spatial), precision=HIGHEST)
             - jnp.dot(mean, kernel.sum(spatial), precision=HIGHEST))
-    return _fused_conv(kernel, bias, s1, s2, p1, p2, dtype)
+    return kernel, bias
 
 
 def _fused_conv(kernel: Array, bias: Array, s1: tuple, s2: tuple, p1: tuple, p2: tuple, dtype: Any) -> FusedConv:
     strides = tuple(a * b for a, b in zip(s1, s2))
     pads = tuple((l1 + s * l2, h1 + s * h2) for (l1, h1), s, (l2, h2) in zip(p1, s1, p2))
     return FusedConv(kernel.astype(dtype), bias.astype(dtype), strides, pads)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConvConvRows:
+    act: Callable[[Array], Array]
+    s1: tuple
+    p1: tuple
+    s2: tuple
+    p2: tuple
+    window: tuple
+    strides: tuple
+    padding: tuple
+
+    def __call__(self, params: tuple, xb: Array) -> tuple[Array, Array]:
+        k1, b1, k2, b2 = params
+        xb = xb.astype(jnp.float32)
+        z2 = _conv(self.act(_conv(xb, k1, self.s1, self.p1) + b1), k2, self.s2, self.p2) + b2
+        patches = jax.lax.conv_general_dilated_patches(
+            xb, self.window, self.strides, self.padding, dimension_numbers=_dimension_numbers(k1.ndim - 2),
+            precision=HIGHEST)
+        return patches.reshape(-1, patches.shape[-1]), z2.reshape(-1, z2.shape[-1])
 
 
 def _peek(x: Any, batch_size: int) -> tuple[Iterable[Any], tuple[int, ...]]:
@@ -680,19 +743,9 @@ def conv_conv_from_data(k1: Any, b1: Any, k2: Any, b2: Any, x: Any, *, strides: 
     dtype = k1.dtype
     fused = _fused_conv(jnp.zeros(()), jnp.zeros(()), s1, s2, p1, p2, dtype)
     window = tuple(a + s * (b - 1) for a, s, b in zip(k1.shape[:-2], s1, k2.shape[:-2]))
-    k1f, b1f, k2f, b2f = (v.astype(jnp.float32) for v in (k1, b1, k2, b2))
-
-    def fn(xb: Array) -> tuple[Array, Array]:
-        if tuple(xb.shape[1:]) != example:
-            raise ValueError(f"x batches must all have examples of shape {example}, got {xb.shape}")
-        xb = xb.astype(jnp.float32)
-        z2 = _conv(act(_conv(xb, k1f, s1, p1) + b1f), k2f, s2, p2) + b2f
-        patches = jax.lax.conv_general_dilated_patches(
-            xb, window, fused.strides, fused.padding, dimension_numbers=_dimension_numbers(rank),
-            precision=HIGHEST)
-        return patches.reshape(-1, patches.shape[-1]), z2.reshape(-1, z2.shape[-1])
-
-    moments, dx = _stream(fn, batches, batch_size)
+    params = tuple(v.astype(jnp.float32) for v in (k1, b1, k2, b2))
+    rows = _ConvConvRows(act, s1, p1, s2, p2, window, fused.strides, fused.padding)
+    moments, dx = _stream(rows, params, batches, batch_size, example)
     w, b, mse = _fit(moments, dx, ridge)
     # conv_general_dilated_patches orders a patch's features (c0, *window)
     kernel = jnp.moveaxis(w.reshape((c0,) + window + (w.shape[-1],)), 0, -2)
@@ -748,23 +801,33 @@ def conv_dense(k1: Any, b1: Any, w2: Any, b2: Any, *, input_shape: Sequence[int]
     activation = _closed_form_activation(activation)
     k1, b1, w2, b2, shape, s1, p1 = _conv_dense_pair(k1, b1, w2, b2, input_shape, strides, padding)
     dtype, c0, full = k1.dtype, shape[-1], math.prod(shape)
-    k1f = k1.astype(jnp.float32)
     mean = _float("mean", mean).astype(jnp.float32)
     try:
         mean = jnp.broadcast_to(mean, shape)
     except ValueError as err:
         raise ValueError(f"mean must broadcast to input_shape {shape}, got shape {mean.shape}") from err
+    cov = _float("cov", cov).astype(jnp.float32)
+    full_cov = cov.ndim == 2 and cov.shape == (full, full) and full != c0
+    if full_cov:
+        _checks.psd_matrix("cov", cov)
+    else:
+        _, cov = _channel_gaussian(0.0, cov, c0)
+    w, b = _conv_dense(k1, b1, w2, b2, mean, cov, shape, s1, p1, full_cov, activation)
+    return w.astype(dtype), b.astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
+def _conv_dense(k1: Array, b1: Array, w2: Array, b2: Array, mean: Array, cov: Array, shape: tuple, s1: tuple,
+                p1: tuple, full_cov: bool, activation: str) -> tuple[Array, Array]:
+    k1f, full = k1.astype(jnp.float32), math.prod(shape)
     conv = lambda x: _conv(x, k1f, s1, p1)  # noqa: E731
     m = conv(mean[None])[0] + b1.astype(jnp.float32)
-    cov = _float("cov", cov).astype(jnp.float32)
-    if cov.ndim == 2 and cov.shape == (full, full) and full != c0:
-        _checks.psd_matrix("cov", cov)
+    if full_cov:
         evals, evecs = jnp.linalg.eigh((cov + cov.T) / 2)
         root = evecs * jnp.sqrt(jnp.maximum(evals, 0.0))  # cov = root rootᵀ
         var = jnp.sum(conv(root.T.reshape((full,) + shape)) ** 2, axis=0)
     else:
-        _, chan = _channel_gaussian(0.0, cov, c0)
-        q = jnp.einsum("...ac,ab,...bc->...c", k1f, chan, k1f, precision=HIGHEST)[..., None, :]
+        q = jnp.einsum("...ac,ab,...bc->...c", k1f, cov, k1f, precision=HIGHEST)[..., None, :]
         var = _conv(jnp.ones((1,) + shape[:-1] + (1,), jnp.float32), q, s1, p1)[0]
     gain, e_act = _gain_and_mean(m, var, activation)
     w2f = w2.astype(jnp.float32)
@@ -773,7 +836,7 @@ def conv_dense(k1: Any, b1: Any, w2: Any, b2: Any, *, input_shape: Sequence[int]
     w = w_t.reshape(w2.shape[1], full).T
     b = (jnp.dot(e_act.reshape(-1), w2f, precision=HIGHEST) + b2.astype(jnp.float32)
          - jnp.dot(mean.reshape(-1), w, precision=HIGHEST))
-    return w.astype(dtype), b.astype(dtype)
+    return w, b
 
 
 def conv_dense_from_data(k1: Any, b1: Any, w2: Any, b2: Any, x: Any, *, strides: Any = 1,
@@ -789,19 +852,24 @@ def conv_dense_from_data(k1: Any, b1: Any, w2: Any, b2: Any, x: Any, *, strides:
     batches, example = _peek(x, batch_size)
     k1, b1, w2, b2, shape, s1, p1 = _conv_dense_pair(k1, b1, w2, b2, example, strides, padding)
     dtype = k1.dtype
-    k1f, b1f, w2f, b2f = (v.astype(jnp.float32) for v in (k1, b1, w2, b2))
-
-    def fn(xb: Array) -> tuple[Array, Array]:
-        if tuple(xb.shape[1:]) != shape:
-            raise ValueError(f"x batches must all have examples of shape {shape}, got {xb.shape}")
-        xb = xb.astype(jnp.float32)
-        a = act(_conv(xb, k1f, s1, p1) + b1f).reshape(xb.shape[0], -1)
-        return xb.reshape(xb.shape[0], -1), jnp.dot(a, w2f, precision=HIGHEST) + b2f
-
-    moments, dx = _stream(fn, batches, batch_size)
+    params = tuple(v.astype(jnp.float32) for v in (k1, b1, w2, b2))
+    moments, dx = _stream(_ConvDenseRows(act, s1, p1), params, batches, batch_size, shape)
     w, b, mse = _fit(moments, dx, ridge)
     out = (w.astype(dtype), b.astype(dtype))
     return out + (mse,) if return_mse else out
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConvDenseRows:
+    act: Callable[[Array], Array]
+    s1: tuple
+    p1: tuple
+
+    def __call__(self, params: tuple, xb: Array) -> tuple[Array, Array]:
+        k1, b1, w2, b2 = params
+        xb = xb.astype(jnp.float32)
+        a = self.act(_conv(xb, k1, self.s1, self.p1) + b1).reshape(xb.shape[0], -1)
+        return xb.reshape(xb.shape[0], -1), jnp.dot(a, w2, precision=HIGHEST) + b2
 
 
 # --------------------------------------------------------------------------- whole models
