@@ -350,7 +350,8 @@ def test_fuse_params_conv_conv_builds_the_shallow_cnn():
     assert out["params"]["Conv_1"]["kernel"].shape == (5, 5, 4, 4)
     # the fused conv reproduces the pair's output within the fit's computed MSE
     c1, c2, f = pd["params"]["Conv_1"], pd["params"]["Conv_2"], out["params"]["Conv_1"]
-    pair = flax_conv(jax.nn.relu(flax_conv(h, c1["kernel"], c1["bias"], 1, "SAME")), c2["kernel"], c2["bias"], 1, "SAME")
+    a1 = jax.nn.relu(flax_conv(h, c1["kernel"], c1["bias"], 1, "SAME"))
+    pair = flax_conv(a1, c2["kernel"], c2["bias"], 1, "SAME")
     err = ((flax_conv(h, f["kernel"], f["bias"], 1, "SAME") - pair) ** 2).sum(-1).mean()
     _, mse = fuse.conv_conv_from_data(c1["kernel"], c1["bias"], c2["kernel"], c2["bias"], h, padding=("SAME", "SAME"),
                                       return_mse=True)
