@@ -15,8 +15,12 @@ Public API (see the README for a table and the papers):
   :func:`find_depthwise_convs`, :func:`filter_covariances`, :func:`freeze_mask` on whole models.
 * :func:`mean_shift_init`, :func:`mimetic_mlp`, :func:`find_mlp_layers` — the mimetic MLP mean
   shift (Trockman & Kolter, "Mimetic Initialization of MLPs").
+* :mod:`mimetic_jax.fuse` — FuseInit (Ghods et al. 2020): MSE-optimal fusion of two layers
+  (:func:`dense_dense`, :func:`conv_conv`, … and their ``*_from_data`` fits, :func:`fusion_mse`,
+  :func:`fuse_params` for whole models).
 """
 
+from mimetic_jax import fuse
 from mimetic_jax.attention import qkv_init, query_key, sincos_1d, sincos_2d, value_output
 from mimetic_jax.conv import (
     conv_filter_covariance,
@@ -42,6 +46,19 @@ from mimetic_jax.emergence import (
     emergence_scale,
     forward_order,
 )
+from mimetic_jax.fuse import (
+    FusedConv,
+    Moments,
+    conv_conv,
+    conv_conv_from_data,
+    conv_dense,
+    conv_dense_from_data,
+    dense_dense,
+    dense_dense_from_data,
+    fuse_params,
+    fusion_mse,
+    relu_moments,
+)
 from mimetic_jax.mlp import mean_shift_init
 from mimetic_jax.transforms import (
     FLAX,
@@ -62,9 +79,17 @@ __all__ = [
     "EmergenceLayer",
     "FLAX",
     "FUSED",
+    "FusedConv",
     "GPT2",
     "HF",
+    "Moments",
+    "conv_conv",
+    "conv_conv_from_data",
+    "conv_dense",
+    "conv_dense_from_data",
     "conv_filter_covariance",
+    "dense_dense",
+    "dense_dense_from_data",
     "depthwise_conv_init",
     "emergence_factors",
     "emergence_init",
@@ -78,12 +103,16 @@ __all__ = [
     "find_mlp_layers",
     "forward_order",
     "freeze_mask",
+    "fuse",
+    "fuse_params",
+    "fusion_mse",
     "mean_shift_init",
     "mimetic_attention",
     "mimetic_conv",
     "mimetic_mlp",
     "qkv_init",
     "query_key",
+    "relu_moments",
     "resize_covariance",
     "sincos_1d",
     "sincos_2d",

@@ -90,3 +90,33 @@ def shape_of(name: str, shape: Any, ranks: Sequence[int]) -> tuple[int, ...]:
     for i, d in enumerate(dims):
         positive_int(f"{name}[{i}]", d)
     return tuple(int(d) for d in dims)
+
+
+def array_shape(name: str, value: Any, shape: Sequence[int | None]) -> tuple[int, ...]:
+    """Raise unless ``value`` has ``len(shape)`` axes matching ``shape`` (``None``: any size)."""
+    got = tuple(np.shape(value))
+    if len(got) != len(shape) or any(w is not None and g != w for g, w in zip(got, shape)):
+        want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got shape {got}")
+    return got
+
+
+def psd_matrix(name: str, value: Any, rtol: float = 1e-5) -> None:
+    """Raise unless the square ``value`` is symmetric positive semi-definite (concrete values only).
+
+    A traced matrix (under ``jax.jit``) cannot be inspected and is accepted as is.
+    """
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except Exception:  # noqa: BLE001 - a tracer: nothing to check at trace time
+        return
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"{name} must be a square matrix, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError(f"{name} must be finite, got non-finite entries")
+    scale = max(float(np.max(np.abs(m))) if m.size else 0.0, np.finfo(np.float32).tiny)
+    if np.max(np.abs(m - m.T)) > rtol * scale * 10:
+        raise ValueError(f"{name} must be symmetric, got max |C - Cᵀ| = {np.max(np.abs(m - m.T)):.3g}")
+    low = float(np.linalg.eigvalsh((m + m.T) / 2)[0]) if m.size else 0.0
+    if low < -rtol * scale * max(1, m.shape[0]):
+        raise ValueError(f"{name} must be positive semi-definite, got smallest eigenvalue {low:.4g}")
