@@ -1,6 +1,7 @@
 """Reference Flax models used by the command line, benchmarks, notebooks and tests."""
 from __future__ import annotations
 
+from mimetic_jax.models.mamba import Mamba1, Mamba2, MambaLM
 from mimetic_jax.models.vit import EncoderBlock, ViT, query_key_products, value_output_products
 
-__all__ = ["EncoderBlock", "ViT", "query_key_products", "value_output_products"]
+__all__ = ["EncoderBlock", "Mamba1", "Mamba2", "MambaLM", "ViT", "query_key_products", "value_output_products"]
