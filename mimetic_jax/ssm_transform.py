@@ -38,6 +38,7 @@ from mimetic_jax.attention import METHODS, _typed_key
 from mimetic_jax.ssm import A_LOG_RANGE, DELTA, a_log_init, bc_kernels, dt_bias_init, identity_conv_init
 
 Array = jax.Array
+_TRACER = getattr(jax.core, "Tracer", ())  # concrete arrays keep their sharding
 
 __all__ = ["MAMBA1", "MAMBA2", "SSMBlock", "SSMLayout", "find_ssm_blocks", "mimetic_ssm"]
 
@@ -244,7 +245,7 @@ def _reinit_block(flat: dict[Path, Any], block: SSMBlock, key: Array, opts: dict
     new = fn(keys, old)
     for r, w in new.items():
         o = flat[(*block.path, *r)]
-        if not isinstance(o, jax.core.Tracer) and getattr(o, "sharding", None) is not None:
+        if not isinstance(o, _TRACER) and getattr(o, "sharding", None) is not None:
             w = jax.device_put(w, o.sharding)
         flat[(*block.path, *r)] = w
 
