@@ -18,8 +18,8 @@ from mimetic_jax.training import cross_entropy
 
 @pytest.fixture(scope="module", params=[1, 2])
 def lm(request):
-    model = MambaLM(vocab_size=16, d_model=32, n_layer=2, d_state=8, version=request.param)
-    tokens = jax.random.randint(jax.random.key(3), (2, 24), 0, 16)
+    model = MambaLM(vocab_size=16, d_model=16, n_layer=2, d_state=8, version=request.param)
+    tokens = jax.random.randint(jax.random.key(3), (2, 16), 0, 16)
     return model, model.init(jax.random.key(0), tokens), tokens
 
 
@@ -151,26 +151,22 @@ def test_mimetic_ssm_structure_and_untouched_leaves(lm):
         assert changed == {"mixer/A_log", "mixer/dt_proj/bias", "mixer/x_proj/kernel"}
     else:
         assert changed == {"mixer/A_log", "mixer/dt_bias", "mixer/in_proj/kernel"}
-    for layer in ("layers_0", "layers_1"):
+    blocks = mj.find_ssm_blocks(params)
+    assert [b.name for b in blocks] == ["params/layers_0/mixer", "params/layers_1/mixer"]
+    for block in blocks:
+        layer = block.path[1]
         mixer, old = new["params"][layer]["mixer"], params["params"][layer]["mixer"]
         assert float(mj.min_retention(mixer["A_log"], 1.0, 64)) > 0.3
-        if model.version == 1:
-            n = mixer["A_log"].shape[1]
-            w = mixer["x_proj"]["kernel"]
-            np.testing.assert_array_equal(w[:, :2], old["x_proj"]["kernel"][:, :2])  # dt columns kept
-            w_b, w_c = w[:, 2:2 + n], w[:, 2 + n:]
-            np.testing.assert_allclose(jax.nn.softplus(mixer["dt_proj"]["bias"]), 1.0, rtol=1e-5)
-        else:
-            w = mixer["in_proj"]["kernel"]
-            np.testing.assert_array_equal(w[:, :128], old["in_proj"]["kernel"][:, :128])  # z, x kept
-            w_b, w_c = w[:, 128:136], w[:, 136:144]
-            np.testing.assert_allclose(jax.nn.softplus(mixer["dt_bias"]), 1.0, rtol=1e-5)
+        name = "x_proj" if model.version == 1 else "in_proj"
+        dt = mixer["dt_proj"]["bias"] if model.version == 1 else mixer["dt_bias"]
+        np.testing.assert_allclose(jax.nn.softplus(dt), 1.0, rtol=1e-5)
+        w, w_old = mixer[name]["kernel"], old[name]["kernel"]
+        lo, n = block.bc_offset, block.d_state
+        np.testing.assert_array_equal(w[:, :lo], w_old[:, :lo])  # Δ (Mamba-1), z and x (Mamba-2) columns kept
+        np.testing.assert_array_equal(w[:, lo + 2 * n:], w_old[:, lo + 2 * n:])
+        w_b, w_c = w[:, lo:lo + n], w[:, lo + n:lo + 2 * n]
         assert _diagonal_dominant(np.asarray(w_c @ w_b.T))
-        old_w = old["x_proj" if model.version == 1 else "in_proj"]["kernel"]
-        if model.version == 1:
-            old_b, old_c = old_w[:, 2:2 + n], old_w[:, 2 + n:]
-        else:
-            old_b, old_c = old_w[:, 128:136], old_w[:, 136:144]
+        old_b, old_c = w_old[:, lo:lo + n], w_old[:, lo + n:lo + 2 * n]
         assert not _diagonal_dominant(np.asarray(old_c @ old_b.T))  # Mamba's default is not
 
 
