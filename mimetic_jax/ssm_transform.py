@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, flatten, path_name, rebuild
+from mimetic_jax._tree import Path, flatten, map_stacked, path_name, put_like, rebuild
 from mimetic_jax.attention import METHODS, _typed_key
 from mimetic_jax.ssm import A_LOG_RANGE, DELTA, a_log_init, bc_kernels, dt_bias_init, identity_conv_init
 
 Array = jax.Array
-_TRACER = getattr(jax.core, "Tracer", ())  # concrete arrays keep their sharding
 
 __all__ = ["MAMBA1", "MAMBA2", "SSMBlock", "SSMLayout", "find_ssm_blocks", "mimetic_ssm"]
 
@@ -235,19 +234,9 @@ def _reinit_block(flat: dict[Path, Any], block: SSMBlock, key: Array, opts: dict
                                              else [])
     old = {r: flat[(*block.path, *r)] for r in rel}
 
-    fn: Callable = lambda k, o: _new_leaves(block, k, o, opts)  # noqa: E731
-    for _ in block.stack:
-        fn = jax.vmap(fn)
-    count = 1
-    for n in block.stack:
-        count *= n
-    keys = jax.random.split(key, count).reshape(block.stack) if block.stack else key
-    new = fn(keys, old)
+    new = map_stacked(lambda k, o: _new_leaves(block, k, o, opts), key, block.stack, old)
     for r, w in new.items():
-        o = flat[(*block.path, *r)]
-        if not isinstance(o, _TRACER) and getattr(o, "sharding", None) is not None:
-            w = jax.device_put(w, o.sharding)
-        flat[(*block.path, *r)] = w
+        flat[(*block.path, *r)] = put_like(w, flat[(*block.path, *r)])
 
 
 def mimetic_ssm(

@@ -16,11 +16,18 @@ from mimetic_jax.tasks import copying, mqar, sequence_dataset
 from mimetic_jax.training import cross_entropy
 
 
+def _zeros_like_init(model):
+    """Random normal parameters of ``model``'s shapes (cheap: no model init is run)."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+    rng = np.random.default_rng(0)
+    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), shapes)
+
+
 @pytest.fixture(scope="module", params=[1, 2])
 def lm(request):
     model = MambaLM(vocab_size=16, d_model=16, n_layer=2, d_state=8, version=request.param)
     tokens = jax.random.randint(jax.random.key(3), (2, 16), 0, 16)
-    return model, model.init(jax.random.key(0), tokens), tokens
+    return model, jax.jit(model.init)(jax.random.key(0), tokens), tokens
 
 
 # --------------------------------------------------------------------------- scan and blocks
@@ -33,24 +40,26 @@ def test_parallel_scan_equals_sequential_recurrence():
     par, seq = linear_recurrence(a, b), linear_recurrence_sequential(a, b)
     np.testing.assert_allclose(par, seq, rtol=1e-5, atol=1e-5)
     # and the plain Python loop
+    a_np, b_np = np.asarray(a), np.asarray(b)
     h, ref = np.zeros((3, 4, 2)), []
     for t in range(50):
-        h = np.asarray(a[:, t]) * h + np.asarray(b[:, t])
+        h = a_np[:, t] * h + b_np[:, t]
         ref.append(h)
     np.testing.assert_allclose(seq, np.stack(ref, 1), rtol=1e-5, atol=1e-5)
 
 
 def test_block_parallel_scan_equals_sequential_scan(lm):
     model, params, tokens = lm
-    seq_model = model.clone(scan="sequential")
+    parallel, sequential = jax.jit(model.apply), jax.jit(model.clone(scan="sequential").apply)
     for p in (params, mj.mimetic_ssm(params, jax.random.key(1), conv=True)):
-        np.testing.assert_allclose(model.apply(p, tokens), seq_model.apply(p, tokens), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(parallel(p, tokens), sequential(p, tokens), rtol=1e-4, atol=1e-5)
 
 
 def test_blocks_are_causal(lm):
     model, params, tokens = lm
     changed = tokens.at[:, 10].set((tokens[:, 10] + 1) % 16)
-    a, b = model.apply(params, tokens), model.apply(params, changed)
+    apply = jax.jit(model.apply)
+    a, b = apply(params, tokens), apply(params, changed)
     np.testing.assert_allclose(a[:, :10], b[:, :10], rtol=1e-5, atol=1e-6)
     assert float(jnp.abs(a[:, 10:] - b[:, 10:]).max()) > 1e-4
 
@@ -181,12 +190,12 @@ def test_mimetic_ssm_conv_option_and_jit(lm):
     eager = mj.mimetic_ssm(params, jax.random.key(1), conv=True)
     for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert jnp.isfinite(model.apply(jitted, tokens)).all()
+    assert jnp.isfinite(jax.jit(model.apply)(jitted, tokens)).all()
 
 
 def test_mimetic_ssm_patterns_nnx_and_stacked():
     model = MambaLM(vocab_size=8, d_model=16, n_layer=2, d_state=4)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+    params = _zeros_like_init(model)
     only0 = mj.mimetic_ssm(params, jax.random.key(1), include="layers_0")
     np.testing.assert_array_equal(only0["params"]["layers_1"]["mixer"]["A_log"], params["params"]["layers_1"]["mixer"]["A_log"])
     assert float(only0["params"]["layers_0"]["mixer"]["A_log"].max()) <= -4.0
@@ -222,14 +231,13 @@ def test_mimetic_ssm_errors(lm):
         mj.mimetic_ssm(params, jax.random.key(0), transition=False, bc=False)
     bad = jax.tree_util.tree_map(lambda x: x, params)
     mixer = bad["params"]["layers_0"]["mixer"]
-    mixer["A_log"] = mixer["A_log"][..., :3] if mixer["A_log"].ndim == 2 else mixer["A_log"][:3]
+    mixer["A_log"] = jnp.concatenate([mixer["A_log"], mixer["A_log"][..., :1]], axis=-1)  # one state too many
     with pytest.raises(ValueError, match="inconsistent shapes"):
         mj.mimetic_ssm(bad, jax.random.key(0))
 
 
 def test_state_larger_than_projection_is_an_error():
-    model = MambaLM(vocab_size=8, d_model=8, n_layer=1, d_state=12, version=2)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+    params = _zeros_like_init(MambaLM(vocab_size=8, d_model=8, n_layer=1, d_state=12, version=2))
     with pytest.raises(ValueError, match="d_state=12 is larger than the B/C projection allows"):
         mj.mimetic_ssm(params, jax.random.key(0))
 
@@ -238,7 +246,7 @@ def test_state_larger_than_projection_is_an_error():
 
 
 def test_copying_answers_are_right_by_construction():
-    b = jax.jit(lambda k: copying(k, 8, num_tokens=6, vocab_size=10))(jax.random.key(0))
+    b = copying(jax.random.key(0), 8, num_tokens=6, vocab_size=10)  # jitted inside
     assert b.inputs.shape == b.targets.shape == b.mask.shape == (8, 12)
     np.testing.assert_array_equal(b.inputs[:, 6], 0)  # the copy marker
     np.testing.assert_array_equal(b.targets[:, 6:], b.inputs[:, :6])  # answers = the tokens, in order
@@ -249,7 +257,7 @@ def test_copying_answers_are_right_by_construction():
 
 
 def test_mqar_answers_are_right_by_construction():
-    b = jax.jit(lambda k: mqar(k, 16, seq_len=40, num_pairs=6, vocab_size=33))(jax.random.key(1))
+    b = mqar(jax.random.key(1), 16, seq_len=40, num_pairs=6, vocab_size=33)
     assert b.inputs.shape == (16, 40)
     for x, y, m in zip(np.asarray(b.inputs), np.asarray(b.targets), np.asarray(b.mask)):
         keys, values = x[:12:2], x[1:12:2]
@@ -275,10 +283,12 @@ def test_task_errors():
 
 
 def test_sequence_dataset_and_masked_loss():
-    data = sequence_dataset("mqar", seed=1, num_train=32, num_test=8, seq_len=32, num_pairs=4, vocab_size=21)
-    assert data.x_train.shape == (32, 32) and data.num_classes == 21
-    assert ((data.y_train >= 0).sum(axis=1) == 4).all()
-    logits = jax.random.normal(jax.random.key(0), (32, 32, 21))
+    # the sizes of test_mqar_answers_are_right_by_construction: one compiled generator for both tests
+    data = sequence_dataset("mqar", seed=1, num_train=16, num_test=16, seq_len=40, num_pairs=6, vocab_size=33)
+    assert data.x_train.shape == data.x_test.shape == (16, 40) and data.num_classes == 33
+    assert ((data.y_train >= 0).sum(axis=1) == 6).all()
+    assert not np.array_equal(data.x_train, data.x_test)
+    logits = jnp.asarray(np.random.default_rng(0).standard_normal((16, 40, 33)), jnp.float32)
     labels = jnp.asarray(data.y_train)
     valid = np.asarray(labels) >= 0
     logp = np.asarray(jax.nn.log_softmax(logits))
