@@ -202,8 +202,8 @@ def min_retention(a_log: Array, delta: float | Array, length: int) -> Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> round(float(min_retention(jnp.array([-8.0, -4.0]), 1.0, 64)), 3)
-      0.309
+      >>> round(float(min_retention(jnp.array([-8.0, -4.0]), 1.0, 64)), 2)
+      0.31
     """
     rate = jnp.max(jnp.exp(jnp.asarray(a_log, jnp.float32))) * jnp.max(jnp.asarray(delta, jnp.float32))
     return jnp.exp(-_checks.positive_int("length", length) * rate)
