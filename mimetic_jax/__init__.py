@@ -18,6 +18,9 @@ Public API (see the README for a table and the papers):
 * :mod:`mimetic_jax.fuse` — FuseInit (Ghods et al. 2020): MSE-optimal fusion of two layers
   (:func:`dense_dense`, :func:`conv_conv`, … and their ``*_from_data`` fits, :func:`fusion_mse`,
   :func:`fuse_params` for whole models).
+* :func:`a_log_init`, :func:`dt_bias_init`, :func:`bc_kernels`, :func:`identity_conv_init`,
+  :func:`min_retention` — mimetic state space model parts; :func:`mimetic_ssm` re-initializes
+  every Mamba block of a model (Trockman et al. 2024).
 """
 
 from mimetic_jax import fuse
@@ -60,6 +63,8 @@ from mimetic_jax.fuse import (
     relu_moments,
 )
 from mimetic_jax.mlp import mean_shift_init
+from mimetic_jax.ssm import a_log_init, bc_kernels, dt_bias_init, identity_conv_init, min_retention
+from mimetic_jax.ssm_transform import MAMBA1, MAMBA2, SSMBlock, SSMLayout, find_ssm_blocks, mimetic_ssm
 from mimetic_jax.transforms import (
     FLAX,
     FUSED,
@@ -82,7 +87,13 @@ __all__ = [
     "FusedConv",
     "GPT2",
     "HF",
+    "MAMBA1",
+    "MAMBA2",
     "Moments",
+    "SSMBlock",
+    "SSMLayout",
+    "a_log_init",
+    "bc_kernels",
     "conv_conv",
     "conv_conv_from_data",
     "conv_dense",
@@ -91,6 +102,7 @@ __all__ = [
     "dense_dense",
     "dense_dense_from_data",
     "depthwise_conv_init",
+    "dt_bias_init",
     "emergence_factors",
     "emergence_init",
     "emergence_layers",
@@ -101,15 +113,19 @@ __all__ = [
     "find_attention_blocks",
     "find_depthwise_convs",
     "find_mlp_layers",
+    "find_ssm_blocks",
     "forward_order",
     "freeze_mask",
     "fuse",
     "fuse_params",
     "fusion_mse",
+    "identity_conv_init",
     "mean_shift_init",
     "mimetic_attention",
     "mimetic_conv",
     "mimetic_mlp",
+    "mimetic_ssm",
+    "min_retention",
     "qkv_init",
     "query_key",
     "relu_moments",

@@ -67,3 +67,24 @@ def natural_key(path: Path) -> tuple:
     """Sort key on a path that orders ``block_2`` before ``block_10`` (layer order)."""
     return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
                  for part in path for t in re.split(r"(\d+)", str(part)) if t)
+def map_stacked(fn: Any, key: Any, stack: tuple[int, ...], args: Any) -> Any:
+    """``fn(key, args)`` on every slice of ``stack`` leading axes of ``args``, each slice its own key.
+
+    Layers stacked by ``nn.scan``/``nnx.vmap`` carry leading axes; slice ``i`` (row-major)
+    draws from ``jax.random.split(key, prod(stack))[i]``. No stack: ``fn(key, args)``.
+    """
+    if not stack:
+        return fn(key, args)
+    for _ in stack:
+        fn = jax.vmap(fn)
+    count = 1
+    for n in stack:
+        count *= n
+    return fn(jax.random.split(key, count).reshape(stack), args)
+
+
+def put_like(new: Any, old: Any) -> Any:
+    """``new`` with ``old``'s sharding when ``old`` is a concrete array (not under ``jit``)."""
+    if not isinstance(old, getattr(jax.core, "Tracer", ())) and getattr(old, "sharding", None) is not None:
+        return jax.device_put(new, old.sharding)
+    return new

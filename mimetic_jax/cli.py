@@ -17,6 +17,10 @@ Example:
     $ mimetic-jax compare --dataset digits --seeds 3
     $ mimetic-jax compare --model convmixer --schemes conv,mlp --steps 200
     $ python -m mimetic_jax compare --dataset mnist1d --patch 1x4 --out runs/mnist1d
+
+``--task copying`` / ``--task mqar`` run the same comparison for a small Mamba language
+model on a synthetic recall task, default init against :func:`mimetic_jax.mimetic_ssm`
+(see :mod:`mimetic_jax.cli_ssm`).
 """
 from __future__ import annotations
 
@@ -55,6 +59,12 @@ def parse_schemes(text: str | None, model: str) -> tuple[str, ...]:
         raise UsageError(f"--schemes for --model {model} must be a comma-separated subset of "
                          f"{','.join(SCHEMES[model])}, got {text!r}")
     return names
+
+
+TASK_DEFAULTS = {"image": {"lr": 1e-3, "batch_size": 128, "depth": 4},
+                 "copying": {"lr": 3e-3, "batch_size": 32, "depth": 2},
+                 "mqar": {"lr": 3e-3, "batch_size": 32, "depth": 2}}
+"""``--lr``, ``--batch-size`` and ``--depth`` when not given, per ``--task``."""
 
 
 class UsageError(ValueError):
@@ -130,17 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--schemes", default=None,
                      help="mimetic schemes, comma separated: attention,mlp (vit) or conv,mlp (convmixer); "
                           "default attention (vit), conv (convmixer)")
+    cmp.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="image",
+                     help="image: a ViT on --dataset; copying, mqar: a Mamba LM, default vs mimetic_ssm "
+                          "(default: %(default)s)")
+    cmp.add_argument("--state", type=_positive_int, default=8, help="SSM state size N (copying, mqar; default: %(default)s)")
+    cmp.add_argument("--ssm-version", type=int, choices=(1, 2), default=2, help="Mamba version (copying, mqar; default: %(default)s)")
     cmp.add_argument("--dataset", choices=sorted(DEFAULT_PATCH), default="digits", help="data set (default: %(default)s)")
     cmp.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds, 0..SEEDS-1 (default: %(default)s)")
     cmp.add_argument("--steps", type=_positive_int, default=400, help="optimizer steps per model (default: %(default)s)")
     cmp.add_argument("--checkpoints", type=_positive_int, default=8, help="number of test evaluations, evenly spaced (default: %(default)s)")
     cmp.add_argument("--width", type=_positive_int, default=64, help="token width d (default: %(default)s)")
-    cmp.add_argument("--depth", type=_positive_int, default=4, help="transformer blocks (default: %(default)s)")
+    cmp.add_argument("--depth", type=_positive_int, default=None, help="transformer blocks / Mamba layers (default: 4 / 2)")
     cmp.add_argument("--heads", type=_positive_int, default=4, help="attention heads (default: %(default)s)")
     cmp.add_argument("--patch", default=None,
                      help="patch size P or PHxPW (default 2x2 for digits, 1x4 for mnist1d)")
-    cmp.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate of AdamW (default: %(default)s)")
-    cmp.add_argument("--batch-size", type=_positive_int, default=128, help="training batch size (default: %(default)s)")
+    cmp.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate of AdamW (default: 1e-3 for image, 3e-3 for copying/mqar)")
+    cmp.add_argument("--batch-size", type=_positive_int, default=None, help="training batch size (default: 128 for image, 32 for copying/mqar)")
     cmp.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay on kernels (default: %(default)s)")
     cmp.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: STEPS/10)")
     cmp.add_argument("--method", choices=("exact", "fast"), default="exact", help="mimetic construction (default: %(default)s)")
@@ -328,7 +343,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "compare":
+        for name, value in TASK_DEFAULTS[args.task].items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
         try:
+            if args.task != "image":
+                if args.model != "vit" or args.schemes is not None:
+                    raise UsageError(f"--model and --schemes choose the image model; --task {args.task} "
+                                     "always trains a Mamba LM (choose it with --ssm-version and --state)")
+                from mimetic_jax.cli_ssm import run_compare_sequence
+
+                run_compare_sequence(args)
+                return 0
             run_compare(args)
         except UsageError as err:
             parser.error(str(err))

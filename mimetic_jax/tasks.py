@@ -11,6 +11,12 @@ cached: calling a loader twice with the same arguments returns the same object.
   package (nothing is downloaded). Each length-40 signal is one image row:
   ``(N, 1, 40, 1)``, so a ViT with patch size ``(1, p)`` makes ``40 / p`` tokens.
 
+Synthetic sequence tasks (for state space models, SPEC §4), jittable and seedable:
+:func:`copying` and :func:`mqar` (multi-query associative recall) draw batches of token
+sequences with a loss mask on the answer positions; :func:`sequence_dataset` turns them
+into a :class:`Dataset` of token sequences whose labels are ``-1`` off the answers (the
+masked loss of :mod:`mimetic_jax.training`).
+
 Example:
     >>> from mimetic_jax.tasks import load_dataset
     >>> data = load_dataset("digits")
@@ -21,17 +27,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import random
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["Dataset", "DATASETS", "load_digits", "load_mnist1d", "load_dataset"]
+__all__ = ["Dataset", "DATASETS", "SEQUENCE_TASKS", "SequenceBatch", "copying", "load_digits", "load_mnist1d",
+           "load_dataset", "mqar", "sequence_dataset"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """An image classification data set split into train and test parts.
+
+    A sequence task (:func:`sequence_dataset`) uses the same fields with ``x`` ``(N, L)``
+    int32 tokens and ``y`` ``(N, L)`` int32 targets, ``-1`` where no loss is taken.
 
     Attributes:
         x_train: training images, ``(N, H, W, C)`` float32.
@@ -195,3 +206,182 @@ def load_dataset(name: str, *, seed: int = 0) -> Dataset:
         valid = ", ".join(repr(n) for n in DATASETS)
         raise ValueError(f"name must be one of {valid}, got {name!r}") from None
     return loader(seed=seed)
+
+
+# --------------------------------------------------------------------------- synthetic sequence tasks
+
+
+class SequenceBatch(NamedTuple):
+    """A batch of a sequence task: predict ``targets[:, t]`` from ``inputs[:, :t+1]`` where ``mask``.
+
+    Attributes:
+        inputs: ``(B, L)`` int32 tokens.
+        targets: ``(B, L)`` int32 next-token targets (meaningful where ``mask``).
+        mask: ``(B, L)`` bool, true on the answer positions (the loss mask).
+    """
+
+    inputs: Any
+    targets: Any
+    mask: Any
+
+
+def _task_key(key: Any) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.dtype == jnp.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(key)
+    raise TypeError(f"key must be a PRNG key (jax.random.key or PRNGKey), got {key.dtype}{list(key.shape)}")
+
+
+def _lazy_jit(fn: Callable, static_argnums: tuple[int, ...]) -> Callable:
+    """``jax.jit(fn, static_argnums)``, compiled at first use (``tasks`` imports JAX lazily)."""
+    cache: dict[str, Callable] = {}
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        if "jit" not in cache:
+            import jax
+
+            cache["jit"] = jax.jit(fn, static_argnums=static_argnums)
+        return cache["jit"](*args)
+
+    return wrapper
+
+
+def copying(key: Any, batch_size: int, *, num_tokens: int = 16, vocab_size: int = 16) -> SequenceBatch:
+    """Copying: ``x_1 … x_n ▷ x_1 … x_n``; the model must repeat the ``n`` tokens after the marker ``▷``.
+
+    Token 0 is the copy marker, the tokens to copy are uniform on ``[1, vocab_size)``.
+    The full sequence ``s = (x_1..x_n, 0, x_1..x_n)`` is shifted for next-token
+    prediction: ``inputs = s[:-1]``, ``targets = s[1:]``, length ``2n``; the mask covers
+    the last ``n`` positions, whose targets are ``x_1 … x_n`` (teacher forcing).
+    Jittable (sizes are static), same key → same batch.
+
+    Example:
+        >>> import jax
+        >>> b = copying(jax.random.key(0), 2, num_tokens=4, vocab_size=10)
+        >>> b.inputs.shape, int(b.mask.sum())
+        ((2, 8), 8)
+        >>> bool((b.targets[:, 4:] == b.inputs[:, :4]).all())
+        True
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from mimetic_jax import _checks
+
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    n = _checks.positive_int("num_tokens", num_tokens)
+    vocab_size = _checks.positive_int("vocab_size", vocab_size)
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size must be at least 2 (marker + one token), got {vocab_size}")
+    return _copying(_task_key(key), batch_size, n, vocab_size)
+
+
+@functools.partial(_lazy_jit, static_argnums=(1, 2, 3))
+def _copying(key, batch_size, n, vocab_size):
+    import jax
+    import jax.numpy as jnp
+
+    tokens = jax.random.randint(key, (batch_size, n), 1, vocab_size, jnp.int32)
+    seq = jnp.concatenate([tokens, jnp.zeros((batch_size, 1), jnp.int32), tokens], axis=1)
+    mask = jnp.broadcast_to(jnp.arange(2 * n) >= n, (batch_size, 2 * n))
+    return SequenceBatch(seq[:, :-1], seq[:, 1:], mask)
+
+
+def mqar(key: Any, batch_size: int, *, seq_len: int = 64, num_pairs: int = 8, vocab_size: int = 64) -> SequenceBatch:
+    """Multi-query associative recall (MQAR, Arora et al. 2023, the Zoology layout).
+
+    ``inputs = k_1 v_1 … k_P v_P`` then a query section: each of the ``P`` keys once, in
+    random order, at random even offsets, filler token 0 elsewhere. At a query position
+    the target is the key's value (mask true); the value is not in the input. Keys are
+    distinct, drawn from ``[1, 1 + K)``, values from ``[1 + K, vocab_size)``,
+    ``K = (vocab_size − 1) // 2``. Needs ``P <= K`` and ``(seq_len − 2P) // 2 >= P``.
+    Jittable, same key → same batch.
+
+    Example:
+        >>> import jax
+        >>> b = mqar(jax.random.key(0), 3, seq_len=16, num_pairs=4, vocab_size=20)
+        >>> b.inputs.shape, b.mask.sum(axis=1).tolist()
+        ((3, 16), [4, 4, 4])
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from mimetic_jax import _checks
+
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    seq_len = _checks.positive_int("seq_len", seq_len)
+    p = _checks.positive_int("num_pairs", num_pairs)
+    vocab_size = _checks.positive_int("vocab_size", vocab_size)
+    k = (vocab_size - 1) // 2
+    if p > k:
+        raise ValueError(f"num_pairs ({p}) must not exceed the number of keys (vocab_size - 1) // 2 = {k} "
+                         f"(vocab_size={vocab_size}): keys are distinct")
+    slots = (seq_len - 2 * p) // 2
+    if slots < p:
+        raise ValueError(f"seq_len ({seq_len}) is too short for num_pairs={p}: needs seq_len >= 4 * num_pairs "
+                         f"= {4 * p} (context 2P, then P queries at even offsets)")
+    return _mqar(_task_key(key), batch_size, seq_len, p, vocab_size)
+
+
+@functools.partial(_lazy_jit, static_argnums=(1, 2, 3, 4))
+def _mqar(key, batch_size, seq_len, p, vocab_size):
+    import jax
+    import jax.numpy as jnp
+
+    k = (vocab_size - 1) // 2
+    slots = (seq_len - 2 * p) // 2
+
+    def one(ex_key):
+        kk, kv, ks, kq = jax.random.split(ex_key, 4)
+        keys = jax.random.permutation(kk, k)[:p].astype(jnp.int32) + 1
+        values = jax.random.randint(kv, (p,), 1 + k, vocab_size, jnp.int32)
+        pos = 2 * p + 2 * jax.random.permutation(ks, slots)[:p]
+        order = jax.random.permutation(kq, p)
+        context = jnp.stack([keys, values], axis=1).reshape(-1)
+        inputs = jnp.zeros(seq_len, jnp.int32).at[: 2 * p].set(context).at[pos].set(keys[order])
+        targets = jnp.zeros(seq_len, jnp.int32).at[pos].set(values[order])
+        mask = jnp.zeros(seq_len, bool).at[pos].set(True)
+        return inputs, targets, mask
+
+    return SequenceBatch(*jax.vmap(one)(jax.random.split(key, batch_size)))
+
+
+SEQUENCE_TASKS: dict[str, Callable[..., SequenceBatch]] = {"copying": copying, "mqar": mqar}
+"""Synthetic sequence tasks by name; each is ``task(key, batch_size, **options)``."""
+
+
+def sequence_dataset(name: str, *, seed: int = 0, num_train: int = 8192, num_test: int = 1024,
+                     **options: Any) -> Dataset:
+    """A :class:`Dataset` of ``num_train + num_test`` fresh examples of a sequence task.
+
+    ``x`` are the ``(N, L)`` int32 input tokens, ``y`` the ``(N, L)`` int32 targets with
+    ``-1`` off the answer positions (the loss mask of :func:`mimetic_jax.training.cross_entropy`;
+    accuracy is over answer positions), ``num_classes`` the vocabulary size. Train and test
+    come from ``jax.random.key(seed)`` split in two.
+
+    Example:
+        >>> data = sequence_dataset("copying", num_train=64, num_test=16, num_tokens=8)
+        >>> data.x_train.shape, data.num_classes, int((data.y_train >= 0).sum(axis=1)[0])
+        ((64, 16), 16, 8)
+    """
+    import jax
+
+    try:
+        task = SEQUENCE_TASKS[name]
+    except (KeyError, TypeError):
+        valid = ", ".join(repr(n) for n in SEQUENCE_TASKS)
+        raise ValueError(f"name must be one of {valid}, got {name!r}") from None
+    k_train, k_test = jax.random.split(jax.random.key(seed))
+    arrays = []
+    for k, n in ((k_train, num_train), (k_test, num_test)):
+        b = task(k, n, **options)
+        arrays += [np.array(b.inputs, np.int32), np.array(np.where(b.mask, b.targets, -1), np.int32)]
+    _freeze(*arrays)
+    vocab = options.get("vocab_size", inspect.signature(task).parameters["vocab_size"].default)
+    return Dataset(arrays[0], arrays[1], arrays[2], arrays[3], int(vocab), name)

@@ -8,7 +8,8 @@ seed"): any difference between them comes from their parameters alone.
 
 - optimizer: AdamW with linear warm-up and cosine decay to zero (:func:`make_optimizer`);
   decoupled weight decay on kernels only (:func:`weight_decay_mask`);
-- loss: softmax cross-entropy with integer labels, no label smoothing;
+- loss: softmax cross-entropy with integer labels, no label smoothing; for sequence tasks
+  (labels ``(N, L)``) a label ``-1`` masks a position out of the loss and the accuracy;
 - data: the whole training set lives on the device; each step gathers a batch from an
   epoch-wise permutation drawn from ``fold_in(data_key, epoch)`` (:func:`batch_indices`);
 - loop: ``jax.lax.fori_loop`` over runs of steps between two evaluations (one compiled
@@ -196,8 +197,16 @@ def make_optimizer(
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy of ``logits (B, K)`` against integer ``labels (B,)``."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+    """Mean softmax cross-entropy of ``logits (B, K)`` against integer ``labels (B,)``.
+
+    Sequence tasks: ``logits (B, L, K)``, ``labels (B, L)``; a label ``-1`` marks a position
+    without loss (the loss mask), and the mean is over the other positions.
+    """
+    if labels.ndim == 1:
+        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+    valid = labels >= 0
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), jnp.where(valid, labels, 0))
+    return jnp.sum(jnp.where(valid, ce, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
 def batch_indices(key: jax.Array, step: jax.Array | int, num_examples: int, batch_size: int) -> jax.Array:
@@ -305,8 +314,12 @@ def _make_evaluate(apply_fn: ApplyFn, x_test: np.ndarray, eval_batch_size: int) 
 
     def one_model(params, x, y):
         xb = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((num_batches, batch) + x.shape[1:])
-        preds = jax.lax.map(lambda xi: jnp.argmax(apply_fn(params, xi), axis=-1), xb).reshape(-1)[:n]
-        return jnp.mean((preds == y).astype(jnp.float32))
+        preds = jax.lax.map(lambda xi: jnp.argmax(apply_fn(params, xi), axis=-1), xb)
+        preds = preds.reshape((-1,) + preds.shape[2:])[:n]
+        if y.ndim == 1:
+            return jnp.mean((preds == y).astype(jnp.float32))
+        valid = y >= 0  # sequence task: accuracy over the answer positions
+        return jnp.sum((preds == y) & valid) / jnp.maximum(jnp.sum(valid), 1)
 
     return jax.jit(jax.vmap(one_model, in_axes=(0, None, None)))
 

@@ -31,10 +31,26 @@ def test_compare_end_to_end(tmp_path, capsys):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
+@pytest.mark.parametrize("task", ["copying", "mqar"])
+def test_compare_sequence_task_end_to_end(task, tmp_path, capsys):
+    out = tmp_path / task
+    code = main(["compare", "--task", task, "--steps", "4", "--seeds", "1", "--checkpoints", "2", "--width", "16",
+                 "--depth", "1", "--state", "4", "--no-progress", "--out", str(out)])
+    assert code == 0
+    assert "mimetic - default" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == [2, 4] and results["config"]["lr"] == 3e-3 and results["config"]["batch_size"] == 32
+    assert np.asarray(results["mimetic"]["test_accuracy"]).shape == (1, 2)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         [],
+        ["compare", "--task", "sorting"],
+        ["compare", "--task", "mqar", "--state", "100", "--width", "16"],
+        ["compare", "--task", "mqar", "--model", "convmixer"],
+        ["compare", "--task", "copying", "--schemes", "conv"],
         ["train"],
         ["compare", "--seeds", "0"],
         ["compare", "--steps", "-5"],

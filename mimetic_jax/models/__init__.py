@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from mimetic_jax.models.convnets import ConvMixer, ConvMixerBlock, ConvNeXt, ConvNeXtBlock, DepthwiseConv
+from mimetic_jax.models.mamba import Mamba1, Mamba2, MambaLM
 from mimetic_jax.models.vit import EncoderBlock, ViT, query_key_products, value_output_products
 
 __all__ = [
@@ -11,6 +12,9 @@ __all__ = [
     "ConvNeXtBlock",
     "DepthwiseConv",
     "EncoderBlock",
+    "Mamba1",
+    "Mamba2",
+    "MambaLM",
     "ViT",
     "query_key_products",
     "value_output_products",
