@@ -27,14 +27,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, flatten, path_name, rebuild
+from mimetic_jax._tree import Path, flatten, map_stacked, path_name, put_like, rebuild
 from mimetic_jax.attention import METHODS, query_key, value_output
 
 Array = jax.Array
@@ -265,14 +265,9 @@ def _reinit_group(flat: dict[Path, Any], blocks: Sequence[AttentionBlock], keys:
     def one(k: Array, old: dict[str, Array]) -> dict[str, Array]:
         return _write(block, old, _draw(block, k, opts, parts))
 
-    fn: Callable = one
-    for _ in block.stack:
-        fn = jax.vmap(fn)
-    count = math.prod(block.stack)
-
     def per_block(args: tuple[Array, dict[str, Array]]) -> dict[str, Array]:
-        k, old = args
-        return fn(jax.random.split(k, count).reshape(block.stack) if block.stack else k, old)
+        key, old = args
+        return map_stacked(one, key, block.stack, old)
 
     olds = {n: jnp.stack([flat[b.kernel_path(n)] for b in blocks]) for n in names}
     size = sum(math.prod(jnp.shape(flat[block.kernel_path(n)])) for n in names)
@@ -280,10 +275,7 @@ def _reinit_group(flat: dict[Path, Any], blocks: Sequence[AttentionBlock], keys:
     new = jax.lax.map(per_block, (jnp.stack(keys), olds), batch_size=min(batch, len(blocks)))
     for i, b in enumerate(blocks):
         for n in names:
-            o, w = flat[b.kernel_path(n)], new[n][i]
-            if not isinstance(o, jax.core.Tracer) and getattr(o, "sharding", None) is not None:
-                w = jax.device_put(w, o.sharding)
-            flat[b.kernel_path(n)] = w
+            flat[b.kernel_path(n)] = put_like(new[n][i], flat[b.kernel_path(n)])
 
 
 def mimetic_attention(
