@@ -26,7 +26,8 @@ except ImportError:
         %pip install -q -e "..[cli]"
     else:  # Colab / anywhere else. PLACEHOLDER: replace OWNER with the repository's owner.
         %pip install -q "mimetic_jax[cli] @ git+{REPO_URL}"
-    import site; site.main()  # pick up the fresh install without a kernel restart
+    import importlib, site
+    site.main(); importlib.invalidate_caches()  # see the fresh install without a kernel restart
     import mimetic_jax
 
 import jax

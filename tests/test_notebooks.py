@@ -76,6 +76,18 @@ def test_notebook_is_stored_without_outputs(name):
     assert "mimetic_jax" in code[0].source and "%pip install" in code[0].source  # the Colab setup cell
 
 
+def test_setup_cell_installs_from_this_checkout_when_the_package_is_missing():
+    """The Colab cell is valid IPython, and its checkout branch points at this repository's pyproject."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    source = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4).cells[1].source
+    python = TransformerManager().transform_cell(source)
+    compile(python, "setup-cell", "exec")
+    assert "run_line_magic('pip', 'install -q -e \"..[cli]\"')" in python
+    assert (NOTEBOOKS / ".." / "pyproject.toml").is_file()
+    assert "git+https://github.com/" in python and "except ImportError:" in python
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES])
 def test_notebook_runs_headless_at_a_tiny_budget(name, kernel_dir):
     nb = _with_tiny_budget(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4), name)
