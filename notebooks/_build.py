@@ -220,7 +220,7 @@ curves = {"default": history.test_accuracy[:SEEDS], "mimetic": history.test_accu
 diff = 100 * (curves["mimetic"][:, -1] - curves["default"][:, -1])
 print(f"{history.seconds:.0f} s. Final accuracy: default {100 * curves['default'][:, -1].mean():.1f}%, "
       f"mimetic {100 * curves['mimetic'][:, -1].mean():.1f}%; paired difference {diff.mean():+.1f} pp "
-      f"(per seed: {np.round(diff, 1).tolist()})")
+      f"(per seed: {', '.join(f'{d:+.1f}' for d in diff)})")
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
 plot_curves(ax, history.steps, curves, f"ViT {WIDTH}x{DEPTH}, {HEADS} heads, digits, {SEEDS} seed(s)")
@@ -260,6 +260,7 @@ kernels change; `freeze_mask` keeps them fixed during training.""",
     params="STEPS = 200\nSEEDS = 2\nWIDTH, DEPTH, KERNEL = 16, 3, 5\nLR = 3e-3\nTRAIN_FROZEN = True",
     cells=[
         ("code", PLOT_HELPER + '''
+import flax.linen as nn
 import jax.numpy as jnp
 import mimetic_jax as mj
 from mimetic_jax.models import ConvMixer
@@ -273,9 +274,11 @@ structured = mj.mimetic_conv(variables, jax.random.key(1))
 print("depthwise kernels:", [s.path for s in mj.find_depthwise_convs(variables)])'''),
         ("md", """## What the init looks like
 
-Left: a few filters of the last depthwise layer. Right: the covariance of the centre tap with
-every other tap, estimated from the layer's filters (`mj.filter_covariances`), default vs
-structured."""),
+Left: a few filters of the last depthwise layer of the model. Right: the covariance of the centre
+tap with every other tap (`mj.filter_covariance`), estimated from 4096 filters drawn by Flax's
+default initializer and by the structured initializer of the first and last depthwise layer
+(`mj.depthwise_conv_init`, with `mimetic_conv`'s default $\\sigma_{start}, \\sigma_{end}$, which
+`benchmarks/conv_training.py` chose)."""),
         ("code", '''fig, axes = plt.subplots(2, 5, figsize=(11, 4.5))
 for row, (name, v) in enumerate([("default", variables), ("covariance", structured)]):
     k = np.asarray(v["params"][f"block_{DEPTH - 1}"]["depthwise"]["kernel"])   # (kh, kw, 1, C)
@@ -283,7 +286,11 @@ for row, (name, v) in enumerate([("default", variables), ("covariance", structur
         axes[row, j].imshow(k[:, :, 0, j], cmap="RdBu_r")
         axes[row, j].set_title(f"{name}: filter {j}", fontsize=9)
     for j, layer in enumerate([0, DEPTH - 1]):
-        cov = np.asarray(mj.filter_covariances(v)[layer])
+        from mimetic_jax.conv_transforms import DEFAULT_SIGMA_END, DEFAULT_SIGMA_START
+        init = (nn.initializers.lecun_normal() if name == "default" else
+                mj.depthwise_conv_init(layer, DEPTH, sigma_start=DEFAULT_SIGMA_START, sigma_end=DEFAULT_SIGMA_END))
+        many = init(jax.random.key(layer), (KERNEL, KERNEL, 1, 4096))
+        cov = np.asarray(mj.filter_covariance(many))
         centre = cov.shape[0] // 2
         axes[row, 3 + j].imshow(cov[centre].reshape(KERNEL, KERNEL), cmap="viridis")
         axes[row, 3 + j].set_title(f"{name}: cov(centre, ·), layer {layer}", fontsize=9)
