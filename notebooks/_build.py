@@ -293,7 +293,7 @@ for row, (name, v) in enumerate([("default", variables), ("covariance", structur
         cov = np.asarray(mj.filter_covariance(many))
         centre = cov.shape[0] // 2
         axes[row, 3 + j].imshow(cov[centre].reshape(KERNEL, KERNEL), cmap="viridis")
-        axes[row, 3 + j].set_title(f"{name}: cov(centre, ·), layer {layer}", fontsize=9)
+        axes[row, 3 + j].set_title(f"{name}\\ncov(centre, ·), layer {layer}", fontsize=9)
 for ax in axes.flat:
     ax.axis("off")
 plt.tight_layout(); plt.show()'''),
@@ -349,7 +349,9 @@ $$y_i = \\sum_{j \\le i} (C_i \\cdot B_j) \\Big(\\prod_{k=j+1}^{i} e^{\\Delta_k 
 The numeric values ($A_{log}$ range, $\\Delta$, $\\alpha = \\beta = 0.7$) are this project's (the
 paper's are not available to us; SPEC §4). Task: multi-query associative recall (MQAR): key/value
 pairs, then queries of the keys; the model must output each key's value.""",
-    params=("STEPS = 300\nSEEDS = 2\nVERSION = 1          # Mamba-1 or Mamba-2\n"
+    params=("# At these values training takes more than 8 minutes on a (shared) 2-core CPU: use a GPU/TPU runtime,\n"
+            "# or lower STEPS for a first look.\n"
+            "STEPS = 300\nSEEDS = 2\nVERSION = 1          # Mamba-1 or Mamba-2\n"
             "D_MODEL, LAYERS, D_STATE = 32, 2, 8\nSEQ_LEN, PAIRS, VOCAB = 32, 4, 32\nBATCH, LR = 64, 3e-3"),
     cells=[
         ("code", PLOT_HELPER + '''
