@@ -70,7 +70,8 @@ def main() -> None:
     q = args.quick
     cfg = {"steps": args.steps or (20 if q else 300), "seeds": args.seeds or (2 if q else 3), "width": args.width,
            "depth": args.depth, "heads": args.heads, "lr": args.lr}
-    run = _report.Run("analysis_trained", "Structure of trained ViTs: does training grow the mimetic structure?",
+    name = "analysis_trained" if cfg["steps"] == 300 or q else f"analysis_trained_{cfg['steps']}steps"
+    run = _report.Run(name, "Structure of trained ViTs: does training grow the mimetic structure?",
                       args)
     data = load_dataset("digits")
     model = ViT(num_classes=data.num_classes, width=cfg["width"], depth=cfg["depth"], num_heads=cfg["heads"],

@@ -36,9 +36,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from mimetic_jax._tree import Path, flatten, path_name
+from mimetic_jax.attention import _typed_key
 from mimetic_jax.conv_transforms import find_depthwise_convs, find_mlp_layers, mimetic_conv, mimetic_mlp
 from mimetic_jax.emergence import emergence_layers, emergence_scale
 from mimetic_jax.ssm_transform import find_ssm_blocks, mimetic_ssm
@@ -262,10 +262,6 @@ def mimetic_plan(tree: Any, *, preset: str | None = None, rules: Sequence[Any] |
     return _plan(tree, _rules(preset, rules))
 
 
-def _typed(key: Array) -> Array:
-    return key if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
-
-
 def mimetic(
     tree: Any,
     key: Array,
@@ -303,7 +299,7 @@ def mimetic(
     """
     rule_list = _rules(preset, rules)
     plan = _plan(tree, rule_list)
-    key = _typed(key)
+    key = _typed_key(key)
     for i, rule in enumerate(rule_list):
         scheme = SCHEMES[rule.scheme]
         args = (tree, jax.random.fold_in(key, i)) if scheme.takes_key else (tree,)

@@ -45,6 +45,18 @@ def test_attention_scores_equal_the_direct_products():
         np.testing.assert_allclose(s.vo_diag_mean, np.diag(np.asarray(vo, np.float64)).mean(), rtol=1e-5)
 
 
+def test_stacked_layers_are_scored_like_separate_ones():
+    params = _vit()[1]["params"]
+    stacked = {"layers": {"attn": jax.tree.map(lambda *x: jnp.stack(x), params["block_0"]["attn"],
+                                               params["block_1"]["attn"])}}
+    got = mj.analyze(stacked, stacked_axes=1).attention
+    want = mj.analyze(_vit()[1]).attention
+    assert [s.name for s in got] == ["layers/attn[0]", "layers/attn[1]"]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.qk_diag_ratio, w.qk_diag_ratio, rtol=1e-6)
+        assert g.vo_diag_mean == pytest.approx(w.vo_diag_mean, rel=1e-6)
+
+
 def test_mlp_mean_is_the_shift_of_the_same_draw():
     default, mimetic = (mj.analyze(p).mlp for p in _vit())
     assert [m.name for m in mimetic] == ["params/block_0/mlp_in", "params/block_1/mlp_in"]

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -116,6 +117,14 @@ def test_a_rule_with_a_key_gets_fold_in_of_its_index():
     ref = mj.mimetic_conv(mj.mimetic_mlp(params), jax.random.fold_in(key, 1), sigma_start=1.0, include="block_0/depthwise")
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_nnx_module_is_updated_in_place_by_rules():
+    m = nnx.MultiHeadAttention(4, 32, decode=False, rngs=nnx.Rngs(0))
+    before = jax.tree.map(np.array, nnx.state(m, nnx.Param).to_pure_dict())
+    out, report = mj.mimetic(m, jax.random.key(1), rules=[mj.Rule("attention", {"value_output": False})], report=True)
+    assert out is m
+    assert _changed(before, m) == report.paths == {"query/kernel", "key/kernel"}
 
 
 def test_rules_alone_without_a_preset():
