@@ -121,3 +121,12 @@ def test_bad_input_is_an_error():
         mj.plot_analysis({"attention": []})
     with pytest.raises(TypeError, match="tree must be a linen params dict"):
         mj.analyze([1, 2])
+
+
+def test_bfloat16_trees_keep_their_dtype_and_are_scored_in_float64():
+    shapes = {"query": (32, 2, 16), "key": (32, 2, 16), "value": (32, 2, 16), "out": (2, 16, 32)}
+    params = {"attn": {n: {"kernel": jnp.zeros(s, jnp.bfloat16)} for n, s in shapes.items()}}
+    params = mj.mimetic(params, jax.random.key(0), rules=[mj.Rule("attention")])
+    assert params["attn"]["query"]["kernel"].dtype == jnp.bfloat16
+    (s,) = mj.analyze(params).attention
+    assert min(s.qk_diag_ratio) > 2 and s.vo_diag_ratio < -2
