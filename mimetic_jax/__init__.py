@@ -21,9 +21,13 @@ Public API (see the README for a table and the papers):
 * :func:`a_log_init`, :func:`dt_bias_init`, :func:`bc_kernels`, :func:`identity_conv_init`,
   :func:`min_retention` — mimetic state space model parts; :func:`mimetic_ssm` re-initializes
   every Mamba block of a model (Trockman et al. 2024).
+* :func:`mimetic` — every applicable scheme in one call, by preset (``"vit"``, ``"convmixer"``,
+  ``"convnext"``, ``"mamba"``) and :class:`Rule` s, with a report (:func:`mimetic_plan`);
+  :func:`analyze`, :func:`plot_analysis` — the structure scores of any model's weights.
 """
 
 from mimetic_jax import fuse
+from mimetic_jax.analysis import Analysis, analyze, plot_analysis
 from mimetic_jax.attention import qkv_init, query_key, sincos_1d, sincos_2d, value_output
 from mimetic_jax.conv import (
     conv_filter_covariance,
@@ -63,6 +67,7 @@ from mimetic_jax.fuse import (
     relu_moments,
 )
 from mimetic_jax.mlp import mean_shift_init
+from mimetic_jax.presets import PRESETS, MimeticReport, Rule, mimetic, mimetic_plan
 from mimetic_jax.ssm import a_log_init, bc_kernels, dt_bias_init, identity_conv_init, min_retention
 from mimetic_jax.ssm_transform import MAMBA1, MAMBA2, SSMBlock, SSMLayout, find_ssm_blocks, mimetic_ssm
 from mimetic_jax.transforms import (
@@ -79,6 +84,7 @@ from mimetic_jax.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Analysis",
     "AttentionBlock",
     "AttentionLayout",
     "EmergenceLayer",
@@ -89,10 +95,14 @@ __all__ = [
     "HF",
     "MAMBA1",
     "MAMBA2",
+    "MimeticReport",
     "Moments",
+    "PRESETS",
+    "Rule",
     "SSMBlock",
     "SSMLayout",
     "a_log_init",
+    "analyze",
     "bc_kernels",
     "conv_conv",
     "conv_conv_from_data",
@@ -121,11 +131,14 @@ __all__ = [
     "fusion_mse",
     "identity_conv_init",
     "mean_shift_init",
+    "mimetic",
     "mimetic_attention",
     "mimetic_conv",
     "mimetic_mlp",
+    "mimetic_plan",
     "mimetic_ssm",
     "min_retention",
+    "plot_analysis",
     "qkv_init",
     "query_key",
     "relu_moments",

@@ -1,0 +1,307 @@
+"""One call for a whole model: :func:`mimetic` applies every applicable scheme by parameter names.
+
+A *preset* is data: a tuple of :class:`Rule` s, each naming a scheme (a whole-model
+transform of this package), its options and an optional ``include``/``exclude`` path
+pattern. :func:`mimetic` applies the rules in turn, rule ``i`` with its own key
+``jax.random.fold_in(key, i)``, so ``mimetic(tree, key, preset="vit")`` is *exactly*
+``mimetic_mlp(mimetic_attention(tree, fold_in(key, 0)))`` — nothing else happens.
+
+=================  ================================================================  ==========================
+scheme             transform                                                         changes
+=================  ================================================================  ==========================
+``"attention"``    :func:`~mimetic_jax.mimetic_attention` (SPEC §1)                  query/key/value/out kernels
+``"conv"``         :func:`~mimetic_jax.mimetic_conv` (SPEC §2)                       depthwise conv kernels
+``"mlp"``          :func:`~mimetic_jax.mimetic_mlp` (SPEC §3, no key)                first MLP-layer kernels
+``"ssm"``          :func:`~mimetic_jax.mimetic_ssm` (SPEC §4)                        A_log, Δ bias, B/C columns
+``"emergence"``    :func:`~mimetic_jax.emergence_scale` (SPEC §5, no key)            every kernel with factor ≠ 1
+=================  ================================================================  ==========================
+
+Presets (:data:`PRESETS`), each the package's default options of its schemes:
+
+* ``"vit"`` (also any Flax/HF/GPT-2-named transformer): ``attention``, then ``mlp``;
+* ``"convmixer"``, ``"convnext"``: ``conv``, then ``mlp`` (ConvMixer's ``pointwise``,
+  ConvNeXt's ``pwconv1``);
+* ``"mamba"``: ``ssm``.
+
+Which schemes a preset combines is our choice (the papers each describe one scheme);
+``emergence`` is in no preset (it rescales every kernel, a different kind of change), add
+it with ``rules=[Rule("emergence", {"alpha": ...})]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+
+from mimetic_jax._tree import Path, flatten, path_name
+from mimetic_jax.attention import _typed_key
+from mimetic_jax.conv_transforms import find_depthwise_convs, find_mlp_layers, mimetic_conv, mimetic_mlp
+from mimetic_jax.emergence import emergence_layers, emergence_scale
+from mimetic_jax.ssm_transform import find_ssm_blocks, mimetic_ssm
+from mimetic_jax.transforms import find_attention_blocks, mimetic_attention
+
+Array = jax.Array
+
+__all__ = ["PRESETS", "SCHEMES", "MimeticReport", "Rule", "mimetic", "mimetic_plan"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One step of :func:`mimetic`: a scheme, its options and where it applies.
+
+    Attributes:
+      scheme: one of :data:`SCHEMES` (``"attention"``, ``"conv"``, ``"mlp"``, ``"ssm"``, ``"emergence"``).
+      options: keyword arguments of the scheme's transform (``{"alpha": 0.5}``), as a
+        mapping or a tuple of pairs.
+      include, exclude: regular expressions on paths, passed to the transform; ``None``
+        keeps the transform's default (for ``conv``/``mlp`` that is a name pattern,
+        :data:`~mimetic_jax.conv_transforms.DEPTHWISE_NAMES` / ``MLP_NAMES``).
+      name: a label for the report and for error messages (default: the scheme).
+    """
+
+    scheme: str
+    options: Any = ()
+    include: str | None = None
+    exclude: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        opts = self.options.items() if isinstance(self.options, Mapping) else self.options
+        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+
+    @property
+    def label(self) -> str:
+        return self.name or self.scheme
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scheme:
+    apply: Callable[..., Any]
+    find: Callable[..., list[Path]]
+    takes_key: bool
+    takes_patterns: bool
+
+
+def _subset(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    names = inspect.signature(fn).parameters
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def _attention_paths(tree: Any, kw: Mapping[str, Any]) -> list[Path]:
+    qk, vo = kw.get("query_key", True), kw.get("value_output", True)
+    out = []
+    for b in find_attention_blocks(tree, **_subset(find_attention_blocks, kw)):
+        lay = b.layout
+        if lay.qkv is None:
+            names = [lay.query, lay.key] * bool(qk) + [lay.value, lay.out] * bool(vo)
+        else:
+            names = [lay.qkv] + [lay.out] * bool(vo)
+        out += [b.kernel_path(n) for n in names]
+    return out
+
+
+def _ssm_paths(tree: Any, kw: Mapping[str, Any]) -> list[Path]:
+    flat = flatten(tree)
+    out = []
+    for b in find_ssm_blocks(tree, **_subset(find_ssm_blocks, kw)):
+        lay = b.layout
+        rel = []
+        if kw.get("transition", True):
+            rel += [(lay.a_log,), b.dt]
+        if kw.get("bc", True):
+            rel += [b.bc_kernel]
+        if kw.get("conv", False):
+            rel += [(lay.conv1d, lay.kernel)] + [(lay.conv1d, lay.bias)] * ((*b.path, lay.conv1d, lay.bias) in flat)
+        out += [(*b.path, *r) for r in rel]
+    return out
+
+
+def _emergence_paths(tree: Any, kw: Mapping[str, Any]) -> list[Path]:
+    return [p for layer in emergence_layers(tree, **_subset(emergence_layers, kw)) if layer.factor != 1.0
+            for p in layer.paths]
+
+
+#: The schemes a :class:`Rule` can name: transform, path finder, whether it takes a key / patterns.
+SCHEMES: dict[str, _Scheme] = {
+    "attention": _Scheme(mimetic_attention, _attention_paths, True, True),
+    "conv": _Scheme(mimetic_conv, lambda t, kw: [s.path for s in find_depthwise_convs(
+        t, **_subset(find_depthwise_convs, kw))], True, True),
+    "mlp": _Scheme(mimetic_mlp, lambda t, kw: [s.path for s in find_mlp_layers(
+        t, **_subset(find_mlp_layers, kw))], False, True),
+    "ssm": _Scheme(mimetic_ssm, _ssm_paths, True, True),
+    "emergence": _Scheme(emergence_scale, _emergence_paths, False, False),
+}
+
+#: Named presets: tuples of rules (data, not code). ``mimetic(preset=...)`` looks names up here.
+PRESETS: dict[str, tuple[Rule, ...]] = {
+    "vit": (Rule("attention"), Rule("mlp")),
+    "convmixer": (Rule("conv"), Rule("mlp")),
+    "convnext": (Rule("conv"), Rule("mlp")),
+    "mamba": (Rule("ssm"),),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportEntry:
+    """What one rule changed: its index, label, scheme and the leaf paths it re-wrote."""
+
+    index: int
+    label: str
+    scheme: str
+    paths: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class MimeticReport:
+    """Which paths got which scheme (one :class:`ReportEntry` per rule, in order). ``print`` it.
+
+    Carries no arrays: it passes through ``jax.jit`` as static data.
+    """
+
+    entries: tuple[ReportEntry, ...]
+
+    def by_path(self) -> dict[str, tuple[str, ...]]:
+        """``{path: (labels of the rules that changed it, in order)}``."""
+        out: dict[str, tuple[str, ...]] = {}
+        for e in self.entries:
+            for p in e.paths:
+                out[p] = (*out.get(p, ()), e.label)
+        return out
+
+    @property
+    def paths(self) -> frozenset[str]:
+        return frozenset(self.by_path())
+
+    def __str__(self) -> str:
+        lines = []
+        for e in self.entries:
+            lines.append(f"[{e.index}] {e.label} ({e.scheme}): {len(e.paths)} leaves")
+            lines += [f"    {p}" for p in e.paths]
+        return "\n".join(lines)
+
+
+jax.tree_util.register_static(MimeticReport)
+
+
+def _as_rule(rule: Any, where: str) -> Rule:
+    if isinstance(rule, Rule):
+        out = rule
+    elif isinstance(rule, Mapping):
+        try:
+            out = Rule(**rule)
+        except TypeError as e:
+            raise TypeError(f"{where}: a rule mapping takes scheme, options, include, exclude, name; got "
+                            f"{sorted(rule)} ({e})") from None
+    else:
+        raise TypeError(f"{where} must be a Rule or a mapping, got {rule!r} of type {type(rule).__name__}")
+    if out.scheme not in SCHEMES:
+        raise ValueError(f"{where}: unknown scheme {out.scheme!r}; expected one of {sorted(SCHEMES)}")
+    scheme = SCHEMES[out.scheme]
+    params = inspect.signature(scheme.apply).parameters
+    reserved = {"tree", "key", "include", "exclude", "allow_empty"}
+    bad = [k for k in out.kwargs if k not in params or k in reserved]
+    if bad:
+        allowed = sorted(k for k in params if k not in reserved)
+        raise ValueError(f"{where} ({out.label!r}): unknown option(s) {bad} for scheme {out.scheme!r}; "
+                         f"expected some of {allowed} (include/exclude are Rule fields)")
+    if not scheme.takes_patterns and (out.include is not None or out.exclude is not None):
+        raise ValueError(f"{where} ({out.label!r}): scheme {out.scheme!r} takes no include/exclude; "
+                         "select its layers with options={'order': ...}")
+    return out
+
+
+def _rules(preset: str | None, rules: Sequence[Any] | None) -> list[Rule]:
+    if preset is None and not rules:
+        raise ValueError(f"pass preset= (one of {sorted(PRESETS)}) or rules=[Rule(...), ...]")
+    out: list[Rule] = []
+    if preset is not None:
+        if not isinstance(preset, str) or preset.lower() not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)} "
+                             "(or pass rules=[Rule(scheme, options, include=...)])")
+        out += PRESETS[preset.lower()]
+    if rules is not None:
+        if isinstance(rules, (Rule, Mapping, str)):
+            raise TypeError(f"rules must be a sequence of Rule, got {type(rules).__name__}; wrap it in a list")
+        out += [_as_rule(r, f"rules[{i}]") for i, r in enumerate(rules)]
+    return out
+
+
+def _call_kwargs(rule: Rule) -> dict[str, Any]:
+    kw = rule.kwargs
+    if rule.include is not None:
+        kw["include"] = rule.include
+    if rule.exclude is not None:
+        kw["exclude"] = rule.exclude
+    return kw
+
+
+def _plan(tree: Any, rules: Sequence[Rule]) -> MimeticReport:
+    entries = []
+    for i, rule in enumerate(rules):
+        try:
+            paths = SCHEMES[rule.scheme].find(tree, _call_kwargs(rule))
+        except ValueError as e:
+            raise ValueError(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}): {e}") from None
+        if not paths:
+            raise ValueError(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}, include={rule.include!r}, "
+                             f"exclude={rule.exclude!r}) matches nothing in the tree")
+        entries.append(ReportEntry(i, rule.label, rule.scheme, tuple(path_name(p) for p in paths)))
+    return MimeticReport(tuple(entries))
+
+
+def mimetic_plan(tree: Any, *, preset: str | None = None, rules: Sequence[Any] | None = None) -> MimeticReport:
+    """The report :func:`mimetic` would return, without changing anything (shapes only)."""
+    return _plan(tree, _rules(preset, rules))
+
+
+def mimetic(
+    tree: Any,
+    key: Array,
+    preset: str | None = None,
+    *,
+    rules: Sequence[Any] | None = None,
+    report: bool = False,
+) -> Any:
+    """Mimetically initialize a whole model in one call: every scheme of a preset, then ``rules``.
+
+    Rule ``i`` of ``PRESETS[preset] + rules`` runs its transform (:data:`SCHEMES`) on the
+    result of rule ``i−1`` with key ``jax.random.fold_in(key, i)`` (schemes without a key
+    ignore it), ``include``/``exclude`` and ``options`` passed through. A rule that
+    matches nothing is a ``ValueError`` naming it (before anything is drawn).
+
+    Args:
+      tree: a linen params dict, an ``nnx.State`` or an ``nnx.Module``.
+      key: a PRNG key.
+      preset: ``"vit"``, ``"convmixer"``, ``"convnext"``, ``"mamba"`` (see :data:`PRESETS`) or ``None``.
+      rules: more :class:`Rule` s (or mappings with its fields), applied after the preset's.
+      report: also return a :class:`MimeticReport` of which leaves each rule changed.
+
+    Returns:
+      the new tree (a dict / ``nnx.State``; an ``nnx.Module`` is updated in place and
+      returned), or ``(tree, report)``. Works under ``jax.jit`` (the report is static
+      data), so a sharded model is created directly sharded.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from mimetic_jax.models import ViT
+      >>> v = ViT(10, width=16, depth=2, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+      >>> v, rep = mimetic(v, jax.random.key(1), preset="vit", report=True)
+      >>> [(e.label, len(e.paths)) for e in rep.entries]
+      [('attention', 8), ('mlp', 2)]
+    """
+    rule_list = _rules(preset, rules)
+    plan = _plan(tree, rule_list)
+    key = _typed_key(key)
+    for i, rule in enumerate(rule_list):
+        scheme = SCHEMES[rule.scheme]
+        args = (tree, jax.random.fold_in(key, i)) if scheme.takes_key else (tree,)
+        tree = scheme.apply(*args, **_call_kwargs(rule))
+    return (tree, plan) if report else tree
