@@ -9,7 +9,8 @@ and write a changed view back in the caller's container:
 * :func:`flatten`/:func:`as_pure_dict` — the flat view (NNX: its ``nnx.Param`` s only);
 * :func:`rebuild` — a new dict / ``nnx.State`` with the same structure, or the
   ``nnx.Module`` updated **in place** (like ``nnx.update``);
-* :func:`path_name` — the ``"a/b/c"`` string that ``include``/``exclude`` patterns search.
+* :func:`path_name` — the ``"a/b/c"`` string that ``include``/``exclude`` patterns search;
+  :func:`selected` applies them.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def flatten(tree: Any) -> dict[Path, Any]:
     """The flat ``{path: array}`` view of any tree :func:`as_pure_dict` accepts."""
     pure = as_pure_dict(tree)
     return dict(traverse_util.flatten_dict(dict(pure) if isinstance(pure, FrozenDict) else pure))
+
+
+def selected(name: str, include: str | None, exclude: str | None) -> bool:
+    """Whether a path name passes a transform's ``include``/``exclude`` regular expressions (``re.search``)."""
+    return (include is None or re.search(include, name) is not None) and (
+        exclude is None or re.search(exclude, name) is None)
 
 
 def path_name(path: Path) -> str:

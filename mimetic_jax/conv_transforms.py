@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, flatten, natural_key, path_name, rebuild
+from mimetic_jax._tree import Path, flatten, natural_key, path_name, put_like, rebuild, selected
+from mimetic_jax.attention import _typed_key
 from mimetic_jax.conv import (
     Displacement,
     _root_for,
@@ -96,9 +96,7 @@ def _find_kernels(flat: dict[Path, Any], fits, include: str | None, exclude: str
         if not path or str(path[-1]) != "kernel":
             continue
         name = path_name(path)
-        if include is not None and not re.search(include, name):
-            continue
-        if exclude is not None and re.search(exclude, name):
+        if not selected(name, include, exclude):
             continue
         shape = tuple(jnp.shape(leaf))
         if len(shape) <= stacked_axes or not fits(shape[stacked_axes:]):
@@ -145,16 +143,6 @@ def _nothing_found(what: str, flat: dict[Path, Any], include: str | None) -> Val
     names = sorted({path_name(p[:-1]) for p in flat if p and str(p[-1]) == "kernel"})[:12]
     return ValueError(f"no {what} found (include={include!r}; the tree's kernels include {names}). "
                       "Pass include= for other names, or allow_empty=True.")
-
-
-def _key(key: Array) -> Array:
-    return key if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
-
-
-def _keep_sharding(old: Any, new: Array) -> Array:
-    if not isinstance(old, jax.core.Tracer) and getattr(old, "sharding", None) is not None:
-        return jax.device_put(new, old.sharding)
-    return new
 
 
 def mimetic_conv(
@@ -214,7 +202,7 @@ def mimetic_conv(
         scale = _checks.finite_float("scale", scale)
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
-    key = _key(key)
+    key = _typed_key(key)
     layer = 0
     for site in sites:
         dims, channels = site.shape[:-2], site.shape[-1]
@@ -227,7 +215,7 @@ def mimetic_conv(
         draws = [sample_filters(jax.random.fold_in(key, layer + i), roots[i], dims, channels, old.dtype)
                  for i in range(site.layers)]
         new = jnp.stack(draws).reshape(old.shape) if site.stack else draws[0]
-        flat[site.path] = _keep_sharding(old, new)
+        flat[site.path] = put_like(new, old)
         layer += site.layers
     return rebuild(tree, flat)
 
@@ -313,5 +301,5 @@ def mimetic_mlp(
         old = flat[site.path]
         _checks.float_dtype(f"kernel {site.name} dtype", old.dtype)
         new = (old.astype(jnp.float32) + jnp.float32(mean)).astype(old.dtype)
-        flat[site.path] = _keep_sharding(old, new)
+        flat[site.path] = put_like(new, old)
     return rebuild(tree, flat)

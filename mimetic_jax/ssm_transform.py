@@ -25,7 +25,6 @@ These are the names of the official implementation and of Hugging Face ``transfo
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, flatten, map_stacked, path_name, put_like, rebuild
+from mimetic_jax._tree import Path, flatten, map_stacked, path_name, put_like, rebuild, selected
 from mimetic_jax.attention import METHODS, _typed_key
 from mimetic_jax.ssm import A_LOG_RANGE, DELTA, a_log_init, bc_kernels, dt_bias_init, identity_conv_init
 
@@ -155,9 +154,7 @@ def _find(flat: Mapping[Path, Any], layouts: Sequence[SSMLayout], include: str |
     blocks = []
     for parent in parents:
         name = path_name(parent)
-        if include is not None and not re.search(include, name):
-            continue
-        if exclude is not None and re.search(exclude, name):
+        if not selected(name, include, exclude):
             continue
         for layout in layouts:
             rel = layout.required()

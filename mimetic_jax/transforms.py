@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, flatten, map_stacked, path_name, put_like, rebuild
+from mimetic_jax._tree import Path, flatten, map_stacked, path_name, put_like, rebuild, selected
 from mimetic_jax.attention import METHODS, query_key, value_output
 
 Array = jax.Array
@@ -158,9 +157,7 @@ def _find(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include:
     blocks = []
     for parent in parents:
         name = path_name(parent)
-        if include is not None and not re.search(include, name):
-            continue
-        if exclude is not None and re.search(exclude, name):
+        if not selected(name, include, exclude):
             continue
         for layout in layouts:
             paths = [(*parent, n, layout.kernel) for n in layout.names]
