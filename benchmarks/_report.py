@@ -260,6 +260,39 @@ def time_jit(fn: Callable[..., Any], *args: Any, repeats: int, jit_kwargs: dict 
     }
 
 
+def time_jit_interleaved(fns: dict[str, Callable[..., Any]], *args: Any, repeats: int) -> dict[str, dict[str, Any]]:
+    """:func:`time_jit` for several functions whose steady-state calls alternate.
+
+    Each function is traced, compiled and run once (``trace_s``, ``compile_s``,
+    ``first_call_s`` as in :func:`time_jit`); then ``repeats`` rounds call each compiled
+    executable once in turn, so a change of load on a shared box hits every arm alike.
+    ``median_s``/``min_s``/``times_s`` are over those rounds.
+    """
+    import jax
+
+    out, compiled = {}, {}
+    for name, fn in fns.items():
+        with Stopwatch() as t_trace:
+            lowered = jax.jit(fn).lower(*args)
+        with Stopwatch() as t_compile:
+            compiled[name] = lowered.compile()
+        with Stopwatch() as t_first:
+            block(compiled[name](*args))
+        out[name] = {"trace_s": t_trace.wall, "compile_s": t_compile.wall, "first_run_s": t_first.wall,
+                     "first_call_s": t_trace.wall + t_compile.wall + t_first.wall, "times_s": []}
+    load0 = load_average()
+    for _ in range(repeats):
+        for name, exe in compiled.items():
+            start = time.perf_counter()
+            block(exe(*args))
+            out[name]["times_s"].append(time.perf_counter() - start)
+    for name in compiled:
+        times = out[name]["times_s"]
+        out[name].update(repeats=repeats, median_s=statistics.median(times), min_s=min(times),
+                         load_average_before=load0, load_average_after=load_average(), interleaved_with=list(fns))
+    return out
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -283,13 +316,13 @@ def fmt_s(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
     if x >= 100:
-        return f"{x:.0f}"
+        return f"{x:.0f} s"
     if x >= 10:
-        return f"{x:.1f}"
+        return f"{x:.1f} s"
     if x >= 1:
-        return f"{x:.2f}"
+        return f"{x:.2f} s"
     if x >= 0.01:
-        return f"{x:.3f}"
+        return f"{x:.3f} s"
     return f"{x * 1e3:.2f} ms"
 
 
@@ -334,7 +367,7 @@ def write_results(name: str, quick: bool, mach: dict[str, Any], data: dict[str, 
     json_path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
     header = f"# {title}{' (--quick smoke run)' if quick else ''}\n\n{machine_markdown(mach)}\n"
     if wall_s is not None:
-        header += f"Whole script: {fmt_s(wall_s)} s wall.\n"
+        header += f"Whole script: {fmt_s(wall_s)} wall.\n"
     md_path.write_text(header + "\n" + body.strip() + "\n")
     print(f"wrote {json_path.relative_to(REPO)} and {md_path.relative_to(REPO)}")
     return json_path, md_path

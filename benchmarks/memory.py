@@ -143,16 +143,16 @@ def markdown(results: dict, shape: dict) -> str:
     ex = results.get("exact_one")
     if ex and "layer_times_s" in ex:
         t1 = ex["layer_times_s"][0]
-        notes.append(f"**Exact, extrapolated** (not measured): {shape['layers']} layers × {_report.fmt_s(t1)} s "
-                     f"= {_report.fmt_s(t1 * shape['layers'])} s ≈ {t1 * shape['layers'] / 3600:.2f} h on this CPU "
+        notes.append(f"**Exact, extrapolated** (not measured): {shape['layers']} layers × {_report.fmt_s(t1)} "
+                     f"= {_report.fmt_s(t1 * shape['layers'])} ≈ {t1 * shape['layers'] / 3600:.2f} h on this CPU "
                      f"(the one measured layer includes its compile, a few seconds). Exact peak for "
                      f"{shape['layers']} layers ≈ all weights + the one-layer transient above "
                      f"(also extrapolated).")
     fa = results.get("fast")
     if fa and "layer_times_s" in fa and ex and "layer_times_s" in ex:
         steady = sorted(fa["layer_times_s"][1:])[len(fa["layer_times_s"][1:]) // 2]
-        notes.append(f"Per layer: fast {_report.fmt_s(steady)} s (median of layers 2..), exact "
-                     f"{_report.fmt_s(ex['layer_times_s'][0])} s: {ex['layer_times_s'][0] / steady:.0f}× slower.")
+        notes.append(f"Per layer: fast {_report.fmt_s(steady)} (median of layers 2..), exact "
+                     f"{_report.fmt_s(ex['layer_times_s'][0])}: {ex['layer_times_s'][0] / steady:.0f}× slower.")
     return (f"Attention stack of LLaMA-7B shape: {shape['layers']} layers, d={shape['d']}, H={shape['heads']}, "
             f"k={shape['head_dim']}, float32, layers generated one at a time in a Python loop and kept. Each row is "
             "a fresh child process; peak = its VmHWM. `transient` subtracts the weights kept and the runtime-only "

@@ -189,7 +189,7 @@ def main() -> None:
                               "diag mean qk / vo (layer 0)"], rows)
     body = (
         f"Whole attention stack of ViT-B: {layers} layers, d={d}, H={heads}, k={k} (query, key, value, out kernels "
-        f"of every layer). NumPy baseline: {np_note}; median layer {_report.fmt_s(res['numpy']['median_layer_s'])} s "
+        f"of every layer). NumPy baseline: {np_note}; median layer {_report.fmt_s(res['numpy']['median_layer_s'])} "
         f"({heads + 1} SVDs of {d}×{d} per layer; NumPy's OpenBLAS uses all cores). Ours: steady = median over "
         "repeats of already-compiled code; `compile` for per-layer calls is first call − steady (the first call "
         "of `fast` also builds the host-side spectral template), for jit(vmap) it is AOT trace + compile. "

@@ -13,6 +13,7 @@ from mimetic_jax.cli import main, parse_patch
 TINY = ["--width", "16", "--depth", "1", "--heads", "2", "--batch-size", "32", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_compare_end_to_end(tmp_path, capsys):
     pytest.importorskip("mimetic_jax.transforms")
     out = tmp_path / "run"
@@ -31,6 +32,7 @@ def test_compare_end_to_end(tmp_path, capsys):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["copying", "mqar"])
 def test_compare_sequence_task_end_to_end(task, tmp_path, capsys):
     out = tmp_path / task

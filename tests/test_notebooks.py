@@ -37,7 +37,6 @@ TINY = {
     "fuseinit": "STEPS1 = 4\nSTEPS2 = 4\nSEEDS = 1\nWIDTH = 16",
 }
 #: the heaviest (two or more models' compiles each); CI runs them too.
-SLOW = {"convmixer", "mamba_recall", "vit"}
 NAMES = sorted(TINY)
 
 
@@ -88,7 +87,8 @@ def test_setup_cell_installs_from_this_checkout_when_the_package_is_missing():
     assert "git+https://github.com/" in python and "except ImportError:" in python
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES])
+@pytest.mark.slow  # about 15-35 s each: run by .ci/run after the default test run
+@pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_headless_at_a_tiny_budget(name, kernel_dir):
     nb = _with_tiny_budget(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4), name)
     km = KernelManager(kernel_name="mimetic-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
