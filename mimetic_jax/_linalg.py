@@ -25,8 +25,8 @@ approximation of a random target
       Q Qᵀ A`` without drawing ``Z``. At full rank this *is* the target, with
       exactly the target's law for Gaussian ``Z`` *whatever the law of* ``Q``, as
       long as it is orthogonal and independent of ``G``; so at full rank ``Q`` comes
-      from a cheap Givens-rotation network (:func:`givens_orthogonal`, approximately
-      Haar, ``O(n² log n)``) instead of the ``O(n³)`` QR. Below full rank it is the
+      from rounds of small Haar Kronecker factors (:func:`kronecker_orthogonal`,
+      approximately Haar, ``O(n²√n)`` in a few products) instead of the ``O(n³)`` QR. Below full rank it is the
       projection onto a random subspace, weaker on the diagonal than the best
       one. ``c`` balances the two factors' Frobenius norms.
     * *Template regime* (``r < min`` and ``2r <= max``): the exact factors are
@@ -71,6 +71,8 @@ Array = jax.Array
 TEMPLATE_SIZE = 384
 #: Singular values pooled (over reference samples) per template.
 TEMPLATE_POOL = 4096
+#: Rounds of Kronecker-Haar factors in :func:`kronecker_orthogonal` (2 are already Haar-like at n = 768).
+KRONECKER_ROUNDS = 3
 
 
 def cpu_sequential(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -163,40 +165,47 @@ def haar_columns(key: Array, n: int, r: int, dtype=jnp.float32) -> Array:
     return q * jnp.sign(jnp.diagonal(upper))
 
 
-def givens_orthogonal(key: Array, n: int, dtype=jnp.float32) -> Array:
-    """A random ``n × n`` orthogonal matrix from a network of Givens rotations (ours; approximately Haar).
+def balanced_divisor(n: int) -> int:
+    """The largest divisor of ``n`` that is at most ``√n`` (``1`` for a prime ``n``)."""
+    a = math.isqrt(n)
+    while n % a:
+        a -= 1
+    return a
 
-    Start from random signs ``D``; then ``L = 4⌈log₂ n⌉`` times: pair the rows by a
-    uniform random permutation and rotate each pair ``(a, b) → (a cos θ − b sin θ,
-    a sin θ + b cos θ)`` by its own angle ``θ`` uniform on ``[0, 2π)``. This is a
-    parallel form of Kac's random walk on the orthogonal group (``⌊n/2⌋`` rotations
-    per layer), which converges to the Haar law (Kac 1956; Pillai & Smith 2017:
-    ``O(n log n)`` rotations). At ``n = 768`` and ``L = 40`` the entries of ``√n Q``
-    have a fourth moment of 3.00 (Gaussian, as for Haar; ``L = 20`` gives 5.3) and a
-    largest entry as large as a Haar sample's.
 
-    Cost ``O(L n²)`` element-wise work and ``L n`` random numbers, no LAPACK, against
-    ``O(n³)`` for the QR of an ``n × n`` Gaussian (:func:`haar_columns`, the exact Haar
-    sampler) whose batched form is slow on GPU. Exactly orthogonal up to float
-    rounding (every layer is); ``tests/test_linalg.py`` checks orthogonality, the
-    entries' variance ``1/n`` and their Gaussian fourth moment. Used where only
+def kronecker_orthogonal(key: Array, n: int, dtype=jnp.float32) -> Array:
+    """A random ``n × n`` orthogonal matrix from rounds of small Haar Kronecker factors (ours; approximately Haar).
+
+    With ``n = a·b`` (``a`` the largest divisor of ``n`` up to ``√n``):
+    ``Q = K_R P_R ⋯ K_2 P_2 K_1`` for ``R = KRONECKER_ROUNDS`` rounds, each
+    ``K_r = A_r ⊗ B_r`` with ``A_r``, ``B_r`` Haar on ``a×a`` and ``b×b`` (Householder
+    QR of small Gaussians) and ``P_r`` a uniform random permutation. One round gives
+    entries that are products of two Gaussian-like factors (fourth moment of ``√n Q``
+    about 9, against 3 for Haar); after a permutation, every entry of the next round is
+    a sum of ``a·b`` such products and the law is Haar-like: at ``n = 768`` (``24×32``),
+    2 and 3 rounds give fourth moments 3.01 and 2.99, the largest entry and the
+    spread of correlations between the squared entries of two columns as a Haar
+    sample's. For a prime ``n`` (``a = 1``) a single round is one exact Haar QR.
+
+    Cost ``O(R n² (a + b))`` flops in a few batched products, ``R(a² + b²) + R n``
+    random numbers and ``2R`` small QRs; at ``n = 768`` about 5 ms on 2 CPU cores
+    against 170 ms for the 40 layers of Givens rotations this replaced and ~70 ms for
+    the QR of an ``n×n`` Gaussian. Exactly orthogonal up to float rounding;
+    ``tests/test_linalg.py`` checks orthogonality and Haar-like moments. Used where only
     orthogonality matters for the product: the full-rank rotation regime of
     :func:`fast_factors`.
     """
-    layers = 4 * max(1, math.ceil(math.log2(max(n, 2))))
-    half = n // 2
-    k_perm, k_angle, k_sign = jax.random.split(key, 3)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(k_perm, layers))
-    angles = jax.random.uniform(k_angle, (layers, half, 1), jnp.float32, 0.0, 2.0 * math.pi)
-
-    def layer(q, xs):
-        perm, theta = xs
-        a, b = q[perm[:half]], q[perm[half : 2 * half]]
-        c, s = jnp.cos(theta).astype(dtype), jnp.sin(theta).astype(dtype)
-        # Rows come out in the order [rotated a; rotated b; unpaired]: the next layer permutes anyway.
-        return jnp.concatenate([c * a - s * b, s * a + c * b, q[perm[2 * half :]]]), None
-
-    q, _ = jax.lax.scan(layer, jnp.diag(jax.random.rademacher(k_sign, (n,), dtype)), (perms, angles))
+    a = balanced_divisor(n)
+    b = n // a
+    q = None
+    for round_key in jax.random.split(key, KRONECKER_ROUNDS if a > 1 else 1):
+        k_perm, k_a, k_b = jax.random.split(round_key, 3)
+        qa, qb = haar_columns(k_a, a, a, dtype), haar_columns(k_b, b, b, dtype)
+        if q is None:
+            q = jnp.kron(qa, qb)
+        else:
+            q = q[jax.random.permutation(k_perm, n)]
+            q = jnp.einsum("ij,kl,jlm->ikm", qa, qb, q.reshape(a, b, n)).reshape(n, n)
     return q
 
 
@@ -258,7 +267,7 @@ def spectral_template(
 def _rotation_factors(key, rows, cols, rank, alpha, beta, dtype):
     # Requires rows >= cols: Q lives on the (smaller) column side.
     kq, kg = jax.random.split(key)
-    q = givens_orthogonal(kq, cols, dtype) if rank == cols else haar_columns(kq, cols, rank, dtype)
+    q = kronecker_orthogonal(kq, cols, dtype) if rank == cols else haar_columns(kq, cols, rank, dtype)
     g = noise(kg, (rows, rank), max(rows, cols), "normal", dtype)
     c = (beta**2 + alpha**2 * rows / max(rows, cols)) ** 0.25 or 1.0
     left = (jnp.asarray(beta, dtype) * embed_rows(q, rows) + jnp.asarray(alpha, dtype) * g) / c

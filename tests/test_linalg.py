@@ -10,6 +10,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import mimetic_jax as mj
 from mimetic_jax import _linalg
@@ -72,9 +73,9 @@ def test_jitted_init_of_many_attention_blocks_finishes_on_cpu():
     assert done.returncode == 0 and "finished" in done.stdout, done.stderr[-2000:]
 
 
-def test_givens_orthogonal_is_orthogonal_with_haar_like_entries():
-    n = 384
-    q = np.asarray(_linalg.givens_orthogonal(jax.random.key(3), n), np.float64)
+@pytest.mark.parametrize("n", [384, 389])  # 16×24 factors; a prime: one exact Haar QR
+def test_kronecker_orthogonal_is_orthogonal_with_haar_like_entries(n):
+    q = np.asarray(_linalg.kronecker_orthogonal(jax.random.key(3), n), np.float64)
     np.testing.assert_allclose(q @ q.T, np.eye(n), atol=2e-6)
     x = (q * np.sqrt(n)).ravel()
     # Haar: √n Q_ij → N(0, 1); over N = n² entries the sample mean of x² has std √(2/N)
@@ -85,9 +86,18 @@ def test_givens_orthogonal_is_orthogonal_with_haar_like_entries():
     assert np.abs(x).max() < np.sqrt(2 * np.log(2 * big_n)) + 1.0  # no heavy tail left from the start
 
 
-def test_givens_orthogonal_same_key_same_matrix_under_jit_and_vmap():
+def test_kronecker_orthogonal_one_round_alone_is_not_haar_like():
+    """The test above can fail: a single Kronecker product of Haar factors has heavy fourth moments."""
+    n = 384
+    qa = np.linalg.qr(np.random.default_rng(0).standard_normal((16, 16)))[0]
+    qb = np.linalg.qr(np.random.default_rng(1).standard_normal((24, 24)))[0]
+    x = (np.kron(qa, qb) * np.sqrt(n)).ravel()
+    assert np.mean(x**4) - 3.0 > 5 * np.sqrt(96 / x.size)
+
+
+def test_kronecker_orthogonal_same_key_same_matrix_under_jit_and_vmap():
     keys = jax.random.split(jax.random.key(4), 3)
-    eager = [_linalg.givens_orthogonal(k, 7) for k in keys]
-    batched = jax.jit(jax.vmap(lambda k: _linalg.givens_orthogonal(k, 7)))(keys)
+    eager = [_linalg.kronecker_orthogonal(k, 12) for k in keys]
+    batched = jax.jit(jax.vmap(lambda k: _linalg.kronecker_orthogonal(k, 12)))(keys)
     np.testing.assert_allclose(np.stack(eager), batched, atol=1e-6)
     assert not np.allclose(eager[0], eager[1])
