@@ -24,6 +24,13 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def non_negative_int(name: str, value: Any) -> int:
+    """Return ``value`` as an ``int`` if it is an integer ``>= 0`` (e.g. ``stacked_axes``), else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return int(value)
+
+
 def optional_positive_int(name: str, value: Any, default: int) -> int:
     """``positive_int`` with ``None`` meaning ``default``."""
     return default if value is None else positive_int(name, value)

@@ -49,6 +49,18 @@ def selected(name: str, include: str | None, exclude: str | None) -> bool:
         exclude is None or re.search(exclude, name) is None)
 
 
+def common_stack(what: str, shapes: list[tuple[int, ...]], stacked_axes: int) -> tuple[int, ...]:
+    """The leading ``stacked_axes`` axes that the arrays of one block share (stacked layers).
+
+    Raises a ``ValueError`` naming ``what`` when an array has no axis beyond them or
+    when they differ.
+    """
+    stack = shapes[0][:stacked_axes]
+    if any(len(s) <= stacked_axes or s[:stacked_axes] != stack for s in shapes):
+        raise ValueError(f"{what}: shapes {shapes} do not share stacked_axes={stacked_axes} leading axes")
+    return stack
+
+
 def path_name(path: Path) -> str:
     """``("params", "layers_0", "attn")`` → ``"params/layers_0/attn"``."""
     return "/".join(str(p) for p in path)

@@ -31,7 +31,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mimetic_jax import _checks
 from mimetic_jax._tree import Path, flatten, natural_key, path_name, put_like, rebuild, selected
@@ -83,12 +82,6 @@ class KernelSite:
         return math.prod(self.stack)
 
 
-def _stacked(stacked_axes: Any) -> int:
-    if isinstance(stacked_axes, bool) or not isinstance(stacked_axes, (int, np.integer)) or stacked_axes < 0:
-        raise ValueError(f"stacked_axes must be an int >= 0, got {stacked_axes!r}")
-    return int(stacked_axes)
-
-
 def _find_kernels(flat: dict[Path, Any], fits, include: str | None, exclude: str | None,
                   stacked_axes: int) -> list[KernelSite]:
     sites = []
@@ -123,7 +116,7 @@ def find_depthwise_convs(tree: Any, *, include: str | None = DEPTHWISE_NAMES, ex
       >>> [s.name for s in find_depthwise_convs(v)]
       ['params/block_0/depthwise/kernel', 'params/block_1/depthwise/kernel', 'params/block_2/depthwise/kernel']
     """
-    return _find_kernels(flatten(tree), _is_depthwise, include, exclude, _stacked(stacked_axes))
+    return _find_kernels(flatten(tree), _is_depthwise, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))
 
 
 def find_mlp_layers(tree: Any, *, include: str | None = MLP_NAMES, exclude: str | None = None,
@@ -136,7 +129,7 @@ def find_mlp_layers(tree: Any, *, include: str | None = MLP_NAMES, exclude: str 
       >>> [s.name for s in find_mlp_layers(v)]
       ['params/block_0/mlp_in/kernel', 'params/block_1/mlp_in/kernel']
     """
-    return _find_kernels(flatten(tree), _is_first_mlp, include, exclude, _stacked(stacked_axes))
+    return _find_kernels(flatten(tree), _is_first_mlp, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))
 
 
 def _nothing_found(what: str, flat: dict[Path, Any], include: str | None) -> ValueError:
@@ -190,7 +183,7 @@ def mimetic_conv(
       (5, 5, 1, 16)
     """
     flat = flatten(tree)
-    sites = _find_kernels(flat, _is_depthwise, include, exclude, _stacked(stacked_axes))
+    sites = _find_kernels(flat, _is_depthwise, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))
     if not sites:
         if allow_empty:
             return tree
@@ -232,7 +225,7 @@ def filter_covariances(tree: Any, *, center: bool = True, include: str | None = 
     """
     flat = flatten(tree)
     out = []
-    for site in _find_kernels(flat, _is_depthwise, include, exclude, _stacked(stacked_axes)):
+    for site in _find_kernels(flat, _is_depthwise, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes)):
         kernels = jnp.reshape(flat[site.path], (site.layers, *site.shape))
         out += [filter_covariance(kernels[i], center=center) for i in range(site.layers)]
     return out
@@ -261,7 +254,7 @@ def freeze_mask(tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: st
     if isinstance(tree, nnx.Module):
         tree = nnx.state(tree, nnx.Param)
     flat = flatten(tree)
-    frozen = {s.path for s in _find_kernels(flat, _is_depthwise, include, exclude, _stacked(stacked_axes))}
+    frozen = {s.path for s in _find_kernels(flat, _is_depthwise, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))}
     return rebuild(tree, {p: p in frozen for p in flat})
 
 
@@ -292,7 +285,7 @@ def mimetic_mlp(
     """
     mean = _checks.finite_float("mean", mean)
     flat = flatten(tree)
-    sites = _find_kernels(flat, _is_first_mlp, include, exclude, _stacked(stacked_axes))
+    sites = _find_kernels(flat, _is_first_mlp, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))
     if not sites:
         if allow_empty:
             return tree

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, flatten, map_stacked, path_name, put_like, rebuild, selected
+from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, path_name, put_like, rebuild, selected
 from mimetic_jax.attention import METHODS, _typed_key
 from mimetic_jax.ssm import A_LOG_RANGE, DELTA, a_log_init, bc_kernels, dt_bias_init, identity_conv_init
 
@@ -161,10 +161,7 @@ def _find(flat: Mapping[Path, Any], layouts: Sequence[SSMLayout], include: str |
             if not all((*parent, *r) in flat for r in rel):
                 continue
             full = {r: tuple(jnp.shape(flat[(*parent, *r)])) for r in rel}
-            stack = full[rel[0]][:stacked_axes]
-            if any(len(s) < stacked_axes or s[:stacked_axes] != stack for s in full.values()):
-                raise ValueError(f"SSM block {name!r}: shapes {list(full.values())} do not share "
-                                 f"stacked_axes={stacked_axes} leading axes")
+            stack = common_stack(f"SSM block {name!r}", list(full.values()), stacked_axes)
             d_in, n, offset = _sizes(layout, {r: s[stacked_axes:] for r, s in full.items()}, ngroups, name)
             if n > d_in:
                 raise ValueError(f"SSM block {name!r}: state size d_state={n} is larger than the B/C projection "
@@ -186,13 +183,7 @@ def find_ssm_blocks(
 ) -> list[SSMBlock]:
     """List the Mamba blocks :func:`mimetic_ssm` would change, with their sizes."""
     return _find(flatten(tree), layouts, include, exclude, _checks.positive_int("ngroups", ngroups),
-                 _stacked(stacked_axes))
-
-
-def _stacked(stacked_axes: Any) -> int:
-    if isinstance(stacked_axes, bool) or not isinstance(stacked_axes, int) or stacked_axes < 0:
-        raise ValueError(f"stacked_axes must be an int >= 0, got {stacked_axes!r}")
-    return stacked_axes
+                 _checks.non_negative_int("stacked_axes", stacked_axes))
 
 
 def _new_leaves(block: SSMBlock, key: Array, old: dict[Path, Array], opts: dict[str, Any]) -> dict[Path, Array]:
@@ -299,7 +290,7 @@ def mimetic_ssm(
     a_log_init(*opts["a_log_range"])  # validate eagerly, with the argument's name
     dt_bias_init(delta)
     flat = flatten(tree)
-    blocks = _find(flat, layouts, include, exclude, _checks.positive_int("ngroups", ngroups), _stacked(stacked_axes))
+    blocks = _find(flat, layouts, include, exclude, _checks.positive_int("ngroups", ngroups), _checks.non_negative_int("stacked_axes", stacked_axes))
     if not blocks:
         if allow_empty:
             return tree

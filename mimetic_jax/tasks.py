@@ -269,9 +269,6 @@ def copying(key: Any, batch_size: int, *, num_tokens: int = 16, vocab_size: int 
         >>> bool((b.targets[:, 4:] == b.inputs[:, :4]).all())
         True
     """
-    import jax
-    import jax.numpy as jnp
-
     from mimetic_jax import _checks
 
     batch_size = _checks.positive_int("batch_size", batch_size)
@@ -309,9 +306,6 @@ def mqar(key: Any, batch_size: int, *, seq_len: int = 64, num_pairs: int = 8, vo
         >>> b.inputs.shape, b.mask.sum(axis=1).tolist()
         ((3, 16), [4, 4, 4])
     """
-    import jax
-    import jax.numpy as jnp
-
     from mimetic_jax import _checks
 
     batch_size = _checks.positive_int("batch_size", batch_size)

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, flatten, map_stacked, path_name, put_like, rebuild, selected
+from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, path_name, put_like, rebuild, selected
 from mimetic_jax.attention import METHODS, query_key, value_output
 
 Array = jax.Array
@@ -164,10 +164,7 @@ def _find(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include:
             if not all(p in flat for p in paths):
                 continue
             shapes = [tuple(jnp.shape(flat[p])) for p in paths]
-            stack = shapes[0][:stacked_axes]
-            if any(len(s) <= stacked_axes or s[:stacked_axes] != stack for s in shapes):
-                raise ValueError(f"attention block {name!r}: kernels {shapes} do not share "
-                                 f"stacked_axes={stacked_axes} leading axes")
+            stack = common_stack(f"attention block {name!r}", shapes, stacked_axes)
             sizes = _sizes(layout, [s[stacked_axes:] for s in shapes], num_heads, num_kv_heads, name)
             blocks.append(AttentionBlock(parent, layout, *sizes, stack=stack))
             break
@@ -338,9 +335,7 @@ def mimetic_attention(
       True
     """
     _checks.choice("method", method, METHODS)
-    stacked_axes = int(stacked_axes)
-    if stacked_axes < 0:
-        raise ValueError(f"stacked_axes must be >= 0, got {stacked_axes}")
+    stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     if not (query_key or value_output):
         raise ValueError("nothing to do: query_key and value_output are both False")
     opts = dict(alpha=alpha, beta=beta, value_alpha=value_alpha, value_beta=value_beta, sign=sign,
