@@ -48,7 +48,8 @@ def _extra(p) -> None:
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--models", default="vit,convmixer", help="comma-separated: vit, convmixer")
-    p.add_argument("--conv-width", type=int, default=64)
+    p.add_argument("--conv-width", type=int, default=32)
+    p.add_argument("--conv-batch", type=int, default=32)
     p.add_argument("--conv-depth", type=int, default=3)
     p.add_argument("--kernel", type=int, default=5)
     p.add_argument("--conv-lr", type=float, default=3e-3)
@@ -130,22 +131,26 @@ def conv_markdown(cfg: dict, res: dict) -> str:
     for init in INITS:
         for when in ("init", "trained"):
             r = res[init][when]
+            grown = [_pm(np.asarray(r[k]) - np.asarray(res[init]["init"][k])) if when == "trained" else "—"
+                     for k in ("neighbour_corr", "far_corr")]
             rows.append([init, "0" if when == "init" else str(cfg["steps"]), _pm(r["neighbour_corr"]),
-                         _pm(r["far_corr"])] + [_pm(r[f"neighbour_corr_{i}"]) for i in layers]
+                         _pm(r["far_corr"])] + grown + [_pm(r[f"neighbour_corr_{i}"]) for i in layers]
                         + ["—" if when == "init" else _pm(100 * np.asarray(res[init]["accuracy"]))])
     return (f"ConvMixer width {cfg['width']}, depth {cfg['depth']}, kernel {cfg['kernel']}, patch 1 (BatchNorm) on "
-            f"digits, {cfg['steps']} steps, lr {cfg['lr']:g}, batch 128; mimetic = `mimetic_conv` (package σ "
+            f"digits, {cfg['steps']} steps, lr {cfg['lr']:g}, batch {cfg['batch_size']}; mimetic = `mimetic_conv` (package σ "
             f"defaults). {cfg['seeds']} seed pairs, mean ± std over seeds (ddof=1). Correlations over the "
             f"{cfg['width']} channels: an i.i.d. init gives ≈ 0, one tap pair ±1/√C = "
             f"±{1 / np.sqrt(cfg['width']):.2f}.\n\n"
-            + _report.md_table(["init", "step", "neighbour corr (mean)", "far corr (mean)"]
+            + "Δ: trained − init, per seed (paired).\n\n"
+            + _report.md_table(["init", "step", "neighbour corr (mean)", "far corr (mean)", "Δ neighbour", "Δ far"]
                                + [f"neighbour corr, block {i}" for i in layers] + ["test acc %"], rows))
 
 
 def convmixer(args) -> None:
     q = args.quick
     cfg = {"steps": args.steps or (20 if q else 300), "seeds": args.seeds or (2 if q else 3),
-           "width": 16 if q else args.conv_width, "depth": args.conv_depth, "kernel": args.kernel, "lr": args.conv_lr}
+           "width": 16 if q else args.conv_width, "depth": args.conv_depth, "kernel": args.kernel, "lr": args.conv_lr,
+           "batch_size": args.conv_batch}
     name = ("analysis_trained_convmixer" if cfg["steps"] == 300 or q
             else f"analysis_trained_convmixer_{cfg['steps']}steps")
     run = _report.Run(name, "Structure of trained ConvMixers: does training grow covariance-structured filters?",
@@ -156,8 +161,8 @@ def convmixer(args) -> None:
     default, mimetic, keys = paired_inits(model, data.x_train, list(range(cfg["seeds"])), transform=mj.mimetic_conv)
     run.stage("train")
     history = train_models(model.apply, stack_trees(default + mimetic), jnp.stack(keys * 2), data,
-                           steps=cfg["steps"], learning_rate=cfg["lr"], eval_steps=(cfg["steps"],),
-                           mutable=("batch_stats",))
+                           steps=cfg["steps"], learning_rate=cfg["lr"], batch_size=cfg["batch_size"],
+                           eval_steps=(cfg["steps"],), mutable=("batch_stats",))
     res = _paired_scores({"default": default, "mimetic": mimetic}, history, cfg["seeds"], conv_scores)
     run.data.update({"config": cfg, "results": res})
     run.finish(conv_markdown(cfg, res))

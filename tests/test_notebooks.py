@@ -65,11 +65,19 @@ def write_kernelspec(root: pathlib.Path) -> pathlib.Path:
 
 
 def execute(nb, kernel_dir: pathlib.Path, timeout: int = 300):
-    """Run ``nb`` in place in a fresh kernel of :func:`write_kernelspec` (cwd ``notebooks/``); raise on an error."""
+    """Run ``nb`` in place in a fresh kernel of :func:`write_kernelspec` (cwd ``notebooks/``); raise on an error.
+
+    The kernel is shut down afterwards: ``NotebookClient`` leaves a kernel of a manager it was
+    given running.
+    """
     km = KernelManager(kernel_name="mimetic-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
     client = nbclient.NotebookClient(nb, km=km, timeout=timeout, allow_errors=False,
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()  # raises CellExecutionError naming the cell when one fails
+    try:
+        client.execute()  # raises CellExecutionError naming the cell when one fails
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     return nb
 
 
