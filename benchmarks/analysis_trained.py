@@ -1,8 +1,8 @@
 """Does training grow the structure mimetic init puts in at the start? (ViT, ConvMixer on digits)
 
-ViT (``--models vit``, results ``analysis_trained``): :func:`mimetic_jax.analyze` scores of a small ViT (``mimetic_jax.models.ViT``,
-patch 2x2) on scikit-learn's digits, at init and after ``--steps`` steps of the shared
-training loop (``mimetic_jax.training.train_models``: AdamW, warm-up + cosine, batch 128),
+ViT (``--models vit``, results ``analysis_trained``): :func:`mimetic_jax.analyze` scores of a
+small ViT (``mimetic_jax.models.ViT``, patch 2x2) on scikit-learn's digits, at init and after
+``--steps`` steps of the shared training loop (``mimetic_jax.training.train_models``: AdamW, warm-up + cosine, batch 128),
 for the default Flax init and for ``mimetic(params, key, preset="vit")``, paired by seed
 (``paired_inits``: same init draw apart from the mimetic kernels, same data order).
 
@@ -14,13 +14,13 @@ structure *grows* from default init here says little about long ImageNet runs.
 
 ConvMixer (``--models convmixer``, results ``analysis_trained_convmixer``): the same for a
 ``ConvMixer`` (BatchNorm, patch 1; width ``--conv-width``, ``--conv-depth`` blocks, kernel
-``--kernel``) with the default Flax init and with ``mimetic_conv`` (covariance-structured
-depthwise filters, the package's σ defaults; the ``"convmixer"`` preset's conv rule), paired
-by seed the same way, trained with ``--conv-lr``. Scores (per layer, then averaged):
+``--kernel``; batch ``--conv-batch``) with the default Flax init and with ``mimetic_conv``
+(covariance-structured depthwise filters, the package's σ defaults; the ``"convmixer"``
+preset's conv rule), paired by seed the same way, trained with ``--conv-lr``. Scores (per layer, then averaged):
 ``neighbour_corr`` / ``far_corr`` of the depthwise filters (mean correlation over channels of
 4-neighbouring taps / of taps at distance ≥ 2). An i.i.d. init gives both ≈ 0, each tap pair
-±1/√C. Trockman et al. (2022) report that trained ConvMixer filters have a covariance
-structure; this asks whether it appears in a short run on 8x8 digits.
+±1/√C. Trockman, Willmott & Kolter (ICLR 2023) report that trained ConvMixer filters have a
+covariance structure; this asks whether it appears in a short run on 8x8 digits.
 
 Run: ``python benchmarks/analysis_trained.py [--quick] [--models vit,convmixer] [--steps N] [--seeds N]``
 (the default run takes a few minutes per model on 2 CPU cores).
@@ -137,9 +137,9 @@ def conv_markdown(cfg: dict, res: dict) -> str:
                          _pm(r["far_corr"])] + grown + [_pm(r[f"neighbour_corr_{i}"]) for i in layers]
                         + ["—" if when == "init" else _pm(100 * np.asarray(res[init]["accuracy"]))])
     return (f"ConvMixer width {cfg['width']}, depth {cfg['depth']}, kernel {cfg['kernel']}, patch 1 (BatchNorm) on "
-            f"digits, {cfg['steps']} steps, lr {cfg['lr']:g}, batch {cfg['batch_size']}; mimetic = `mimetic_conv` (package σ "
-            f"defaults). {cfg['seeds']} seed pairs, mean ± std over seeds (ddof=1). Correlations over the "
-            f"{cfg['width']} channels: an i.i.d. init gives ≈ 0, one tap pair ±1/√C = "
+            f"digits, {cfg['steps']} steps, lr {cfg['lr']:g}, batch {cfg['batch_size']}; "
+            f"mimetic = `mimetic_conv` (package σ defaults). {cfg['seeds']} seed pairs, mean ± std over seeds "
+            f"(ddof=1). Correlations over the {cfg['width']} channels: an i.i.d. init gives ≈ 0, one tap pair ±1/√C = "
             f"±{1 / np.sqrt(cfg['width']):.2f}.\n\n"
             + "Δ: trained − init, per seed (paired).\n\n"
             + _report.md_table(["init", "step", "neighbour corr (mean)", "far corr (mean)", "Δ neighbour", "Δ far"]

@@ -39,7 +39,8 @@ GALLERY = {
     "fuseinit": "STEPS1 = 300\nSTEPS2 = 200\nSEEDS = 2\nWIDTH = 64",
 }
 #: set before pyplot is imported (the inline backend applies its own rc when it starts).
-STYLE = f'%config InlineBackend.rc = {{"figure.dpi": {DPI}}}\nimport matplotlib\nmatplotlib.rcParams["figure.dpi"] = {DPI}'
+STYLE = (f'%config InlineBackend.rc = {{"figure.dpi": {DPI}}}\n'
+         f'import matplotlib\nmatplotlib.rcParams["figure.dpi"] = {DPI}')
 
 
 def save_figures(nb, name: str) -> list[pathlib.Path]:
