@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from mimetic_jax._tree import Path, flatten, path_name
+from mimetic_jax._tree import Path, flatten, path_name, selected
 from mimetic_jax.conv_transforms import DEPTHWISE_NAMES, MLP_NAMES, _find_kernels, _is_depthwise, _is_first_mlp
 from mimetic_jax.ssm_transform import DEFAULT_SSM_LAYOUTS, SSMBlock
 from mimetic_jax.ssm_transform import _find as _find_ssm
@@ -214,6 +214,13 @@ def _ssm_scores(block: SSMBlock, flat: dict[Path, Any], length: int) -> list[SSM
     return out
 
 
+def _kernel_sites(flat: dict[Path, Any], fits, kind_include: str | None, include: str | None,
+                  exclude: str | None, stacked_axes: int) -> list[Any]:
+    """The kernels of one kind (``kind_include``) that also pass the caller's ``include``/``exclude``."""
+    return [site for site in _find_kernels(flat, fits, kind_include, exclude, stacked_axes)
+            if selected(path_name(site.path), include, None)]
+
+
 # --------------------------------------------------------------------------- public
 
 
@@ -229,10 +236,13 @@ def analyze(
     length: int = 64,
     layouts: Sequence[Any] = DEFAULT_LAYOUTS,
     ssm_layouts: Sequence[Any] = DEFAULT_SSM_LAYOUTS,
+    include: str | None = None,
+    exclude: str | None = None,
 ) -> Analysis:
     """Structure scores of every attention, depthwise conv, first-MLP and SSM layer of a model.
 
-    Eager (reads the arrays on the host); see the module docstring for the scores.
+    Eager, not jittable: the scores are host floats (numpy, float64), read from the arrays
+    once per call; see the module docstring for the scores.
 
     Args:
       tree: a linen params dict, an ``nnx.State`` or an ``nnx.Module``.
@@ -243,9 +253,14 @@ def analyze(
       ngroups: Mamba-2 ``G``.
       length: sequence length of the ``retention_min`` score.
       layouts, ssm_layouts: the attention and SSM layouts to look for.
+      include, exclude: regular expressions (``re.search``) restricting the analysed layers,
+        applied to every kind and matched like the single transforms do: against the block's
+        path for attention/SSM (``"params/block_0/attn"``), the kernel's path for depthwise
+        convs / first MLP layers (``"params/block_0/mlp_in/kernel"``).
 
     Returns:
-      an :class:`Analysis`; a ``ValueError`` when the tree has no layer of any kind.
+      an :class:`Analysis`; a ``ValueError`` when no layer of any kind is found (or none is
+      left by ``include``/``exclude``).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -261,24 +276,26 @@ def analyze(
     if isinstance(stacked_axes, bool) or not isinstance(stacked_axes, int) or stacked_axes < 0:
         raise ValueError(f"stacked_axes must be an int >= 0, got {stacked_axes!r}")
     flat = flatten(tree)
-    attention = [s for b in _find_attention(flat, layouts, None, None, num_heads, num_kv_heads, stacked_axes)
+    attention = [s for b in _find_attention(flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes)
                  for s in _attention_scores(b, flat)]
     conv = []
-    for site in _find_kernels(flat, _is_depthwise, depthwise_include, None, stacked_axes):
+    for site in _kernel_sites(flat, _is_depthwise, depthwise_include, include, exclude, stacked_axes):
         k = _layers(flat[site.path], site.stack)
         conv += [_conv_scores(_slice_name(path_name(site.path[:-1]), site.stack, i), k[i]) for i in range(len(k))]
     mlp = []
-    for site in _find_kernels(flat, _is_first_mlp, mlp_include, None, stacked_axes):
+    for site in _kernel_sites(flat, _is_first_mlp, mlp_include, include, exclude, stacked_axes):
         k = _layers(flat[site.path], site.stack)
         for i in range(len(k)):
             std = k[i].std()
             mlp.append(MLPScores(_slice_name(path_name(site.path[:-1]), site.stack, i), float(k[i].mean()),
                                  float(k[i].mean() / std) if std > 0 else math.nan))
-    ssm = [s for b in _find_ssm(flat, ssm_layouts, None, None, ngroups, stacked_axes) for s in _ssm_scores(b, flat, length)]
+    ssm = [s for b in _find_ssm(flat, ssm_layouts, include, exclude, ngroups, stacked_axes)
+           for s in _ssm_scores(b, flat, length)]
     if not (attention or conv or mlp or ssm):
         names = sorted({path_name(p[:-1]) for p in flat})[:12]
         raise ValueError(f"analyze found no attention block, depthwise conv, first MLP layer or SSM block "
-                         f"(the tree's layers include {names}); pass layouts=/depthwise_include=/mlp_include=")
+                         f"with include={include!r}, exclude={exclude!r} (the tree's layers include {names}); "
+                         f"pass layouts=/depthwise_include=/mlp_include= or change include/exclude")
     return Analysis(tuple(attention), tuple(conv), tuple(mlp), tuple(ssm), length)
 
 

@@ -130,3 +130,34 @@ def test_bfloat16_trees_keep_their_dtype_and_are_scored_in_float64():
     assert params["attn"]["query"]["kernel"].dtype == jnp.bfloat16
     (s,) = mj.analyze(params).attention
     assert min(s.qk_diag_ratio) > 2 and s.vo_diag_ratio < -2
+
+
+def test_include_restricts_every_kind_to_the_matching_layer():
+    got = mj.analyze(_vit()[1], include="block_1/")
+    assert [a.name for a in got.attention] == ["params/block_1/attn"]
+    assert [m.name for m in got.mlp] == ["params/block_1/mlp_in"]
+    whole = mj.analyze(_vit()[1])
+    assert got.attention[0] == whole.attention[1] and got.mlp[0] == whole.mlp[1]
+
+
+def test_exclude_drops_the_matching_layer_of_every_kind():
+    got = mj.analyze(_vit()[1], exclude="block_0")
+    assert [a.name for a in got.attention] == ["params/block_1/attn"]
+    assert [m.name for m in got.mlp] == ["params/block_1/mlp_in"]
+    assert [m.name for m in mj.analyze(_vit()[1], exclude="mlp").mlp] == []
+
+
+def test_include_and_exclude_filter_depthwise_convs():
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 1, 8))
+    params = {f"block_{i}": {"depthwise": {"kernel": kernel}} for i in range(3)}
+    names = [c.name for c in mj.analyze(params).conv]
+    assert names == ["block_0/depthwise", "block_1/depthwise", "block_2/depthwise"]
+    assert [c.name for c in mj.analyze(params, include=names[1]).conv] == [names[1]]
+    assert [c.name for c in mj.analyze(params, exclude=names[1]).conv] == [names[0], names[2]]
+
+
+def test_a_filter_that_leaves_nothing_is_an_error_naming_include_and_exclude():
+    with pytest.raises(ValueError, match=r"include='nothing_matches', exclude=None.*change include/exclude"):
+        mj.analyze(_vit()[1], include="nothing_matches")
+    with pytest.raises(ValueError, match=r"include=None, exclude='block'"):
+        mj.analyze(_vit()[1], exclude="block")

@@ -40,25 +40,51 @@ TINY = {
 NAMES = sorted(TINY)
 
 
-def _with_tiny_budget(nb, name: str):
+def with_parameters(nb, name: str, source: str):
+    """``nb`` with a cell of ``source`` after its one cell tagged ``parameters`` (papermill's convention)."""
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{name}: expected one cell tagged 'parameters', found {len(tagged)}"
-    nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(TINY[name]))
+    nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(source))
     return nb
 
 
-@pytest.fixture(scope="module")
-def kernel_dir(tmp_path_factory):
-    """A kernelspec running this interpreter with the checkout on PYTHONPATH."""
-    root = tmp_path_factory.mktemp("kernels")
+def _with_tiny_budget(nb, name: str):
+    return with_parameters(nb, name, TINY[name])
+
+
+def write_kernelspec(root: pathlib.Path) -> pathlib.Path:
+    """A kernelspec ``mimetic-test`` in ``root`` running this interpreter with the checkout on PYTHONPATH."""
     spec = root / "mimetic-test"
-    spec.mkdir()
+    spec.mkdir(parents=True, exist_ok=True)
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "mimetic_jax test", "language": "python", "env": env}))
     return root
+
+
+def execute(nb, kernel_dir: pathlib.Path, timeout: int = 300):
+    """Run ``nb`` in place in a fresh kernel of :func:`write_kernelspec` (cwd ``notebooks/``); raise on an error.
+
+    The kernel is shut down afterwards: ``NotebookClient`` leaves a kernel of a manager it was
+    given running.
+    """
+    km = KernelManager(kernel_name="mimetic-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
+    client = nbclient.NotebookClient(nb, km=km, timeout=timeout, allow_errors=False,
+                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    try:
+        client.execute()  # raises CellExecutionError naming the cell when one fails
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def kernel_dir(tmp_path_factory):
+    """A kernelspec running this interpreter with the checkout on PYTHONPATH."""
+    return write_kernelspec(tmp_path_factory.mktemp("kernels"))
 
 
 def test_every_notebook_is_tested_and_has_a_tiny_budget():
@@ -90,11 +116,7 @@ def test_setup_cell_installs_from_this_checkout_when_the_package_is_missing():
 @pytest.mark.slow  # about 15-35 s each: run by .ci/run after the default test run
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_headless_at_a_tiny_budget(name, kernel_dir):
-    nb = _with_tiny_budget(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4), name)
-    km = KernelManager(kernel_name="mimetic-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
-    client = nbclient.NotebookClient(nb, km=km, timeout=300, allow_errors=False,
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()  # raises CellExecutionError naming the cell when one fails
+    nb = execute(_with_tiny_budget(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4), name), kernel_dir)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} drew no figure"
