@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mimetic_jax import _checks
 from mimetic_jax._tree import Path, flatten, path_name, selected
 from mimetic_jax.conv_transforms import DEPTHWISE_NAMES, MLP_NAMES, _find_kernels, _is_depthwise, _is_first_mlp
 from mimetic_jax.ssm_transform import DEFAULT_SSM_LAYOUTS, SSMBlock
@@ -273,8 +274,7 @@ def analyze(
     """
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"length must be a positive int, got {length!r}")
-    if isinstance(stacked_axes, bool) or not isinstance(stacked_axes, int) or stacked_axes < 0:
-        raise ValueError(f"stacked_axes must be an int >= 0, got {stacked_axes!r}")
+    stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     flat = flatten(tree)
     attention = [s for b in _find_attention(flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes)
                  for s in _attention_scores(b, flat)]
