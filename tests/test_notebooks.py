@@ -36,7 +36,6 @@ TINY = {
     "emergence": "EPOCHS = 0\nSEEDS = 1\nALPHAS = [1.0, 1.5]\nWIDTH, HIDDEN_LAYERS = 16, 2",
     "fuseinit": "STEPS1 = 4\nSTEPS2 = 4\nSEEDS = 1\nWIDTH = 16",
 }
-#: the heaviest (two or more models' compiles each); CI runs them too.
 NAMES = sorted(TINY)
 
 
