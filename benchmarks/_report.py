@@ -225,6 +225,28 @@ def time_call(fn: Callable[..., Any], *args: Any, repeats: int) -> dict[str, Any
     }
 
 
+def _compile_timed(fn: Callable[..., Any], args: tuple, jit_kwargs: dict | None = None) -> tuple[Any, dict[str, Any]]:
+    """``jax.jit(fn)`` traced, compiled and run once, each step timed; the executable and the timings."""
+    import jax
+
+    jitted = jax.jit(fn, **(jit_kwargs or {}))
+    with Stopwatch() as t_trace:
+        lowered = jitted.lower(*args)
+    with Stopwatch() as t_compile:
+        compiled = lowered.compile()
+    with Stopwatch() as t_first:
+        out = block(compiled(*args))
+    del out
+    return compiled, {
+        "trace_s": t_trace.wall,
+        "compile_s": t_compile.wall,
+        "first_run_s": t_first.wall,
+        "first_call_s": t_trace.wall + t_compile.wall + t_first.wall,
+        "first_call_cpu_s": t_trace.cpu + t_compile.cpu + t_first.cpu,
+        "first_run_cpu_s": t_first.cpu,
+    }
+
+
 def time_jit(fn: Callable[..., Any], *args: Any, repeats: int, jit_kwargs: dict | None = None) -> dict[str, Any]:
     """Time a function under ``jax.jit``: trace, compile, first run and steady state, separately.
 
@@ -234,30 +256,13 @@ def time_jit(fn: Callable[..., Any], *args: Any, repeats: int, jit_kwargs: dict 
     further calls. ``first_call_s = trace_s + compile_s + first_run_s`` is what a user
     waits for on the first call of ``jax.jit(fn)``.
     """
-    import jax
-
     load0 = load_average()
-    jitted = jax.jit(fn, **(jit_kwargs or {}))
-    with Stopwatch() as t_trace:
-        lowered = jitted.lower(*args)
-    with Stopwatch() as t_compile:
-        compiled = lowered.compile()
-    with Stopwatch() as t_first:
-        out = block(compiled(*args))
-    del out
+    compiled, first = _compile_timed(fn, args, jit_kwargs)
     steady = time_call(compiled, *args, repeats=repeats) if repeats > 0 else {
-        "repeats": 0, "median_s": t_first.wall, "min_s": t_first.wall, "times_s": [], "median_cpu_s": t_first.cpu,
+        "repeats": 0, "median_s": first["first_run_s"], "min_s": first["first_run_s"], "times_s": [],
+        "median_cpu_s": first["first_run_cpu_s"],
         "note": "no repeats: the steady state is the first run of the compiled executable"}
-    return {
-        "trace_s": t_trace.wall,
-        "compile_s": t_compile.wall,
-        "first_run_s": t_first.wall,
-        "first_call_s": t_trace.wall + t_compile.wall + t_first.wall,
-        "first_call_cpu_s": t_trace.cpu + t_compile.cpu + t_first.cpu,
-        **steady,
-        "load_average_before": load0,
-        "load_average_after": load_average(),
-    }
+    return {**first, **steady, "load_average_before": load0, "load_average_after": load_average()}
 
 
 def time_jit_interleaved(fns: dict[str, Callable[..., Any]], *args: Any, repeats: int) -> dict[str, dict[str, Any]]:
@@ -268,18 +273,10 @@ def time_jit_interleaved(fns: dict[str, Callable[..., Any]], *args: Any, repeats
     executable once in turn, so a change of load on a shared box hits every arm alike.
     ``median_s``/``min_s``/``times_s`` are over those rounds.
     """
-    import jax
-
     out, compiled = {}, {}
     for name, fn in fns.items():
-        with Stopwatch() as t_trace:
-            lowered = jax.jit(fn).lower(*args)
-        with Stopwatch() as t_compile:
-            compiled[name] = lowered.compile()
-        with Stopwatch() as t_first:
-            block(compiled[name](*args))
-        out[name] = {"trace_s": t_trace.wall, "compile_s": t_compile.wall, "first_run_s": t_first.wall,
-                     "first_call_s": t_trace.wall + t_compile.wall + t_first.wall, "times_s": []}
+        compiled[name], first = _compile_timed(fn, args)
+        out[name] = {**first, "times_s": []}
     load0 = load_average()
     for _ in range(repeats):
         for name, exe in compiled.items():
