@@ -41,6 +41,7 @@ from scipy import stats
 from mimetic_jax.cli import DEFAULT_PATCH
 from mimetic_jax.models import ViT
 from mimetic_jax.tasks import load_dataset
+from mimetic_jax.transforms import mimetic_attention
 from mimetic_jax.training import checkpoint_steps, paired_inits, stack_trees, train_models
 
 INITS = ("default", "mimetic")
@@ -60,16 +61,21 @@ def _extra(p) -> None:
     p.add_argument("--depth", type=int, default=None, help="blocks (default 4; quick 1)")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--method", choices=("exact", "fast"), default="exact")
+    p.add_argument("--rotate-heads", action="store_true",
+                   help="mimetic_attention(..., rotate_heads=True): value/out heads evened out by a rotation")
     p.add_argument("--tag", default="", help="suffix of the result files (training[_fast][_TAG].*), e.g. wide")
 
 
 def train_pairs(model, data, seeds, inits_lr: dict[str, float], steps: int, eval_steps, batch_size: int,
-                method: str) -> dict[str, np.ndarray]:
+                method: str, rotate_heads: bool = False) -> dict[str, np.ndarray]:
     """Train both inits over ``seeds``, paired; inits sharing a learning rate share one program.
 
     Returns ``{init: test accuracy (len(seeds), C)}`` and ``"steps"``, ``"seconds"``.
     """
-    default_params, mimetic_params, data_keys = paired_inits(model, data.x_train, seeds, method=method)
+    def transform(variables, key):
+        return mimetic_attention(variables, key, method=method, rotate_heads=rotate_heads)
+
+    default_params, mimetic_params, data_keys = paired_inits(model, data.x_train, seeds, transform=transform)
     params = {"default": default_params, "mimetic": mimetic_params}
     out: dict[str, np.ndarray] = {"seconds": {}}
     for lr in sorted(set(inits_lr.values())):
@@ -110,7 +116,8 @@ def _pct(x: float) -> str:
 def markdown(cfg: dict, results: dict) -> str:
     parts = [
         f"ViT width {cfg['width']}, depth {cfg['depth']}, {cfg['heads']} heads; mimetic = "
-        f"`mimetic_attention(..., method=\"{cfg['method']}\")`; batch {cfg['batch_size']}, AdamW "
+        f"`mimetic_attention(..., method=\"{cfg['method']}\", rotate_heads={cfg.get('rotate_heads', False)})`; "
+        f"batch {cfg['batch_size']}, AdamW "
         f"(wd 0.05), warm-up 10 %, cosine to 0. Sweep: lrs {cfg['lrs']}, {cfg['sweep_seeds']} seed pairs, "
         f"{cfg['sweep_steps']} steps. Main: {cfg['seeds']} seed pairs, {cfg['steps']} steps, each init at its "
         "best sweep lr. Accuracies in %, mean ± std over seeds (ddof=1); diff = mimetic − default per seed pair; "
@@ -158,6 +165,7 @@ def main() -> None:
         "lrs": list(args.lrs), "checkpoints": args.checkpoints, "batch_size": args.batch_size,
         "width": args.width or (32 if q else 64), "depth": args.depth or (1 if q else 4),
         "heads": 2 if q and args.heads == 4 else args.heads, "method": args.method,
+        "rotate_heads": args.rotate_heads,
     }
     if q and args.lrs == [3e-4, 1e-3, 3e-3]:
         cfg["lrs"] = [1e-3, 3e-3]
@@ -180,7 +188,7 @@ def main() -> None:
         r["sweep"], r["sweep_seconds"] = {}, {}
         for lr in cfg["lrs"]:
             out = train_pairs(model, data, sweep_seeds, {i: lr for i in INITS}, cfg["sweep_steps"],
-                              (cfg["sweep_steps"],), cfg["batch_size"], cfg["method"])
+                              (cfg["sweep_steps"],), cfg["batch_size"], cfg["method"], cfg["rotate_heads"])
             r["sweep"][f"{lr:g}"] = {i: out[i][:, -1].tolist() for i in INITS}
             r["sweep_seconds"][f"{lr:g}"] = out["seconds"][f"{lr:g}"]
         best = {}
@@ -192,7 +200,7 @@ def main() -> None:
         run.stage(f"{name}: main run")
         eval_steps = checkpoint_steps(steps, cfg["checkpoints"])
         out = train_pairs(model, data, list(range(cfg["seeds"])), best, steps, eval_steps,
-                          cfg["batch_size"], cfg["method"])
+                          cfg["batch_size"], cfg["method"], cfg["rotate_heads"])
         steps_done = [int(s) for s in out["steps"]]
         main_r = {"steps": steps_done, "n_seeds": cfg["seeds"], "seconds": out["seconds"],
                   "default": out["default"].tolist(), "mimetic": out["mimetic"].tolist(),
