@@ -26,9 +26,9 @@ approximation of a random target
       exactly the target's law for Gaussian ``Z`` *whatever the law of* ``Q``, as
       long as it is orthogonal and independent of ``G``; so at full rank ``Q`` comes
       from rounds of small Haar Kronecker factors (:func:`kronecker_orthogonal`,
-      approximately Haar, ``O(n²√n)`` in a few products) instead of the ``O(n³)`` QR. Below full rank it is the
-      projection onto a random subspace, weaker on the diagonal than the best
-      one. ``c`` balances the two factors' Frobenius norms.
+      approximately Haar, ``O(n²√n)`` in a few products) instead of the ``O(n³)``
+      QR. Below full rank it is the projection onto a random subspace, weaker on
+      the diagonal than the best one. ``c`` balances the two factors' Frobenius norms.
     * *Template regime* (``r < min`` and ``2r <= max``): the exact factors are
       ``U_r √s`` and ``V_r √s`` whose statistics are set by the singular values
       ``s_i`` and the alignments ``c_i = u_iᵀ E v_i``. Both concentrate for
@@ -190,8 +190,9 @@ def kronecker_orthogonal(key: Array, n: int, dtype=jnp.float32) -> Array:
     Cost ``O(R n² (a + b))`` flops in a few batched products, ``R(a² + b²) + R n``
     random numbers and ``2R`` small QRs; at ``n = 768``, jitted on 2 CPU cores, about
     5 ms against 170 ms for the 40 layers of Givens rotations this replaced (a
-    parallel Kac walk) and 90 ms for the Householder QR of an ``n×n`` Gaussian. Exactly orthogonal up to float rounding;
-    ``tests/test_linalg.py`` checks orthogonality and Haar-like moments. Used where only
+    parallel Kac walk) and 90 ms for the Householder QR of an ``n×n`` Gaussian.
+    Exactly orthogonal up to float rounding; ``tests/test_linalg.py`` checks
+    orthogonality and Haar-like moments. Used where only
     orthogonality matters for the product: the full-rank rotation regime of
     :func:`fast_factors`.
     """
