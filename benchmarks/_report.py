@@ -66,7 +66,7 @@ _xla_threads_from_argv()
 
 
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
-    """``--quick`` (smoke test, small sizes) plus the script's own options."""
+    """``--quick`` (smoke test), ``--xla-threads``, ``--watchdog``, ``--tag``, and the script's own options."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes, well under a minute (smoke test)")
     parser.add_argument("--xla-threads", type=int, default=None,
@@ -74,6 +74,8 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
                              "see _report.py")
     parser.add_argument("--watchdog", type=float, default=120.0,
                         help="seconds without CPU progress before the run is declared deadlocked (0: off)")
+    parser.add_argument("--tag", default="",
+                        help="suffix of the result files, results/NAME_TAG.* (a run at other settings)")
     if extra is not None:
         extra(parser)
     return parser.parse_args()
@@ -387,7 +389,8 @@ class Run:
     """
 
     def __init__(self, name: str, title: str, args: argparse.Namespace) -> None:
-        self.name, self.title, self.args = name, title, args
+        self.name = f"{name}_{args.tag}" if getattr(args, "tag", "") else name
+        self.title, self.args = title, args
         self.quick = bool(args.quick)
         self.t0 = time.perf_counter()
         self.machine = machine()

@@ -63,7 +63,6 @@ def _extra(p) -> None:
     p.add_argument("--method", choices=("exact", "fast"), default="exact")
     p.add_argument("--rotate-heads", action="store_true",
                    help="mimetic_attention(..., rotate_heads=True): value/out heads evened out by a rotation")
-    p.add_argument("--tag", default="", help="suffix of the result files (training[_fast][_TAG].*), e.g. wide")
 
 
 def train_pairs(model, data, seeds, inits_lr: dict[str, float], steps: int, eval_steps, batch_size: int,
@@ -171,7 +170,6 @@ def main() -> None:
         cfg["lrs"] = [1e-3, 3e-3]
     # The published (exact) construction writes results/training.*, the fast one training_fast.*.
     name = "training" if args.method == "exact" else f"training_{args.method}"
-    name += f"_{args.tag}" if args.tag else ""
     run = _report.Run(name, "Training: mimetic vs default attention init, paired seeds", args)
     results: dict = {}
     run.data.update({"config": cfg, "datasets": results})
