@@ -2,8 +2,9 @@
 
 ConvNeXt-T (Liu et al. 2022): stages of widths 96, 192, 384, 768 and depths 3, 3, 9, 3,
 so 18 depthwise ``7×7`` kernels ``(7, 7, 1, C)`` (0.32 M weights: 49·(3·96 +
-3·192 + 9·384 + 3·768)). Measured in one process, each under ``jax.jit`` (trace, compile, first run, median of later
-runs; the layers' calls alternate between the two arms, ``_report.time_jit_interleaved``):
+3·192 + 9·384 + 3·768)). Measured in one process, each under ``jax.jit`` (trace, compile,
+first run, median of later runs; the layers' calls alternate between the two arms,
+``_report.time_jit_interleaved``):
 
 * layers: ``[lecun_normal()(k_i, shape_i)]`` (Flax's default conv init) against
   ``[depthwise_conv_init(i, 18, σ defaults)(k_i, shape_i)]``;
@@ -73,7 +74,8 @@ def main() -> None:
     body = (f"ConvNeXt-T depthwise kernels {len(SHAPES)} × (7, 7, 1, C), C in {DIMS}; σ "
             f"{DEFAULT_SIGMA_START:g}→{DEFAULT_SIGMA_END:g}. Steady state = median of {10 * repeats} (layers; "
             "calls of the two arms alternate) or "
-            f"{max(3, repeats // 6)} (whole model) calls of the compiled function; first call = trace + compile + run. Shared 2-core CPU box: timings are noisy.\n\n"
+            f"{max(3, repeats // 6)} (whole model) calls of the compiled function; first call = trace + compile + "
+            "run. Shared 2-core CPU box: timings are noisy.\n\n"
             + _report.md_table(["what", "default", "covariance", "ratio (steady)", "ratio (first call)"], rows))
     run.finish(body)
     print(body)
