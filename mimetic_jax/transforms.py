@@ -187,7 +187,7 @@ def find_attention_blocks(
     (``"encoder/layers_0/attn"``).
     """
     return _find(flatten(tree), layouts, include, exclude, num_heads, num_kv_heads,
-                 stacked_axes)
+                 _checks.non_negative_int("stacked_axes", stacked_axes))
 
 
 # --------------------------------------------------------------------------- re-initializing
