@@ -10,6 +10,10 @@ for both) trained with
 * ``mimetic+conv``: the same plus the identity short conv;
 * ``transition``, ``bc``, ``conv``: each part alone (``mimetic_ssm(..., transition=…, bc=…, conv=…)``).
 
+``--sweep`` trains the inits of :data:`SWEEP` instead: the package default against one
+option changed at a time (α/β of the B/C product, the ``A_log`` range, Δ), each also paired
+against ``mimetic``; that sweep set the defaults of ``mimetic_ssm`` (README).
+
 All inits of a seed start from the same ``model.init`` parameters (only the re-initialized
 leaves differ) and see the same minibatches in the same order; all models of a
 configuration train in one vmapped ``mimetic_jax.training.train_models`` program (AdamW,
@@ -51,6 +55,24 @@ INITS: dict[str, dict | None] = {
     "conv": {"transition": False, "bc": False, "conv": True},
 }
 
+#: ``--sweep``: the package default (``mimetic``) against one option changed at a time, to
+#: pick the defaults of ``mimetic_ssm`` (α/β of the B/C product, the ``A_log`` range, Δ).
+SWEEP: dict[str, dict | None] = {
+    "default": None,
+    "mimetic": {},
+    "alpha0.3-beta1": {"alpha": 0.3, "beta": 1.0},
+    "alpha1-beta0.3": {"alpha": 1.0, "beta": 0.3},
+    "alpha0.4-beta0.4": {"alpha": 0.4, "beta": 0.4},
+    "alpha1-beta1": {"alpha": 1.0, "beta": 1.0},
+    "alog-10:-6": {"a_log_range": (-10.0, -6.0)},
+    "alog-6:-2": {"a_log_range": (-6.0, -2.0)},
+    "alog-4:-1": {"a_log_range": (-4.0, -1.0)},
+    "alog-3:0": {"a_log_range": (-3.0, 0.0)},
+    "delta0.1": {"delta": 0.1},
+    "delta3": {"delta": 3.0},
+}
+OPTIONS = {**INITS, **SWEEP}
+
 
 def _extra(p) -> None:
     p.add_argument("--tasks", nargs="+", choices=("copying", "mqar"), default=["copying", "mqar"])
@@ -65,7 +87,9 @@ def _extra(p) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--d-model", type=int, default=None, help="default 64 (quick 32)")
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--inits", nargs="+", choices=list(INITS), default=list(INITS))
+    p.add_argument("--inits", nargs="+", choices=list(OPTIONS), default=None,
+                   help=f"default: {' '.join(INITS)}; --sweep: {' '.join(SWEEP)}")
+    p.add_argument("--sweep", action="store_true", help="the option sweep (SWEEP) instead of the parts (INITS)")
     p.add_argument("--no-timing", action="store_true", help="skip the step-time measurement")
 
 
@@ -88,8 +112,8 @@ def run_config(model, data, inits, seeds, steps, cfg) -> dict:
         for seed in seeds:
             init_key, mimetic_key, data_key = jax.random.split(jax.random.key(seed), 3)
             params = init(init_key, sample)
-            if INITS[name] is not None:
-                params = mimetic_ssm(params, mimetic_key, **INITS[name])
+            if OPTIONS[name] is not None:
+                params = mimetic_ssm(params, mimetic_key, **OPTIONS[name])
             trees.append(params)
             keys.append(data_key)  # the same data order for every init of a seed
     history = train_models(model.apply, stack_trees(trees), jnp.stack(keys), data, steps=steps,
@@ -106,6 +130,10 @@ def run_config(model, data, inits, seeds, steps, cfg) -> dict:
         base = np.asarray(out["inits"]["default"]["accuracy"])[:, -1]
         out["paired_vs_default"] = {name: paired_stats(base, np.asarray(r["accuracy"])[:, -1])
                                     for name, r in out["inits"].items() if name != "default"}
+    if "mimetic" in inits and len(inits) > 6:  # a sweep: each option against the package default too
+        base = np.asarray(out["inits"]["mimetic"]["accuracy"])[:, -1]
+        out["paired_vs_mimetic"] = {name: paired_stats(base, np.asarray(r["accuracy"])[:, -1])
+                                    for name, r in out["inits"].items() if name not in ("default", "mimetic")}
     return out
 
 
@@ -132,6 +160,12 @@ def _acc_cell(a: list, digits: int = 1) -> str:
     return _report.fmt_pm(a.mean(), a.std(ddof=1) if a.size > 1 else 0.0, digits)
 
 
+def _paired_cells(s: dict | None) -> list[str]:
+    if s is None:
+        return ["—", "—", "—"]
+    return [f"{100 * s['diff_mean']:+.1f}", "—" if s["p"] is None else f"{s['p']:.2g}", f"{s['wins']}/{s['n']}"]
+
+
 def markdown(cfg: dict, results: dict, timing: list) -> str:
     parts = [
         f"Mamba LM, {cfg['layers']} layers, d_model {cfg['d_model']}, expand 2, conv 4 (Mamba-2: headdim 16, 1 group); "
@@ -139,20 +173,22 @@ def markdown(cfg: dict, results: dict, timing: list) -> str:
         f"{cfg['seeds']} seeds per init, paired (same base parameters and data order per seed). "
         "Accuracy = masked-token test accuracy in %, mean ± std over seeds (ddof=1); exact = % of test sequences "
         "with every answer right; Δ = paired difference to default at the final step (percentage points), "
-        "p = paired t-test, W = seeds where the init beats default."
+        "p = paired t-test, W = seeds where the init beats default"
+        + ("; in a sweep, the same against `mimetic` (the package defaults)." if len(cfg["inits"]) > 6 else ".")
     ]
     for label, r in results.items():
         rows = []
         for name, v in r["inits"].items():
             acc = np.asarray(v["accuracy"])
             cells = [_acc_cell(acc[:, c]) for c in range(acc.shape[1])]
-            s = r.get("paired_vs_default", {}).get(name)
-            rows.append([name, *cells, _acc_cell(v["exact"]),
-                         "—" if s is None else f"{100 * s['diff_mean']:+.1f}",
-                         "—" if s is None or s["p"] is None else f"{s['p']:.2g}",
-                         "—" if s is None else f"{s['wins']}/{s['n']}"])
-        parts.append(f"## {label} ({r['seconds']:.0f} s for all models)\n\n" + _report.md_table(
-            ["init", *[f"acc @ {s}" for s in r["steps"]], "exact @ end", "Δ", "p", "W"], rows))
+            row = [name, *cells, _acc_cell(v["exact"]), *_paired_cells(r.get("paired_vs_default", {}).get(name))]
+            if "paired_vs_mimetic" in r:
+                row += _paired_cells(r["paired_vs_mimetic"].get(name))
+            rows.append(row)
+        head = ["init", *[f"acc @ {s}" for s in r["steps"]], "exact @ end", "Δ", "p", "W"]
+        if "paired_vs_mimetic" in r:
+            head += ["Δ vs mimetic", "p", "W"]
+        parts.append(f"## {label} ({r['seconds']:.0f} s for all models)\n\n" + _report.md_table(head, rows))
     if timing:
         rows = [[f"Mamba-{t['version']}", t["d_model"], t["d_state"], t["length"], t["batch"], t["params"],
                  _report.fmt_s(t["compile_s"]), f"{1e3 * t['median_s']:.2f}"] for t in timing]
@@ -166,7 +202,8 @@ def main() -> None:
     args = _report.parse_args(__doc__.splitlines()[0], _extra)
     q = args.quick
     cfg = {
-        "tasks": args.tasks, "versions": args.versions, "inits": args.inits,
+        "tasks": args.tasks, "versions": args.versions,
+        "inits": args.inits or list(SWEEP if args.sweep else INITS),
         "copy_lengths": args.copy_lengths or ([8] if q else [16, 32]),
         "mqar_states": args.mqar_states or ([8] if q else [8, 32]),
         "copy_state": args.copy_state,
