@@ -49,6 +49,19 @@ def selected(name: str, include: str | None, exclude: str | None) -> bool:
         exclude is None or re.search(exclude, name) is None)
 
 
+def candidate_parents(flat: Mapping[Path, Any], depths: tuple[int, ...], include: str | None,
+                      exclude: str | None, *, root: bool) -> list[tuple[Path, str]]:
+    """Where a finder tries its layouts: the module paths ``depth`` levels above some leaf.
+
+    Returns ``(path, name)`` pairs in sorted path order, kept when ``name`` passes
+    ``include``/``exclude`` (:func:`selected`). ``root=True`` also tries the tree's root
+    (an attention module initialized on its own); ``root=False`` only named modules.
+    """
+    parents = {p[:-k] for p in flat for k in depths if len(p) > k or (root and len(p) == k)}
+    ordered = sorted(parents, key=lambda p: tuple(str(x) for x in p))
+    return [(p, name) for p in ordered if selected(name := path_name(p), include, exclude)]
+
+
 def common_stack(what: str, shapes: list[tuple[int, ...]], stacked_axes: int) -> tuple[int, ...]:
     """The leading ``stacked_axes`` axes that the arrays of one block share (stacked layers).
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, path_name, put_like, rebuild, selected
+from mimetic_jax._tree import Path, candidate_parents, common_stack, flatten, map_stacked, path_name, put_like, rebuild
 from mimetic_jax.attention import METHODS, _typed_key
 from mimetic_jax.ssm import A_LOG_RANGE, DELTA, a_log_init, bc_kernels, dt_bias_init, identity_conv_init
 
@@ -150,12 +150,8 @@ def _find(flat: Mapping[Path, Any], layouts: Sequence[SSMLayout], include: str |
     for lay in layouts:
         if not isinstance(lay, SSMLayout):
             raise TypeError(f"layouts must hold SSMLayout objects, got {lay!r} of type {type(lay).__name__}")
-    parents = sorted({p[:-k] for p in flat for k in (1, 2) if len(p) > k}, key=lambda p: tuple(str(x) for x in p))
     blocks = []
-    for parent in parents:
-        name = path_name(parent)
-        if not selected(name, include, exclude):
-            continue
+    for parent, name in candidate_parents(flat, (1, 2), include, exclude, root=False):
         for layout in layouts:
             rel = layout.required()
             if not all((*parent, *r) in flat for r in rel):

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, path_name, put_like, rebuild, selected
+from mimetic_jax._tree import Path, candidate_parents, common_stack, flatten, map_stacked, path_name, put_like, rebuild
 from mimetic_jax.attention import METHODS, query_key, value_output
 
 Array = jax.Array
@@ -153,12 +153,8 @@ def _sizes(layout: AttentionLayout, shapes: Sequence[tuple[int, ...]], num_heads
 
 def _find(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include: str | None, exclude: str | None,
           num_heads: int | None, num_kv_heads: int | None, stacked_axes: int) -> list[AttentionBlock]:
-    parents = sorted({p[:-2] for p in flat if len(p) >= 2}, key=lambda p: tuple(str(x) for x in p))
     blocks = []
-    for parent in parents:
-        name = path_name(parent)
-        if not selected(name, include, exclude):
-            continue
+    for parent, name in candidate_parents(flat, (2,), include, exclude, root=True):
         for layout in layouts:
             paths = [(*parent, n, layout.kernel) for n in layout.names]
             if not all(p in flat for p in paths):

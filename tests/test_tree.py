@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 import mimetic_jax as mj
-from mimetic_jax._tree import common_stack
+from mimetic_jax._tree import candidate_parents, common_stack, flatten
 
 KEY = jax.random.key(0)
 
@@ -43,3 +43,13 @@ def test_common_stack_returns_the_shared_leading_axes_and_rejects_arrays_without
     assert common_stack("b", [(8, 2), (4,)], 0) == ()
     with pytest.raises(ValueError, match="b: shapes"):
         common_stack("b", [(3, 8), (3,)], 1)
+
+
+def test_candidate_parents_sorted_filtered_and_root_only_when_asked():
+    flat = flatten({"b": {"q": {"kernel": 1}}, "a": {"x": {"y": {"kernel": 2}}}, "q": {"kernel": 3}})
+    two_up = [p for p, _ in candidate_parents(flat, (2,), None, None, root=True)]
+    assert two_up == [(), ("a", "x"), ("b",)]  # the root holds q/kernel; sorted by path
+    assert [p for p, _ in candidate_parents(flat, (2,), None, None, root=False)] == [("a", "x"), ("b",)]
+    both = candidate_parents(flat, (1, 2), None, "^b", root=False)
+    assert [name for _, name in both] == ["a/x", "a/x/y", "q"]  # "b" and "b/q" excluded, no root
+    assert [name for _, name in candidate_parents(flat, (1,), "x", None, root=False)] == ["a/x/y"]
