@@ -101,6 +101,18 @@ def _exact_chunk(rows: int, cols: int, count: int) -> int:
     return max(1, min(count, EXACT_CHUNK_ELEMENTS // (rows * cols)))
 
 
+def _check_sizes(d_in: Any, num_heads: Any, num_kv_heads: Any, head_dim: Any, other: str,
+                 d_other: Any) -> tuple[int, int, int, int, int]:
+    """``(d_in, heads, kv_heads, head_dim, d_other)`` checked; ``d_other`` (``d_kv``/``d_out``) defaults to ``d_in``."""
+    d_in = _checks.positive_int("d_in", d_in)
+    heads, kv_heads = _checks.head_counts(num_heads, num_kv_heads)
+    k = _checks.positive_int("head_dim", head_dim)
+    d_other = _checks.optional_positive_int(other, d_other, d_in)
+    _checks.not_wider("head_dim", k, "d_in", d_in)
+    _checks.not_wider("head_dim", k, other, d_other)
+    return d_in, heads, kv_heads, k, d_other
+
+
 def _common(distribution: Any, method: Any, dtype: Any) -> jnp.dtype:
     _checks.choice("distribution", distribution, DISTRIBUTIONS)
     _checks.choice("method", method, METHODS)
@@ -151,12 +163,7 @@ def query_key(
       >>> bool(0.3 < jax.numpy.diagonal(p).mean() < 0.5)
       True
     """
-    d_in = _checks.positive_int("d_in", d_in)
-    heads, kv_heads = _checks.head_counts(num_heads, num_kv_heads)
-    k = _checks.positive_int("head_dim", head_dim)
-    d_kv = _checks.optional_positive_int("d_kv", d_kv, d_in)
-    _checks.not_wider("head_dim", k, "d_in", d_in)
-    _checks.not_wider("head_dim", k, "d_kv", d_kv)
+    d_in, heads, kv_heads, k, d_kv = _check_sizes(d_in, num_heads, num_kv_heads, head_dim, "d_kv", d_kv)
     dtype = _common(distribution, method, dtype)
     return _query_key(
         _typed_key(key),
@@ -263,12 +270,7 @@ def value_output(
       >>> bool(-0.45 < jnp.diagonal(p).mean() < -0.35)
       True
     """
-    d_in = _checks.positive_int("d_in", d_in)
-    heads, kv_heads = _checks.head_counts(num_heads, num_kv_heads)
-    k = _checks.positive_int("head_dim", head_dim)
-    d_out = _checks.optional_positive_int("d_out", d_out, d_in)
-    _checks.not_wider("head_dim", k, "d_in", d_in)
-    _checks.not_wider("head_dim", k, "d_out", d_out)
+    d_in, heads, kv_heads, k, d_out = _check_sizes(d_in, num_heads, num_kv_heads, head_dim, "d_out", d_out)
     _checks.choice("sign", sign, (-1, 1))
     if not isinstance(rotate_heads, bool):
         raise TypeError(f"rotate_heads must be a bool, got {rotate_heads!r}")
