@@ -181,7 +181,8 @@ def query_key(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("d_in", "d_kv", "heads", "kv_heads", "k", "alpha", "beta", "distribution", "method", "dtype")
+    jax.jit,
+    static_argnames=("d_in", "d_kv", "heads", "kv_heads", "k", "alpha", "beta", "distribution", "method", "dtype"),
 )
 def _query_key(key, *, d_in, d_kv, heads, kv_heads, k, alpha, beta, distribution, method, dtype):
     ct = _checks.compute_dtype(dtype)

@@ -141,7 +141,8 @@ def _sizes(layout: SSMLayout, shapes: dict[Path, tuple[int, ...]], ngroups: int,
     if two_gn <= 0 or two_gn % (2 * ngroups):
         raise bad(f"conv1d channels {conv[2]} - d_inner {d_inner} must be 2 * ngroups({ngroups}) * d_state")
     if in_proj[1] != 2 * d_inner + two_gn + heads or shapes[(layout.dt_bias,)] != (heads,):
-        raise bad(f"in_proj width must be 2 d_inner + 2 G N + H = {2 * d_inner + two_gn + heads} and dt_bias ({heads},)")
+        raise bad(f"in_proj width must be 2 d_inner + 2 G N + H = {2 * d_inner + two_gn + heads} "
+                  f"and dt_bias ({heads},)")
     return d_model, two_gn // (2 * ngroups), 2 * d_inner
 
 
@@ -286,7 +287,8 @@ def mimetic_ssm(
     a_log_init(*opts["a_log_range"])  # validate eagerly, with the argument's name
     dt_bias_init(delta)
     flat = flatten(tree)
-    blocks = _find(flat, layouts, include, exclude, _checks.positive_int("ngroups", ngroups), _checks.non_negative_int("stacked_axes", stacked_axes))
+    blocks = _find(flat, layouts, include, exclude, _checks.positive_int("ngroups", ngroups),
+                   _checks.non_negative_int("stacked_axes", stacked_axes))
     if not blocks:
         if allow_empty:
             return tree
