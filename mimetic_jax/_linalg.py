@@ -218,7 +218,8 @@ def exact_factors(a: Array, rank: int) -> tuple[Array, Array]:
 
 
 def fit_left(a_right: Array, right: Array) -> Array:
-    """Least-squares ``L`` minimizing ``‖L rightᵀ − A‖`` given ``A @ right``, for orthogonal columns of ``right``.
+    """Least-squares ``L`` minimizing ``‖L rightᵀ − A‖`` given ``A @ right``, for orthogonal
+    columns of ``right``.
 
     ``L = A R (RᵀR)⁻¹`` and ``RᵀR`` is diagonal here, so this is a column scaling;
     zero columns stay zero instead of dividing by zero.

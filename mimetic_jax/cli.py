@@ -143,23 +143,35 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="image",
                      help="image: a ViT on --dataset; copying, mqar: a Mamba LM, default vs mimetic_ssm "
                           "(default: %(default)s)")
-    cmp.add_argument("--state", type=_positive_int, default=8, help="SSM state size N (copying, mqar; default: %(default)s)")
-    cmp.add_argument("--ssm-version", type=int, choices=(1, 2), default=2, help="Mamba version (copying, mqar; default: %(default)s)")
-    cmp.add_argument("--dataset", choices=sorted(DEFAULT_PATCH), default="digits", help="data set (default: %(default)s)")
-    cmp.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds, 0..SEEDS-1 (default: %(default)s)")
-    cmp.add_argument("--steps", type=_positive_int, default=400, help="optimizer steps per model (default: %(default)s)")
-    cmp.add_argument("--checkpoints", type=_positive_int, default=8, help="number of test evaluations, evenly spaced (default: %(default)s)")
+    cmp.add_argument("--state", type=_positive_int, default=8,
+                     help="SSM state size N (copying, mqar; default: %(default)s)")
+    cmp.add_argument("--ssm-version", type=int, choices=(1, 2), default=2,
+                     help="Mamba version (copying, mqar; default: %(default)s)")
+    cmp.add_argument("--dataset", choices=sorted(DEFAULT_PATCH), default="digits",
+                     help="data set (default: %(default)s)")
+    cmp.add_argument("--seeds", type=_positive_int, default=3,
+                     help="number of seeds, 0..SEEDS-1 (default: %(default)s)")
+    cmp.add_argument("--steps", type=_positive_int, default=400,
+                     help="optimizer steps per model (default: %(default)s)")
+    cmp.add_argument("--checkpoints", type=_positive_int, default=8,
+                     help="number of test evaluations, evenly spaced (default: %(default)s)")
     cmp.add_argument("--width", type=_positive_int, default=64, help="token width d (default: %(default)s)")
-    cmp.add_argument("--depth", type=_positive_int, default=None, help="transformer blocks / Mamba layers (default: 4 / 2)")
+    cmp.add_argument("--depth", type=_positive_int, default=None,
+                     help="transformer blocks / Mamba layers (default: 4 / 2)")
     cmp.add_argument("--heads", type=_positive_int, default=4, help="attention heads (default: %(default)s)")
     cmp.add_argument("--patch", default=None,
                      help="patch size P or PHxPW (default 2x2 for digits, 1x4 for mnist1d)")
-    cmp.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate of AdamW (default: 1e-3 for image, 3e-3 for copying/mqar)")
-    cmp.add_argument("--batch-size", type=_positive_int, default=None, help="training batch size (default: 128 for image, 32 for copying/mqar)")
-    cmp.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay on kernels (default: %(default)s)")
+    cmp.add_argument("--lr", type=_positive_float, default=None,
+                     help="peak learning rate of AdamW (default: 1e-3 for image, 3e-3 for copying/mqar)")
+    cmp.add_argument("--batch-size", type=_positive_int, default=None,
+                     help="training batch size (default: 128 for image, 32 for copying/mqar)")
+    cmp.add_argument("--weight-decay", type=float, default=0.05,
+                     help="AdamW weight decay on kernels (default: %(default)s)")
     cmp.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: STEPS/10)")
-    cmp.add_argument("--method", choices=("exact", "fast"), default="exact", help="mimetic construction (default: %(default)s)")
-    cmp.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder for results.json and compare.png (default: %(default)s)")
+    cmp.add_argument("--method", choices=("exact", "fast"), default="exact",
+                     help="mimetic construction (default: %(default)s)")
+    cmp.add_argument("--out", type=Path, default=Path("runs/compare"),
+                     help="output folder for results.json and compare.png (default: %(default)s)")
     cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
