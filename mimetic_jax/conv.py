@@ -27,11 +27,11 @@ tap ``(i, j)`` of a ``kh×kw`` filter is entry ``i·kw + j``.
 filter is ``s·A_h E A_wᵀ`` with ``A = G_σ^{1/2}`` (float64 ``eigh``, negative
 rounding-level eigenvalues clamped to zero) and ``E`` a standard normal ``kh×kw`` matrix
 (SPEC §2), which has exactly the covariance above; it is computed as ``R z`` with
-``R = s·(A_h ⊗ A_w)``. Any other covariance (a pluggable
-displacement, a transferred ``Σ``) is sampled as ``W = R z`` with ``R`` the symmetric PSD
-square root of ``Σ`` and ``z`` standard normal, one column per channel. ``R`` depends only on static values (kernel size, ``σ``, a concrete
-covariance), so it is computed once in NumPy when the initializer is traced: the traced
-work is one normal draw and one ``K×K`` by ``K×C`` product.
+``R = s·(A_h ⊗ A_w)``. Any other covariance (a pluggable displacement, a transferred ``Σ``)
+is sampled as ``W = R z`` with ``R`` the symmetric PSD square root of ``Σ`` and ``z``
+standard normal, one column per channel. ``R`` depends only on static values (kernel size,
+``σ``, a concrete covariance), so it is computed once in NumPy when the initializer is
+traced: the traced work is one normal draw and one ``K×K`` by ``K×C`` product.
 
 **Transfer**: :func:`filter_covariance` estimates ``Σ`` from a trained kernel;
 :func:`resize_covariance` maps it to another kernel size (ours: the covariance of the

@@ -83,7 +83,9 @@ class KernelSite:
 
 
 def _find_kernels(flat: dict[Path, Any], fits, include: str | None, exclude: str | None,
-                  stacked_axes: int) -> list[KernelSite]:
+                  stacked_axes: Any) -> list[KernelSite]:
+    """The kernels (sorted by path) whose unstacked shape ``fits``, after ``stacked_axes`` is checked."""
+    stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     sites = []
     for path, leaf in flat.items():
         if not path or str(path[-1]) != "kernel":
@@ -116,7 +118,7 @@ def find_depthwise_convs(tree: Any, *, include: str | None = DEPTHWISE_NAMES, ex
       >>> [s.name for s in find_depthwise_convs(v)]
       ['params/block_0/depthwise/kernel', 'params/block_1/depthwise/kernel', 'params/block_2/depthwise/kernel']
     """
-    return _find_kernels(flatten(tree), _is_depthwise, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))
+    return _find_kernels(flatten(tree), _is_depthwise, include, exclude, stacked_axes)
 
 
 def find_mlp_layers(tree: Any, *, include: str | None = MLP_NAMES, exclude: str | None = None,
@@ -129,7 +131,7 @@ def find_mlp_layers(tree: Any, *, include: str | None = MLP_NAMES, exclude: str 
       >>> [s.name for s in find_mlp_layers(v)]
       ['params/block_0/mlp_in/kernel', 'params/block_1/mlp_in/kernel']
     """
-    return _find_kernels(flatten(tree), _is_first_mlp, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))
+    return _find_kernels(flatten(tree), _is_first_mlp, include, exclude, stacked_axes)
 
 
 def _nothing_found(what: str, flat: dict[Path, Any], include: str | None) -> ValueError:
@@ -183,7 +185,7 @@ def mimetic_conv(
       (5, 5, 1, 16)
     """
     flat = flatten(tree)
-    sites = _find_kernels(flat, _is_depthwise, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))
+    sites = _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes)
     if not sites:
         if allow_empty:
             return tree
@@ -225,7 +227,7 @@ def filter_covariances(tree: Any, *, center: bool = True, include: str | None = 
     """
     flat = flatten(tree)
     out = []
-    for site in _find_kernels(flat, _is_depthwise, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes)):
+    for site in _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes):
         kernels = jnp.reshape(flat[site.path], (site.layers, *site.shape))
         out += [filter_covariance(kernels[i], center=center) for i in range(site.layers)]
     return out
@@ -254,7 +256,7 @@ def freeze_mask(tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: st
     if isinstance(tree, nnx.Module):
         tree = nnx.state(tree, nnx.Param)
     flat = flatten(tree)
-    frozen = {s.path for s in _find_kernels(flat, _is_depthwise, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))}
+    frozen = {s.path for s in _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes)}
     return rebuild(tree, {p: p in frozen for p in flat})
 
 
@@ -285,7 +287,7 @@ def mimetic_mlp(
     """
     mean = _checks.finite_float("mean", mean)
     flat = flatten(tree)
-    sites = _find_kernels(flat, _is_first_mlp, include, exclude, _checks.non_negative_int("stacked_axes", stacked_axes))
+    sites = _find_kernels(flat, _is_first_mlp, include, exclude, stacked_axes)
     if not sites:
         if allow_empty:
             return tree

@@ -383,7 +383,8 @@ def train_models(
     warmup_steps = steps // 10 if warmup_steps is None else warmup_steps
     checkpoints = _check_eval_steps(checkpoint_steps(steps, 5) if eval_steps is None else eval_steps, steps)
     if not 0 < batch_size <= dataset.x_train.shape[0]:
-        raise ValueError(f"batch_size must lie in [1, {dataset.x_train.shape[0]}] (training examples), got {batch_size}")
+        raise ValueError(f"batch_size must lie in [1, {dataset.x_train.shape[0]}] (training examples), "
+                         f"got {batch_size}")
     if progress_every <= 0:
         raise ValueError(f"progress_every must be positive, got {progress_every}")
 

@@ -152,7 +152,9 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ConvNeXt(nn.Module):
-    """A ConvNeXt (Liu et al. 2022) with configurable stages; ConvNeXt-T is ``dims=(96, 192, 384, 768), depths=(3, 3, 9, 3)``.
+    """A ConvNeXt (Liu et al. 2022) with configurable stages.
+
+    ConvNeXt-T is ``dims=(96, 192, 384, 768), depths=(3, 3, 9, 3)``.
 
     The stem is a ``patch_size`` patchify conv + LayerNorm; between stages, LayerNorm and
     a ``2×2`` stride-2 conv. ``train`` is accepted (and ignored) for a common call signature.
