@@ -75,7 +75,7 @@ def main() -> None:
             f"{DEFAULT_SIGMA_START:g}→{DEFAULT_SIGMA_END:g}. Steady state = median of {10 * repeats} (layers; "
             "calls of the two arms alternate) or "
             f"{max(3, repeats // 6)} (whole model) calls of the compiled function; first call = trace + compile + "
-            "run. Shared 2-core CPU box: timings are noisy.\n\n"
+            "run. The machine and its load are in the header above.\n\n"
             + _report.md_table(["what", "default", "covariance", "ratio (steady)", "ratio (first call)"], rows))
     run.finish(body)
     print(body)
