@@ -147,7 +147,9 @@ def _sizes(layout: SSMLayout, shapes: dict[Path, tuple[int, ...]], ngroups: int,
 
 
 def _find(flat: Mapping[Path, Any], layouts: Sequence[SSMLayout], include: str | None, exclude: str | None,
-          ngroups: int, stacked_axes: int) -> list[SSMBlock]:
+          ngroups: Any, stacked_axes: Any) -> list[SSMBlock]:
+    ngroups = _checks.positive_int("ngroups", ngroups)
+    stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     for lay in layouts:
         if not isinstance(lay, SSMLayout):
             raise TypeError(f"layouts must hold SSMLayout objects, got {lay!r} of type {type(lay).__name__}")
@@ -179,8 +181,7 @@ def find_ssm_blocks(
     stacked_axes: int = 0,
 ) -> list[SSMBlock]:
     """List the Mamba blocks :func:`mimetic_ssm` would change, with their sizes."""
-    return _find(flatten(tree), layouts, include, exclude, _checks.positive_int("ngroups", ngroups),
-                 _checks.non_negative_int("stacked_axes", stacked_axes))
+    return _find(flatten(tree), layouts, include, exclude, ngroups, stacked_axes)
 
 
 def _new_leaves(block: SSMBlock, key: Array, old: dict[Path, Array], opts: dict[str, Any]) -> dict[Path, Array]:
@@ -287,8 +288,7 @@ def mimetic_ssm(
     a_log_init(*opts["a_log_range"])  # validate eagerly, with the argument's name
     dt_bias_init(delta)
     flat = flatten(tree)
-    blocks = _find(flat, layouts, include, exclude, _checks.positive_int("ngroups", ngroups),
-                   _checks.non_negative_int("stacked_axes", stacked_axes))
+    blocks = _find(flat, layouts, include, exclude, ngroups, stacked_axes)
     if not blocks:
         if allow_empty:
             return tree

@@ -152,7 +152,8 @@ def _sizes(layout: AttentionLayout, shapes: Sequence[tuple[int, ...]], num_heads
 
 
 def _find(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include: str | None, exclude: str | None,
-          num_heads: int | None, num_kv_heads: int | None, stacked_axes: int) -> list[AttentionBlock]:
+          num_heads: int | None, num_kv_heads: int | None, stacked_axes: Any) -> list[AttentionBlock]:
+    stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     blocks = []
     for parent, name in candidate_parents(flat, (2,), include, exclude, root=True):
         for layout in layouts:
@@ -182,8 +183,7 @@ def find_attention_blocks(
     ``include``/``exclude`` are regular expressions searched in the block's path
     (``"encoder/layers_0/attn"``).
     """
-    return _find(flatten(tree), layouts, include, exclude, num_heads, num_kv_heads,
-                 _checks.non_negative_int("stacked_axes", stacked_axes))
+    return _find(flatten(tree), layouts, include, exclude, num_heads, num_kv_heads, stacked_axes)
 
 
 # --------------------------------------------------------------------------- re-initializing
@@ -331,7 +331,6 @@ def mimetic_attention(
       True
     """
     _checks.choice("method", method, METHODS)
-    stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     if not (query_key or value_output):
         raise ValueError("nothing to do: query_key and value_output are both False")
     opts = dict(alpha=alpha, beta=beta, value_alpha=value_alpha, value_beta=value_beta, sign=sign,
