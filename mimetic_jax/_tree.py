@@ -3,12 +3,19 @@
 A transform (``mimetic_attention``, the conv/MLP/SSM transforms, ``emergence_scale``,
 ``mimetic``) works on a *flat* view of the model's parameters: a dict from path tuples
 (``("params", "encoder", "layers_0", "attn", "query", "kernel")``) to arrays. These
-helpers turn a linen params dict, an ``nnx.State`` or an ``nnx.Module`` into that view
-and write a changed view back in the caller's container:
+helpers turn a model into that view and write a changed view back in the caller's
+container. Four kinds of model are understood:
 
-* :func:`flatten`/:func:`as_pure_dict` — the flat view (NNX: its ``nnx.Param`` s only);
-* :func:`rebuild` — a new dict / ``nnx.State`` with the same structure, or the
-  ``nnx.Module`` updated **in place** (like ``nnx.update``);
+* a linen variable dict, or any nested mapping of arrays (transformers' Flax ``params``);
+* an ``nnx.State`` and an ``nnx.Module`` (its ``nnx.Param`` s only);
+* any other pytree, an Equinox module for one: its array leaves, named by their
+  ``jax.tree_util`` key paths (attribute names, dict keys, list indices).
+
+* :func:`flatten`/:func:`as_pure_dict` — the flat view;
+* :func:`rebuild` — a new dict / ``nnx.State`` / pytree (Equinox: a new module, as
+  ``eqx.tree_at`` would return) with the same structure, or the ``nnx.Module`` updated
+  **in place** (like ``nnx.update``);
+* :func:`module_at` — the module object at a path (for attributes such as ``num_heads``);
 * :func:`path_name` — the ``"a/b/c"`` string that ``include``/``exclude`` patterns search;
   :func:`selected` applies them.
 """
@@ -16,14 +23,31 @@ and write a changed view back in the caller's container:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx, traverse_util
 from flax.core import FrozenDict
 
 Path = tuple[Any, ...]
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
+
+
+def _key_name(entry: Any) -> Any:
+    """One ``jax.tree_util`` key-path entry as a path element (a name or a list index)."""
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return getattr(entry, attr)
+    return str(entry)
+
+
+def _is_mapping_tree(tree: Any) -> bool:
+    return isinstance(tree, (Mapping, nnx.State, nnx.Module))
 
 
 def as_pure_dict(tree: Any) -> Any:
@@ -34,13 +58,48 @@ def as_pure_dict(tree: Any) -> Any:
         return tree.to_pure_dict()
     if isinstance(tree, Mapping):
         return tree
-    raise TypeError(f"tree must be a linen params dict, an nnx.State or an nnx.Module, got {type(tree).__name__}")
+    return traverse_util.unflatten_dict(flatten(tree))
 
 
 def flatten(tree: Any) -> dict[Path, Any]:
-    """The flat ``{path: array}`` view of any tree :func:`as_pure_dict` accepts."""
-    pure = as_pure_dict(tree)
-    return dict(traverse_util.flatten_dict(dict(pure) if isinstance(pure, FrozenDict) else pure))
+    """The flat ``{path: array}`` view of a mapping, an ``nnx.State``/``nnx.Module`` or any pytree."""
+    if _is_mapping_tree(tree):
+        pure = as_pure_dict(tree)
+        return dict(traverse_util.flatten_dict(dict(pure) if isinstance(pure, FrozenDict) else pure))
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    flat = {tuple(_key_name(k) for k in path): leaf for path, leaf in leaves if _is_array(leaf)}
+    if not flat:
+        raise TypeError(f"tree must be a linen variable dict, an nnx.State, an nnx.Module or a pytree of arrays "
+                        f"(an Equinox module, say); got {type(tree).__name__} with no array leaves")
+    return flat
+
+
+def module_at(tree: Any, path: Path) -> Any:
+    """The object at ``path`` inside ``tree`` (an attribute, a key or an index per element), or ``None``.
+
+    Used to read what a module carries but its arrays do not (``num_heads`` of an
+    Equinox or NNX attention module, ``groups`` of a convolution).
+    """
+    obj = tree
+    for name in path:
+        if isinstance(obj, Mapping) or (isinstance(obj, nnx.State)):
+            try:
+                obj = obj[name]
+            except (KeyError, TypeError):
+                return None
+        elif isinstance(name, int) and isinstance(obj, Sequence):
+            obj = obj[name] if -len(obj) <= name < len(obj) else None
+        else:
+            try:
+                obj = getattr(obj, str(name))
+            except (AttributeError, TypeError):
+                try:
+                    obj = obj[name]
+                except Exception:  # noqa: BLE001 - any container that does not hold it
+                    return None
+        if obj is None:
+            return None
+    return obj
 
 
 def selected(name: str, include: str | None, exclude: str | None) -> bool:
@@ -81,6 +140,10 @@ def path_name(path: Path) -> str:
 
 def rebuild(tree: Any, flat: dict[Path, Any]) -> Any:
     """Write ``flat`` back in ``tree``'s container (a new dict/State, or the Module in place)."""
+    if not _is_mapping_tree(tree):
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        new = [flat.get(tuple(_key_name(k) for k in path), leaf) for path, leaf in leaves]
+        return jax.tree_util.tree_unflatten(treedef, new)
     pure = traverse_util.unflatten_dict(flat)
     if isinstance(tree, FrozenDict):
         return FrozenDict(pure)
@@ -116,7 +179,14 @@ def map_stacked(fn: Any, key: Any, stack: tuple[int, ...], args: Any) -> Any:
 
 
 def put_like(new: Any, old: Any) -> Any:
-    """``new`` with ``old``'s sharding when ``old`` is a concrete array (not under ``jit``)."""
-    if not isinstance(old, getattr(jax.core, "Tracer", ())) and getattr(old, "sharding", None) is not None:
+    """``new`` with ``old``'s sharding when both are concrete arrays (eager, not under ``jit``).
+
+    Under a trace nothing is moved (a ``device_put`` of a closed-over array inside ``jit``
+    is an error): the caller's ``out_shardings`` or JAX's propagation place the result.
+    """
+    tracer = getattr(jax.core, "Tracer", ())
+    if isinstance(new, tracer) or isinstance(old, tracer):
+        return new
+    if getattr(old, "sharding", None) is not None:
         return jax.device_put(new, old.sharding)
     return new
