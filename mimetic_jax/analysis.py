@@ -147,16 +147,19 @@ def _attention_kernels(block: AttentionBlock, flat: dict[Path, Any]) -> tuple[np
     """``(w_q (L,d,H,k), w_k (L,d_kv,H_kv,k), w_v (L,d_kv,H_kv,k), w_o (L,H,k,d_out))``."""
     lay, st = block.layout, block.stack
     h, g, k = block.num_heads, block.num_kv_heads, block.head_dim
-    o = _layers(flat[block.kernel_path(lay.out)], st).reshape(-1, h, k, block.d_out)
+    o = _layers(block.to_flax(flat[block.kernel_path(lay.out)]), st).reshape(-1, h, k, block.d_out)
     if lay.qkv is None:
-        q, kk, v = (_layers(flat[block.kernel_path(n)], st) for n in (lay.query, lay.key, lay.value))
+        q, kk, v = (_layers(block.to_flax(flat[block.kernel_path(n)]), st) for n in (lay.query, lay.key, lay.value))
         return (q.reshape(-1, block.d_in, h, k), kk.reshape(-1, block.d_kv, g, k),
                 v.reshape(-1, block.d_kv, g, k), o)
-    fused = _layers(flat[block.kernel_path(lay.qkv)], st)
+    fused = _layers(block.to_flax(flat[block.kernel_path(lay.qkv)]), st)
     if fused.ndim == 5:
         return fused[:, :, 0], fused[:, :, 1], fused[:, :, 2], o
-    q, kk, v = np.split(fused, [h * k, (h + g) * k], axis=2)
     d = block.d_in
+    if lay.packing == "heads":
+        per_head = fused.reshape(-1, d, h, 3, k)
+        return per_head[:, :, :, 0], per_head[:, :, :, 1], per_head[:, :, :, 2], o
+    q, kk, v = np.split(fused, [h * k, (h + g) * k], axis=2)
     return q.reshape(-1, d, h, k), kk.reshape(-1, d, g, k), v.reshape(-1, d, g, k), o
 
 
@@ -216,9 +219,10 @@ def _ssm_scores(block: SSMBlock, flat: dict[Path, Any], length: int) -> list[SSM
 
 
 def _kernel_sites(flat: dict[Path, Any], fits, kind_include: str | None, include: str | None,
-                  exclude: str | None, stacked_axes: int) -> list[Any]:
+                  exclude: str | None, stacked_axes: int, tree: Any = None) -> list[Any]:
     """The kernels of one kind (``kind_include``) that also pass the caller's ``include``/``exclude``."""
-    return [site for site in _find_kernels(flat, fits, kind_include, exclude, stacked_axes)
+    return [site for site in _find_kernels(flat, fits, kind_include, exclude, stacked_axes, tree,
+                                           depthwise=fits is _is_depthwise)
             if selected(path_name(site.path), include, None)]
 
 
@@ -239,6 +243,7 @@ def analyze(
     ssm_layouts: Sequence[Any] = DEFAULT_SSM_LAYOUTS,
     include: str | None = None,
     exclude: str | None = None,
+    config: Any = None,
 ) -> Analysis:
     """Structure scores of every attention, depthwise conv, first-MLP and SSM layer of a model.
 
@@ -246,7 +251,8 @@ def analyze(
     once per call; see the module docstring for the scores.
 
     Args:
-      tree: a linen params dict, an ``nnx.State`` or an ``nnx.Module``.
+      tree: a linen params dict, an ``nnx.State``, an ``nnx.Module``, an Equinox module or
+        a plain nested dict (transformers' Flax ``params``).
       num_heads, num_kv_heads: head counts for flat (``Dense``) attention kernels.
       stacked_axes: leading axes of stacked layers (each slice is reported as its own layer).
       depthwise_include, mlp_include: path patterns of depthwise convs / first MLP layers
@@ -254,6 +260,7 @@ def analyze(
       ngroups: Mamba-2 ``G``.
       length: sequence length of the ``retention_min`` score.
       layouts, ssm_layouts: the attention and SSM layouts to look for.
+      config: a model config to read head counts from (as in :func:`~mimetic_jax.mimetic_attention`).
       include, exclude: regular expressions (``re.search``) restricting the analysed layers,
         applied to every kind and matched like the single transforms do: against the block's
         path for attention/SSM (``"params/block_0/attn"``), the kernel's path for depthwise
@@ -276,14 +283,15 @@ def analyze(
         raise ValueError(f"length must be a positive int, got {length!r}")
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     flat = flatten(tree)
-    attention = [s for b in _find_attention(flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes)
+    attention = [s for b in _find_attention(flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes,
+                                            tree=tree, config=config)
                  for s in _attention_scores(b, flat)]
     conv = []
-    for site in _kernel_sites(flat, _is_depthwise, depthwise_include, include, exclude, stacked_axes):
-        k = _layers(flat[site.path], site.stack)
+    for site in _kernel_sites(flat, _is_depthwise, depthwise_include, include, exclude, stacked_axes, tree):
+        k = _layers(site.to_flax(flat[site.path]), site.stack)
         conv += [_conv_scores(_slice_name(path_name(site.path[:-1]), site.stack, i), k[i]) for i in range(len(k))]
     mlp = []
-    for site in _kernel_sites(flat, _is_first_mlp, mlp_include, include, exclude, stacked_axes):
+    for site in _kernel_sites(flat, _is_first_mlp, mlp_include, include, exclude, stacked_axes, tree):
         k = _layers(flat[site.path], site.stack)
         for i in range(len(k)):
             std = k[i].std()

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, flatten, natural_key, path_name, put_like, rebuild, selected
+from mimetic_jax._tree import Path, flatten, module_at, natural_key, path_name, put_like, rebuild, selected
 from mimetic_jax.attention import _typed_key
 from mimetic_jax.conv import (
     Displacement,
@@ -52,7 +52,10 @@ DEPTHWISE_NAMES = r"(?i)(depthwise|dw_?conv|conv_?dw)"
 #: ConvNeXt ``pwconv1``, ConvMixer ``pointwise``, LLaMA ``up_proj``/``gate_proj``, T5 ``wi``,
 #: Flax examples ``MlpBlock_*/Dense_0``).
 MLP_NAMES = (r"(^|/)(mlp_in|fc1|c_fc|pwconv1|pointwise|up_proj|gate_proj|wi|wi_0|wi_1|"
-             r"intermediate/dense|MlpBlock_\d+/Dense_0|mlp/Dense_0)(/|$)")
+             r"intermediate/dense|MlpBlock_\d+/Dense_0|mlp/Dense_0|mlp/layers/0)(_\d+)?(/|$)")
+#: The leaf names of kernels and how each orders its axes: Flax ``(*spatial, in, out)``;
+#: PyTorch-style code and Equinox ``(out, in, *spatial)`` (``eqx.nn.Linear``/``Conv``'s ``weight``).
+KERNEL_LEAVES = {"kernel": "flax", "weight": "channels_first"}
 #: Package defaults of the conv scheme: the best of the ``(σ_start, σ_end)`` sweep of
 #: ``benchmarks/conv_training.py`` (ConvMixer on digits, 2 seeds, 120 steps; README). The
 #: sweep is noisy (0.5→2 and 0.5→4 are within one std), so it neither confirms nor
@@ -66,11 +69,33 @@ DEFAULT_MEAN = 0.02
 
 @dataclasses.dataclass(frozen=True)
 class KernelSite:
-    """One kernel found in a tree: its path (ending in ``kernel``), its shape and its stacked axes."""
+    """One kernel found in a tree: its path, its shape in Flax order and its stacked axes.
+
+    ``shape`` is one layer's shape in Flax's ``(*spatial, in, out)`` order; a kernel stored
+    ``(out, in, *spatial)`` (leaf ``weight``: Equinox, PyTorch-style code) has
+    ``channels_first=True`` and :meth:`to_flax`/:meth:`from_flax` convert the stored array.
+    """
 
     path: Path
     shape: tuple[int, ...]
     stack: tuple[int, ...]
+    channels_first: bool = False
+
+    def _perm(self, ndim: int) -> tuple[int, ...]:
+        lead = len(self.stack)
+        n = ndim - lead
+        return (*range(lead), *(lead + i for i in range(2, n)), lead + 1, lead)
+
+    def to_flax(self, x: Array) -> Array:
+        """The stored array (stacked or not) in Flax's ``(*spatial, in, out)`` order."""
+        return jnp.transpose(x, self._perm(jnp.ndim(x))) if self.channels_first else x
+
+    def from_flax(self, x: Array) -> Array:
+        """Inverse of :meth:`to_flax`."""
+        if not self.channels_first:
+            return x
+        perm = self._perm(jnp.ndim(x))
+        return jnp.transpose(x, [perm.index(i) for i in range(len(perm))])
 
     @property
     def name(self) -> str:
@@ -82,21 +107,50 @@ class KernelSite:
         return math.prod(self.stack)
 
 
+def _declared_groups(tree: Any, path: Path) -> int | None:
+    """The group count the module holding a kernel declares (Equinox ``groups``, NNX ``feature_group_count``)."""
+    if tree is None or isinstance(tree, Mapping):
+        return None
+    module = module_at(tree, path[:-1])
+    for attr in ("groups", "feature_group_count"):
+        value = getattr(module, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
 def _find_kernels(flat: dict[Path, Any], fits, include: str | None, exclude: str | None,
-                  stacked_axes: Any) -> list[KernelSite]:
-    """The kernels (sorted by path) whose unstacked shape ``fits``, after ``stacked_axes`` is checked."""
+                  stacked_axes: Any, tree: Any = None, depthwise: bool = False) -> list[KernelSite]:
+    """The kernels (sorted by path) whose unstacked Flax-order shape ``fits``, after ``stacked_axes`` is checked.
+
+    With ``depthwise=True`` a module that declares its group count (Equinox, NNX) decides:
+    a kernel with ``groups == channels > 1`` is a depthwise conv whatever its name when
+    ``include`` is the default name pattern, and one with another count never is.
+    """
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     sites = []
     for path, leaf in flat.items():
-        if not path or str(path[-1]) != "kernel":
+        order = KERNEL_LEAVES.get(str(path[-1])) if path else None
+        if order is None:
             continue
         name = path_name(path)
-        if not selected(name, include, exclude):
-            continue
         shape = tuple(jnp.shape(leaf))
-        if len(shape) <= stacked_axes or not fits(shape[stacked_axes:]):
+        if len(shape) <= stacked_axes:
             continue
-        sites.append(KernelSite(path, shape[stacked_axes:], shape[:stacked_axes]))
+        site = KernelSite(path, shape[stacked_axes:], shape[:stacked_axes], order == "channels_first")
+        if site.channels_first:
+            site = dataclasses.replace(site, shape=tuple(shape[i] for i in site._perm(len(shape)))[stacked_axes:])
+        if not fits(site.shape):
+            continue
+        groups = _declared_groups(tree, path) if depthwise else None
+        if groups is not None:
+            if not (groups > 1 and groups == site.shape[-1]):
+                continue
+            if not selected(name, None if include == DEPTHWISE_NAMES else include, exclude):
+                continue
+        elif not selected(name, include, exclude):
+            continue
+        sites.append(site)
     return sorted(sites, key=lambda s: natural_key(s.path))
 
 
@@ -118,7 +172,7 @@ def find_depthwise_convs(tree: Any, *, include: str | None = DEPTHWISE_NAMES, ex
       >>> [s.name for s in find_depthwise_convs(v)]
       ['params/block_0/depthwise/kernel', 'params/block_1/depthwise/kernel', 'params/block_2/depthwise/kernel']
     """
-    return _find_kernels(flatten(tree), _is_depthwise, include, exclude, stacked_axes)
+    return _find_kernels(flatten(tree), _is_depthwise, include, exclude, stacked_axes, tree, depthwise=True)
 
 
 def find_mlp_layers(tree: Any, *, include: str | None = MLP_NAMES, exclude: str | None = None,
@@ -185,7 +239,7 @@ def mimetic_conv(
       (5, 5, 1, 16)
     """
     flat = flatten(tree)
-    sites = _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes)
+    sites = _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes, tree, depthwise=True)
     if not sites:
         if allow_empty:
             return tree
@@ -209,8 +263,8 @@ def mimetic_conv(
         old = flat[site.path]
         draws = [sample_filters(jax.random.fold_in(key, layer + i), roots[i], dims, channels, old.dtype)
                  for i in range(site.layers)]
-        new = jnp.stack(draws).reshape(old.shape) if site.stack else draws[0]
-        flat[site.path] = put_like(new, old)
+        new = jnp.stack(draws).reshape((*site.stack, *site.shape)) if site.stack else draws[0]
+        flat[site.path] = put_like(site.from_flax(new), old)
         layer += site.layers
     return rebuild(tree, flat)
 
@@ -227,8 +281,8 @@ def filter_covariances(tree: Any, *, center: bool = True, include: str | None = 
     """
     flat = flatten(tree)
     out = []
-    for site in _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes):
-        kernels = jnp.reshape(flat[site.path], (site.layers, *site.shape))
+    for site in _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes, tree, depthwise=True):
+        kernels = jnp.reshape(site.to_flax(flat[site.path]), (site.layers, *site.shape))
         out += [filter_covariance(kernels[i], center=center) for i in range(site.layers)]
     return out
 
@@ -253,10 +307,12 @@ def freeze_mask(tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: st
     """
     from flax import nnx
 
+    source = tree
     if isinstance(tree, nnx.Module):
         tree = nnx.state(tree, nnx.Param)
     flat = flatten(tree)
-    frozen = {s.path for s in _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes)}
+    frozen = {s.path for s in _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes, source,
+                                            depthwise=True)}
     return rebuild(tree, {p: p in frozen for p in flat})
 
 

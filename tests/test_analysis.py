@@ -119,7 +119,7 @@ def test_bad_input_is_an_error():
         mj.analyze(_vit()[0], length=0)
     with pytest.raises(TypeError, match="plot_analysis takes an Analysis"):
         mj.plot_analysis({"attention": []})
-    with pytest.raises(TypeError, match="tree must be a linen params dict"):
+    with pytest.raises(TypeError, match="tree must be a linen variable dict"):
         mj.analyze([1, 2])
 
 

@@ -253,6 +253,8 @@ def test_tree_without_kernels_and_bad_initializer_arguments_are_errors():
     with pytest.raises(ValueError, match="no 'kernel' leaf"):
         mj.emergence_scale({"params": {"LayerNorm_0": {"scale": jnp.ones(3)}}})
     with pytest.raises(TypeError, match="tree must be"):
+        mj.emergence_scale(3)
+    with pytest.raises(ValueError, match="no 'kernel' leaf"):  # a pytree without kernels (any pytree is accepted)
         mj.emergence_scale([jnp.ones(3)])
     with pytest.raises(ValueError, match=r"layer must be an int in \[0, 2\]"):
         mj.emergence_init(jax.nn.initializers.lecun_normal(), 3, 3)
