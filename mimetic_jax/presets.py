@@ -26,6 +26,15 @@ Presets (:data:`PRESETS`), each the package's default options of its schemes:
 Which schemes a preset combines is our choice (the papers each describe one scheme);
 ``emergence`` is in no preset (it rescales every kernel, a different kind of change), add
 it with ``rules=[Rule("emergence", {"alpha": ...})]``.
+
+Options given to :func:`mimetic` itself (``num_heads=``, ``num_kv_heads=``,
+``stacked_axes=``, ``config=``, ``layouts=``, ``method=`` …) go to every rule whose
+transform takes them; a rule's own ``options`` win over them.
+
+**What matches nothing.** A rule that comes from a preset and matches nothing in the
+model (a ViT preset on a model whose MLP layers have unusual names, say) is skipped and
+shown as such in the report; a rule the user wrote that matches nothing is a
+``ValueError``, and so is a call in which no rule matches anything.
 """
 
 from __future__ import annotations
@@ -151,12 +160,19 @@ PRESETS: dict[str, tuple[Rule, ...]] = {
 
 @dataclasses.dataclass(frozen=True)
 class ReportEntry:
-    """What one rule changed: its index, label, scheme and the leaf paths it re-wrote."""
+    """What one rule changed: its index, label, scheme and the leaf paths it re-wrote.
+
+    ``paths`` is empty for a preset rule that matched nothing (it was skipped).
+    """
 
     index: int
     label: str
     scheme: str
     paths: tuple[str, ...]
+
+    @property
+    def skipped(self) -> bool:
+        return not self.paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +199,9 @@ class MimeticReport:
     def __str__(self) -> str:
         lines = []
         for e in self.entries:
+            if e.skipped:
+                lines.append(f"[{e.index}] {e.label} ({e.scheme}): matched nothing (preset rule, skipped)")
+                continue
             lines.append(f"[{e.index}] {e.label} ({e.scheme}): {len(e.paths)} leaves")
             lines += [f"    {p}" for p in e.paths]
         return "\n".join(lines)
@@ -206,10 +225,9 @@ def _as_rule(rule: Any, where: str) -> Rule:
         raise ValueError(f"{where}: unknown scheme {out.scheme!r}; expected one of {sorted(SCHEMES)}")
     scheme = SCHEMES[out.scheme]
     params = inspect.signature(scheme.apply).parameters
-    reserved = {"tree", "key", "include", "exclude", "allow_empty"}
-    bad = [k for k in out.kwargs if k not in params or k in reserved]
+    bad = [k for k in out.kwargs if k not in params or k in _RESERVED]
     if bad:
-        allowed = sorted(k for k in params if k not in reserved)
+        allowed = sorted(k for k in params if k not in _RESERVED)
         raise ValueError(f"{where} ({out.label!r}): unknown option(s) {bad} for scheme {out.scheme!r}; "
                          f"expected some of {allowed} (include/exclude are Rule fields)")
     if not scheme.takes_patterns and (out.include is not None or out.exclude is not None):
@@ -218,24 +236,42 @@ def _as_rule(rule: Any, where: str) -> Rule:
     return out
 
 
-def _rules(preset: str | None, rules: Sequence[Any] | None) -> list[Rule]:
+def _rules(preset: str | None, rules: Sequence[Any] | None) -> list[tuple[Rule, bool]]:
+    """``(rule, from_preset)`` pairs: the preset's rules, then the user's."""
     if preset is None and not rules:
         raise ValueError(f"pass preset= (one of {sorted(PRESETS)}) or rules=[Rule(...), ...]")
-    out: list[Rule] = []
+    out: list[tuple[Rule, bool]] = []
     if preset is not None:
         if not isinstance(preset, str) or preset.lower() not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)} "
                              "(or pass rules=[Rule(scheme, options, include=...)])")
-        out += PRESETS[preset.lower()]
+        out += [(r, True) for r in PRESETS[preset.lower()]]
     if rules is not None:
         if isinstance(rules, (Rule, Mapping, str)):
             raise TypeError(f"rules must be a sequence of Rule, got {type(rules).__name__}; wrap it in a list")
-        out += [_as_rule(r, f"rules[{i}]") for i, r in enumerate(rules)]
+        out += [(_as_rule(r, f"rules[{i}]"), False) for i, r in enumerate(rules)]
     return out
 
 
-def _call_kwargs(rule: Rule) -> dict[str, Any]:
-    kw = rule.kwargs
+_RESERVED = {"tree", "key", "include", "exclude", "allow_empty"}
+
+
+def _shared_options(options: Mapping[str, Any], rules: Sequence[tuple[Rule, bool]]) -> None:
+    """Every option given to :func:`mimetic` must be taken by at least one rule's transform."""
+    taken: set[str] = set()
+    for rule, _ in rules:
+        taken |= set(inspect.signature(SCHEMES[rule.scheme].apply).parameters) - _RESERVED
+    bad = sorted(k for k in options if k not in taken)
+    if bad:
+        schemes = sorted({r.scheme for r, _ in rules})
+        raise TypeError(f"mimetic() got option(s) {bad} that no rule's transform takes (schemes {schemes}); "
+                        f"expected some of {sorted(taken)}")
+
+
+def _call_kwargs(rule: Rule, shared: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    params = inspect.signature(SCHEMES[rule.scheme].apply).parameters
+    kw = {k: v for k, v in (shared or {}).items() if k in params and k not in _RESERVED}
+    kw.update(rule.kwargs)
     if rule.include is not None:
         kw["include"] = rule.include
     if rule.exclude is not None:
@@ -243,23 +279,31 @@ def _call_kwargs(rule: Rule) -> dict[str, Any]:
     return kw
 
 
-def _plan(tree: Any, rules: Sequence[Rule]) -> MimeticReport:
+def _plan(tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any]) -> MimeticReport:
     entries = []
-    for i, rule in enumerate(rules):
+    for i, (rule, from_preset) in enumerate(rules):
         try:
-            paths = SCHEMES[rule.scheme].find(tree, _call_kwargs(rule))
+            paths = SCHEMES[rule.scheme].find(tree, _call_kwargs(rule, shared))
         except ValueError as e:
             raise ValueError(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}): {e}") from None
-        if not paths:
+        if not paths and not from_preset:
             raise ValueError(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}, include={rule.include!r}, "
                              f"exclude={rule.exclude!r}) matches nothing in the tree")
         entries.append(ReportEntry(i, rule.label, rule.scheme, tuple(path_name(p) for p in paths)))
+    if all(e.skipped for e in entries):
+        names = sorted({path_name(p[:-1]) for p in flatten(tree)})[:10]
+        raise ValueError(f"no rule matches anything in the tree ({', '.join(e.label for e in entries)}; the "
+                         f"tree's layers include {names}); pass options such as num_heads=/stacked_axes=/"
+                         "layouts=, or rules=[Rule(scheme, include=...)]")
     return MimeticReport(tuple(entries))
 
 
-def mimetic_plan(tree: Any, *, preset: str | None = None, rules: Sequence[Any] | None = None) -> MimeticReport:
+def mimetic_plan(tree: Any, *, preset: str | None = None, rules: Sequence[Any] | None = None,
+                 **options: Any) -> MimeticReport:
     """The report :func:`mimetic` would return, without changing anything (shapes only)."""
-    return _plan(tree, _rules(preset, rules))
+    rule_list = _rules(preset, rules)
+    _shared_options(options, rule_list)
+    return _plan(tree, rule_list, options)
 
 
 def mimetic(
@@ -269,25 +313,31 @@ def mimetic(
     *,
     rules: Sequence[Any] | None = None,
     report: bool = False,
+    **options: Any,
 ) -> Any:
     """Mimetically initialize a whole model in one call: every scheme of a preset, then ``rules``.
 
     Rule ``i`` of ``PRESETS[preset] + rules`` runs its transform (:data:`SCHEMES`) on the
     result of rule ``i−1`` with key ``jax.random.fold_in(key, i)`` (schemes without a key
-    ignore it), ``include``/``exclude`` and ``options`` passed through. A rule that
-    matches nothing is a ``ValueError`` naming it (before anything is drawn).
+    ignore it), ``include``/``exclude`` and ``options`` passed through. A rule of the user's
+    that matches nothing is a ``ValueError`` naming it (before anything is drawn); a
+    preset's rule that matches nothing is skipped and reported.
 
     Args:
-      tree: a linen params dict, an ``nnx.State`` or an ``nnx.Module``.
+      tree: a linen params dict, an ``nnx.State``, an ``nnx.Module``, an Equinox module or
+        a plain nested dict (transformers' Flax ``params``).
       key: a PRNG key.
       preset: ``"vit"``, ``"convmixer"``, ``"convnext"``, ``"mamba"`` (see :data:`PRESETS`) or ``None``.
       rules: more :class:`Rule` s (or mappings with its fields), applied after the preset's.
       report: also return a :class:`MimeticReport` of which leaves each rule changed.
+      **options: options of the transforms (``num_heads``, ``num_kv_heads``, ``stacked_axes``,
+        ``config``, ``layouts``, ``method`` …), given to every rule whose transform takes
+        them; a rule's own options win. An option no rule takes is a ``TypeError``.
 
     Returns:
-      the new tree (a dict / ``nnx.State``; an ``nnx.Module`` is updated in place and
-      returned), or ``(tree, report)``. Works under ``jax.jit`` (the report is static
-      data), so a sharded model is created directly sharded.
+      the new tree (a dict / ``nnx.State`` / Equinox module; an ``nnx.Module`` is updated in
+      place and returned), or ``(tree, report)``. Works under ``jax.jit`` (the report is
+      static data), so a sharded model is created directly sharded.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -298,10 +348,13 @@ def mimetic(
       [('attention', 8), ('mlp', 2)]
     """
     rule_list = _rules(preset, rules)
-    plan = _plan(tree, rule_list)
+    _shared_options(options, rule_list)
+    plan = _plan(tree, rule_list, options)
     key = _typed_key(key)
-    for i, rule in enumerate(rule_list):
+    for i, (rule, _) in enumerate(rule_list):
+        if plan.entries[i].skipped:
+            continue
         scheme = SCHEMES[rule.scheme]
         args = (tree, jax.random.fold_in(key, i)) if scheme.takes_key else (tree,)
-        tree = scheme.apply(*args, **_call_kwargs(rule))
+        tree = scheme.apply(*args, **_call_kwargs(rule, options))
     return (tree, plan) if report else tree

@@ -139,9 +139,22 @@ def test_unknown_preset_is_an_error_listing_the_presets():
         mj.mimetic(_init("vit"), jax.random.key(0), preset="resnet")
 
 
-def test_a_rule_that_matches_nothing_is_an_error_naming_it():
+def test_a_preset_rule_that_matches_nothing_is_skipped_and_reported():
+    params = _init("vit")
+    new, rep = mj.mimetic(params, jax.random.key(0), preset="convmixer", report=True)
+    assert rep.entries[0].skipped and rep.entries[0].scheme == "conv"
+    assert "matched nothing (preset rule, skipped)" in str(rep)
+    assert not rep.entries[1].skipped  # the mlp rule still ran
+    w0 = params["params"]["block_0"]["mlp_in"]["kernel"]
+    w1 = new["params"]["block_0"]["mlp_in"]["kernel"]
+    assert float(jnp.mean(w1 - w0)) == pytest.approx(0.02, abs=1e-6)
+    with pytest.raises(ValueError, match="no rule matches anything in the tree"):
+        mj.mimetic({"params": {"embed": {"embedding": jnp.zeros((4, 4))}}}, jax.random.key(0), preset="vit")
+
+
+def test_a_user_rule_that_matches_nothing_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"rule 0 \('conv', scheme 'conv'.*matches nothing"):
-        mj.mimetic(_init("vit"), jax.random.key(0), preset="convmixer")
+        mj.mimetic(_init("vit"), jax.random.key(0), rules=[mj.Rule("conv")])
     with pytest.raises(ValueError, match=r"rule 2 \('late'.*include='block_9'.*matches nothing"):
         mj.mimetic(_init("vit"), jax.random.key(0), preset="vit",
                    rules=[mj.Rule("attention", include="block_9", name="late")])
