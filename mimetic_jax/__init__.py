@@ -5,7 +5,9 @@ Public API (see the README for a table and the papers):
 * :func:`query_key`, :func:`value_output` — joint samplers for mimetic self-attention
   (Trockman & Kolter, ICML 2023).
 * :func:`qkv_init` — initializer for fused query/key/value kernels.
-* :func:`mimetic_attention` — re-initialize every attention block of a linen/NNX model.
+* :func:`mimetic_attention` — re-initialize every attention block of a model: linen, NNX,
+  Equinox, or transformers' Flax models (:data:`DEFAULT_LAYOUTS`, :func:`heads_from_config`).
+* :mod:`mimetic_jax.nn` — drop-in linen/NNX attention modules that start mimetic.
 * :func:`emergence_scale`, :func:`emergence_init`, :func:`emergence_measure` — emergence-promoting
   layer scaling and the emergence measure (Li, George & Silva, 2024).
 * :func:`sincos_1d`, :func:`sincos_2d` — fixed sin-cos position-embedding initializers.
@@ -71,15 +73,24 @@ from mimetic_jax.presets import PRESETS, MimeticReport, Rule, mimetic, mimetic_p
 from mimetic_jax.ssm import a_log_init, bc_kernels, dt_bias_init, identity_conv_init, min_retention
 from mimetic_jax.ssm_transform import MAMBA1, MAMBA2, SSMBlock, SSMLayout, find_ssm_blocks, mimetic_ssm
 from mimetic_jax.transforms import (
+    DEFAULT_LAYOUTS,
+    EQUINOX,
     FLAX,
     FUSED,
     GPT2,
     HF,
+    HF_BERT,
+    HF_OUT_PROJ,
+    HF_VIT,
+    T5,
+    TIMM,
     AttentionBlock,
     AttentionLayout,
     find_attention_blocks,
+    heads_from_config,
     mimetic_attention,
 )
+from mimetic_jax import nn  # noqa: E402 - drop-in modules, after the transforms they use
 
 __version__ = "0.1.0"
 
@@ -87,12 +98,17 @@ __all__ = [
     "Analysis",
     "AttentionBlock",
     "AttentionLayout",
+    "DEFAULT_LAYOUTS",
+    "EQUINOX",
     "EmergenceLayer",
     "FLAX",
     "FUSED",
     "FusedConv",
     "GPT2",
     "HF",
+    "HF_BERT",
+    "HF_OUT_PROJ",
+    "HF_VIT",
     "MAMBA1",
     "MAMBA2",
     "MimeticReport",
@@ -101,6 +117,8 @@ __all__ = [
     "Rule",
     "SSMBlock",
     "SSMLayout",
+    "T5",
+    "TIMM",
     "a_log_init",
     "analyze",
     "bc_kernels",
@@ -129,6 +147,7 @@ __all__ = [
     "fuse",
     "fuse_params",
     "fusion_mse",
+    "heads_from_config",
     "identity_conv_init",
     "mean_shift_init",
     "mimetic",
@@ -138,6 +157,7 @@ __all__ = [
     "mimetic_plan",
     "mimetic_ssm",
     "min_retention",
+    "nn",
     "plot_analysis",
     "qkv_init",
     "query_key",

@@ -135,7 +135,7 @@ def _find_kernels(flat: dict[Path, Any], fits, include: str | None, exclude: str
             continue
         name = path_name(path)
         shape = tuple(jnp.shape(leaf))
-        if len(shape) <= stacked_axes:
+        if len(shape) < stacked_axes + 2:  # a kernel has an in and an out axis (a 1-D 'weight' is a norm's scale)
             continue
         site = KernelSite(path, shape[stacked_axes:], shape[:stacked_axes], order == "channels_first")
         if site.channels_first:

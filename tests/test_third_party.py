@@ -1,0 +1,350 @@
+"""The one-call transforms on model code this project did not write.
+
+transformers' Flax models (the 4.x line) built from small configs with random weights,
+Equinox modules, and Flax's own linen/NNX modules: every block is found with no custom
+layout, the new kernels are exactly the samplers' draws in the model's own orientation,
+every other leaf is unchanged, and the model still runs.
+"""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mimetic_jax as mj
+from mimetic_jax import transforms
+
+transformers = pytest.importorskip("transformers")
+eqx = pytest.importorskip("equinox")
+
+D, H, LAYERS = 32, 4, 2
+KEY = jax.random.key(7)
+
+
+class _ClipCompat(types.ModuleType):
+    """``jax.numpy`` with the ``a_min``/``a_max`` keywords that transformers' T5 still passes to ``clip``."""
+
+    def __init__(self) -> None:
+        super().__init__("jnp_clip_compat")
+        self.__dict__.update(jnp.__dict__)
+        self.clip = lambda x, a_min=None, a_max=None: jnp.clip(x, a_min, a_max)
+
+
+def _hf(name: str, monkeypatch: pytest.MonkeyPatch):
+    """A small transformers Flax model, its params and a forward function."""
+    t = transformers
+    ids = jnp.ones((1, 8), jnp.int32)
+    pixels = jnp.ones((1, 3, 16, 16))
+    if name == "vit":
+        m = t.FlaxViTModel(t.ViTConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
+                                       intermediate_size=64, image_size=16, patch_size=4), seed=0)
+        return m, lambda p: m(pixels, params=p).last_hidden_state
+    if name == "bert":
+        m = t.FlaxBertModel(t.BertConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
+                                         intermediate_size=64, vocab_size=50), seed=0)
+        return m, lambda p: m(ids, params=p).last_hidden_state
+    if name == "roberta":
+        m = t.FlaxRobertaModel(t.RobertaConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
+                                               intermediate_size=64, vocab_size=50), seed=0)
+        return m, lambda p: m(ids, params=p).last_hidden_state
+    if name == "gpt2":
+        m = t.FlaxGPT2LMHeadModel(t.GPT2Config(n_embd=D, n_layer=LAYERS, n_head=H, vocab_size=50, n_positions=16),
+                                  seed=0)
+        return m, lambda p: m(ids, params=p).logits
+    if name == "llama":
+        m = t.FlaxLlamaForCausalLM(t.LlamaConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
+                                                 num_key_value_heads=2, intermediate_size=64, vocab_size=50), seed=0)
+        return m, lambda p: m(ids, params=p).logits
+    if name == "clip":
+        m = t.FlaxCLIPVisionModel(t.CLIPVisionConfig(hidden_size=D, num_hidden_layers=LAYERS,
+                                                     num_attention_heads=H, intermediate_size=64, image_size=16,
+                                                     patch_size=4), seed=0)
+        return m, lambda p: m(pixels, params=p).last_hidden_state
+    if name == "t5":
+        from transformers.models.t5 import modeling_flax_t5
+
+        monkeypatch.setattr(modeling_flax_t5, "jnp", _ClipCompat())
+        m = t.FlaxT5Model(t.T5Config(d_model=D, d_kv=8, num_heads=H, d_ff=64, num_layers=LAYERS, vocab_size=50),
+                          seed=0)
+        return m, lambda p: m(ids, decoder_input_ids=ids, params=p).last_hidden_state
+    raise AssertionError(name)
+
+
+#: family -> (expected layout name, attention blocks in the model)
+FAMILIES = {
+    "vit": ("HF_VIT", LAYERS),
+    "bert": ("HF_BERT", LAYERS),
+    "roberta": ("HF_BERT", LAYERS),
+    "gpt2": ("GPT2", LAYERS),
+    "llama": ("HF", LAYERS),
+    "clip": ("HF_OUT_PROJ", LAYERS),
+    "t5": ("T5", 3 * LAYERS),  # encoder self, decoder self and decoder cross attention
+}
+
+
+def _flat(tree):
+    return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _expected(block: mj.AttentionBlock, i: int, key: jax.Array) -> tuple[jax.Array, ...]:
+    """Block ``i``'s kernels straight from the samplers, in Flax's 3-D layout."""
+    k_qk, k_vo = jax.random.split(jax.random.fold_in(key, i))
+    w_q, w_k = mj.query_key(k_qk, block.d_in, block.num_heads, block.head_dim, num_kv_heads=block.num_kv_heads,
+                            d_kv=block.d_kv)
+    w_v, w_o = mj.value_output(k_vo, block.d_kv, block.num_heads, block.head_dim, num_kv_heads=block.num_kv_heads,
+                               d_out=block.d_out)
+    return w_q, w_k, w_v, w_o
+
+
+def _kernels(block: mj.AttentionBlock, flat: dict) -> tuple[np.ndarray, ...]:
+    """Block kernels read back from a tree, in Flax's 3-D layout (the test's own reading of each layout)."""
+    lay, h, g, k = block.layout, block.num_heads, block.num_kv_heads, block.head_dim
+
+    def get(name):
+        path = block.kernel_path(name)
+        x = np.asarray(flat[tuple(path)], np.float32)
+        return x.T if lay.transposed else x
+
+    out = get(lay.out).reshape(h, k, block.d_out)
+    if lay.qkv is None:
+        q, kk, v = (get(n) for n in (lay.query, lay.key, lay.value))
+        return (q.reshape(block.d_in, h, k), kk.reshape(block.d_kv, g, k), v.reshape(block.d_kv, g, k), out)
+    fused = get(lay.qkv)
+    q, kk, v = np.split(fused, [h * k, (h + g) * k], axis=1)
+    return q.reshape(-1, h, k), kk.reshape(-1, g, k), v.reshape(-1, g, k), out
+
+
+def _path_flat(tree) -> dict:
+    from mimetic_jax._tree import flatten
+
+    return flatten(tree)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_transformers_flax_models_get_mimetic_attention_with_no_custom_layout(family, monkeypatch):
+    model, forward = _hf(family, monkeypatch)
+    params = model.params
+    new = mj.mimetic_attention(params, KEY, config=model.config)
+    blocks = mj.find_attention_blocks(params, config=model.config)
+    layout, count = FAMILIES[family]
+    assert len(blocks) == count and {b.layout.name for b in blocks} == {layout}
+    old_flat, new_flat = _path_flat(params), _path_flat(new)
+    changed = set()
+    for i, block in enumerate(blocks):
+        want = _expected(block, i, KEY)
+        got = _kernels(block, new_flat)
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g, np.asarray(w), atol=1e-6)
+        changed |= {tuple(block.kernel_path(n)) for n in block.layout.names}
+        # the structure itself: every head's query·key diagonal is positive, value·out's negative
+        q, kk, v, o = got
+        grp = block.num_heads // block.num_kv_heads
+        qk = [np.mean(np.diag(q[:, j] @ kk[:, j // grp].T)) for j in range(block.num_heads)]
+        vo = np.mean(np.diag(np.einsum("dhk,hke->de", np.repeat(v, grp, axis=1), o)))
+        assert min(qk) > 0.1 and vo < -0.05
+    for path, x in old_flat.items():
+        y = new_flat[path]
+        assert y.shape == x.shape and y.dtype == x.dtype
+        if path not in changed:
+            np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+    out = forward(new)
+    assert np.all(np.isfinite(np.asarray(out)))
+
+
+def test_mimetic_one_call_on_llama_takes_the_transform_options(monkeypatch):
+    model, forward = _hf("llama", monkeypatch)
+    new, rep = mj.mimetic(model.params, KEY, preset="vit", config=model.config, report=True)
+    assert [e.scheme for e in rep.entries] == ["attention", "mlp"]
+    assert len(rep.entries[0].paths) == 4 * LAYERS
+    assert any("gate_proj" in p for p in rep.entries[1].paths)
+    same, _ = mj.mimetic(model.params, KEY, preset="vit", num_heads=H, num_kv_heads=2, report=True)
+    jax.tree.map(np.testing.assert_array_equal, same, new)
+    assert np.isfinite(np.asarray(forward(new))).all()
+
+
+def test_gpt2_kernels_stored_out_in_are_written_back_transposed(monkeypatch):
+    model, _ = _hf("gpt2", monkeypatch)
+    new = mj.mimetic_attention(model.params, KEY, config=model.config)
+    c_attn = new["transformer"]["h"]["0"]["attn"]["c_attn"]["kernel"]
+    assert c_attn.shape == (3 * D, D)  # (out, in), as GPT-2's Conv1D stores it
+    q, k = np.asarray(c_attn[:D].T), np.asarray(c_attn[D:2 * D].T)  # (in, H k)
+    hd = D // H
+    diag = [np.mean(np.diag(q[:, h * hd:(h + 1) * hd] @ k[:, h * hd:(h + 1) * hd].T)) for h in range(H)]
+    assert min(diag) > 0.1
+
+
+def test_bf16_transformers_params_keep_their_dtype_and_jit_gives_the_eager_arrays(monkeypatch):
+    model, _ = _hf("bert", monkeypatch)
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), model.params)
+    eager = mj.mimetic_attention(params, KEY, config=model.config)
+    jitted = jax.jit(lambda p, k: mj.mimetic_attention(p, k, config=model.config))(params, KEY)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+        assert a.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def test_errors_name_the_missing_out_projection_and_the_fix(monkeypatch):
+    model, _ = _hf("bert", monkeypatch)
+    with pytest.raises(ValueError, match=r"has query, key, value but no out.*AttentionLayout\(query='self/query'"):
+        mj.mimetic_attention(model.params, KEY, layouts=[mj.FLAX])
+    with pytest.raises(ValueError, match="pass num_heads=.*config=model.config"):
+        mj.mimetic_attention(model.params, KEY)
+
+
+# --------------------------------------------------------------------------- Equinox
+
+
+def test_equinox_attention_is_found_by_its_module_and_returned_as_a_new_module():
+    m = eqx.nn.MultiheadAttention(num_heads=H, query_size=D, key=jax.random.key(0))
+    new = mj.mimetic_attention(m, KEY)
+    assert type(new) is type(m) and new is not m
+    (block,) = mj.find_attention_blocks(m)
+    assert (block.layout.name, block.num_heads, block.head_dim) == ("EQUINOX", H, D // H)
+    want = _expected(block, 0, KEY)
+    got = (new.query_proj.weight.T.reshape(D, H, -1), new.key_proj.weight.T.reshape(D, H, -1),
+           new.value_proj.weight.T.reshape(D, H, -1), new.output_proj.weight.T.reshape(H, -1, D))
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-6)
+    x = jnp.ones((5, D))
+    assert new(x, x, x).shape == (5, D)
+    jitted = eqx.filter_jit(lambda mod, k: mj.mimetic_attention(mod, k))(m, KEY)
+    np.testing.assert_array_equal(np.asarray(jitted.query_proj.weight), np.asarray(new.query_proj.weight))
+
+
+def test_equinox_depthwise_conv_is_found_by_its_groups_and_mlp_by_its_first_linear():
+    class Block(eqx.Module):
+        mixer: eqx.nn.Conv2d
+        stem: eqx.nn.Conv2d
+        mlp: eqx.nn.MLP
+
+        def __init__(self, key):
+            k1, k2, k3 = jax.random.split(key, 3)
+            self.mixer = eqx.nn.Conv2d(8, 8, 3, groups=8, padding=1, key=k1)
+            self.stem = eqx.nn.Conv2d(1, 8, 3, key=k2)  # (8, 1, 3, 3) like a depthwise kernel, groups=1
+            self.mlp = eqx.nn.MLP(8, 8, 16, 1, key=k3)
+
+    block = Block(jax.random.key(0))
+    sites = mj.find_depthwise_convs(block)
+    assert [s.name for s in sites] == ["mixer/weight"] and sites[0].shape == (3, 3, 1, 8)
+    new = mj.mimetic_conv(block, KEY, sigma_start=2.0, sigma_end=2.0)
+    assert new.mixer.weight.shape == (8, 1, 3, 3)
+    np.testing.assert_array_equal(np.asarray(new.stem.weight), np.asarray(block.stem.weight))
+    # covariance-structured filters: neighbouring taps correlate (i.i.d. filters would not)
+    taps = np.asarray(new.mixer.weight).reshape(8, 9)
+    ref = mj.depthwise_conv_init(0, 1, sigma_start=2.0, sigma_end=2.0)(jax.random.fold_in(KEY, 0), (3, 3, 1, 8))
+    np.testing.assert_allclose(taps, np.asarray(ref).reshape(9, 8).T, atol=1e-6)
+    shifted = mj.mimetic_mlp(block, mean=0.25)
+    delta = np.asarray(shifted.mlp.layers[0].weight - block.mlp.layers[0].weight)
+    np.testing.assert_allclose(delta, 0.25, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(shifted.mlp.layers[1].weight), np.asarray(block.mlp.layers[1].weight))
+
+
+# --------------------------------------------------------------------------- Flax's own modules
+
+
+def test_nnx_depthwise_conv_is_found_by_feature_group_count_whatever_its_name():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.mix = nnx.Conv(8, 8, (3, 3), feature_group_count=8, rngs=rngs)
+            self.gray = nnx.Conv(1, 8, (3, 3), rngs=rngs)
+
+    net = Net(nnx.Rngs(0))
+    assert [s.name for s in mj.find_depthwise_convs(net)] == ["mix/kernel"]
+
+
+def test_timm_style_fused_qkv_and_proj_are_recognized():
+    import flax.linen as nn
+
+    class Attn(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            qkv = nn.Dense(3 * D, name="qkv")(x)
+            return nn.Dense(D, name="proj")(qkv[..., :D])
+
+    params = Attn().init(jax.random.key(0), jnp.ones((1, 4, D)))
+    (block,) = mj.find_attention_blocks(params, num_heads=H)
+    assert block.layout.name == "TIMM"
+    new = mj.mimetic_attention(params, KEY, num_heads=H)
+    got = _kernels(block, _path_flat(new))
+    for w, g in zip(_expected(block, 0, KEY), got):
+        np.testing.assert_allclose(g, np.asarray(w), atol=1e-6)
+
+
+def test_per_head_packing_puts_each_heads_query_key_value_together():
+    lay = mj.AttentionLayout(qkv="qkv", out="out", packing="heads", name="NEOX")
+    k = D // H
+    params = {"attn": {"qkv": {"kernel": jnp.zeros((D, 3 * D))}, "out": {"kernel": jnp.zeros((D, D))}}}
+    new = mj.mimetic_attention(params, KEY, layouts=[lay], num_heads=H)
+    fused = np.asarray(new["attn"]["qkv"]["kernel"]).reshape(D, H, 3, k)
+    (block,) = mj.find_attention_blocks(params, layouts=[lay], num_heads=H)
+    w_q, w_k, w_v, _ = _expected(block, 0, KEY)
+    np.testing.assert_allclose(fused[:, :, 0], np.asarray(w_q), atol=1e-6)
+    np.testing.assert_allclose(fused[:, :, 1], np.asarray(w_k), atol=1e-6)
+    np.testing.assert_allclose(fused[:, :, 2], np.asarray(w_v), atol=1e-6)
+
+
+def test_drop_in_linen_module_has_flax_parameters_and_starts_mimetic():
+    import flax.linen as nn
+
+    class Outer(nn.Module):
+        cls: type
+
+        @nn.compact
+        def __call__(self, x):
+            return self.cls(num_heads=H, name="attn")(x)
+
+    x = jnp.ones((2, 8, D))
+    ours = jax.jit(Outer(mj.nn.MultiHeadDotProductAttention).init)(jax.random.key(0), x)
+    flax_ = Outer(nn.MultiHeadDotProductAttention).init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, flax_)
+    np.testing.assert_array_equal(np.asarray(ours["params"]["attn"]["query"]["bias"]),
+                                  np.asarray(flax_["params"]["attn"]["query"]["bias"]))
+    (b,) = transforms.find_attention_blocks(ours["params"]["attn"])
+    q, kk, v, o = _kernels(b, _path_flat(ours["params"]["attn"]))
+    assert min(np.mean(np.diag(q[:, h] @ kk[:, h].T)) for h in range(H)) > 0.1
+    assert np.mean(np.diag(np.einsum("dhk,hke->de", v, o))) < -0.05
+    y_ours = Outer(mj.nn.MultiHeadDotProductAttention).apply(ours, x)
+    y_flax = Outer(nn.MultiHeadDotProductAttention).apply(ours, x)  # same forward function
+    np.testing.assert_allclose(np.asarray(y_ours), np.asarray(y_flax), atol=1e-6)
+
+
+def test_drop_in_nnx_module_starts_mimetic_and_runs():
+    from flax import nnx
+
+    m = mj.nn.MultiHeadAttention(H, D, rngs=nnx.Rngs(0), decode=False)
+    ref = nnx.MultiHeadAttention(H, D, rngs=nnx.Rngs(0), decode=False)
+    assert jax.tree.map(jnp.shape, nnx.state(m, nnx.Param)) == jax.tree.map(jnp.shape, nnx.state(ref, nnx.Param))
+    q, kk = np.asarray(m.query.kernel[...]), np.asarray(m.key.kernel[...])
+    assert min(np.mean(np.diag(q[:, h] @ kk[:, h].T)) for h in range(H)) > 0.1
+    assert m(jnp.ones((2, 8, D))).shape == (2, 8, D)
+
+
+def test_stacked_kernels_without_stacked_axes_get_a_hint():
+    params = {"attn": {n: {"kernel": jnp.zeros((3, D, H, D // H))} for n in ("query", "key", "value")}}
+    params["attn"]["out"] = {"kernel": jnp.zeros((3, H, D // H, D))}
+    with pytest.raises(ValueError, match="pass stacked_axes=1"):
+        mj.mimetic_attention(params, KEY)
+
+
+def test_transposed_kernels_get_an_orientation_hint():
+    params = {"attn": {"qkv": {"kernel": jnp.zeros((3 * D, D))}, "out": {"kernel": jnp.zeros((D, D))}}}
+    with pytest.raises(ValueError, match=r"stored \(out, in\).*transposed=True"):
+        mj.mimetic_attention(params, KEY, num_heads=H)
+
+
+def test_bad_layouts_are_type_errors_naming_the_argument():
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        mj.mimetic_attention({"a": jnp.zeros(2)}, KEY, layouts=mj.FLAX)
+    with pytest.raises(TypeError, match=r"layouts\[1\] must be an AttentionLayout"):
+        mj.find_attention_blocks({"a": jnp.zeros(2)}, layouts=[mj.FLAX, "HF"])
+    with pytest.raises(TypeError, match="AttentionLayout out must be a name"):
+        mj.AttentionLayout(out=("", "x"), qkv="qkv")
+    assert mj.AttentionLayout(out=("output", "dense"), qkv="qkv").out == "output/dense"
+    with pytest.raises(ValueError, match="config has no head count"):
+        mj.heads_from_config({"hidden_size": 4})
