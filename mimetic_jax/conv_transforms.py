@@ -188,9 +188,14 @@ def find_mlp_layers(tree: Any, *, include: str | None = MLP_NAMES, exclude: str 
     return _find_kernels(flatten(tree), _is_first_mlp, include, exclude, stacked_axes)
 
 
-def _nothing_found(what: str, flat: dict[Path, Any], include: str | None) -> ValueError:
-    names = sorted({path_name(p[:-1]) for p in flat if p and str(p[-1]) == "kernel"})[:12]
-    return ValueError(f"no {what} found (include={include!r}; the tree's kernels include {names}). "
+def _nothing_found(what: str, flat: dict[Path, Any], include: str | None, fits: Any = None,
+                   stacked_axes: int = 0) -> ValueError:
+    names = sorted({path_name(p[:-1]) for p in flat if p and str(p[-1]) in KERNEL_LEAVES})[:12]
+    hint = ""
+    if fits is not None and _find_kernels(flat, fits, include, None, stacked_axes + 1):
+        hint = (f" Kernels named like one fit once a leading axis is dropped: are the layers stacked "
+                f"(nn.scan / nnx.vmap)? pass stacked_axes={stacked_axes + 1}.")
+    return ValueError(f"no {what} found (include={include!r}; the tree's kernels include {names}).{hint} "
                       "Pass include= for other names, or allow_empty=True.")
 
 
@@ -243,7 +248,8 @@ def mimetic_conv(
     if not sites:
         if allow_empty:
             return tree
-        raise _nothing_found("depthwise conv kernel (kh, kw, 1, C) or (k, 1, C)", flat, include)
+        raise _nothing_found("depthwise conv kernel (kh, kw, 1, C) or (k, 1, C)", flat, include, _is_depthwise,
+                             stacked_axes)
     total = sum(s.layers for s in sites)
     if covariances is not None and len(covariances) != total:
         raise ValueError(f"covariances must hold one matrix per depthwise layer ({total}), got {len(covariances)}")
@@ -347,7 +353,8 @@ def mimetic_mlp(
     if not sites:
         if allow_empty:
             return tree
-        raise _nothing_found("first MLP layer (a Dense kernel or a 1x1 conv)", flat, include)
+        raise _nothing_found("first MLP layer (a Dense kernel or a 1x1 conv)", flat, include, _is_first_mlp,
+                             stacked_axes)
     for site in sites:
         old = flat[site.path]
         _checks.float_dtype(f"kernel {site.name} dtype", old.dtype)

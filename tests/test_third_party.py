@@ -348,3 +348,12 @@ def test_bad_layouts_are_type_errors_naming_the_argument():
     assert mj.AttentionLayout(out=("output", "dense"), qkv="qkv").out == "output/dense"
     with pytest.raises(ValueError, match="config has no head count"):
         mj.heads_from_config({"hidden_size": 4})
+
+
+def test_stacked_conv_and_mlp_kernels_without_stacked_axes_get_a_hint():
+    params = {"block": {"depthwise": {"kernel": jnp.zeros((3, 5, 5, 1, 8))},
+                        "mlp_in": {"kernel": jnp.zeros((3, 8, 16))}}}
+    with pytest.raises(ValueError, match="pass stacked_axes=1"):
+        mj.mimetic_conv(params, KEY)
+    with pytest.raises(ValueError, match="pass stacked_axes=1"):
+        mj.mimetic_mlp({"block": {"mlp_in": {"kernel": jnp.zeros((3, 8, 16))}}})
