@@ -73,7 +73,10 @@ from mimetic_jax.presets import PRESETS, MimeticReport, Rule, mimetic, mimetic_p
 from mimetic_jax.ssm import a_log_init, bc_kernels, dt_bias_init, identity_conv_init, min_retention
 from mimetic_jax.ssm_transform import MAMBA1, MAMBA2, SSMBlock, SSMLayout, find_ssm_blocks, mimetic_ssm
 from mimetic_jax.transforms import (
+    ALBERT,
+    BLOOM,
     DEFAULT_LAYOUTS,
+    DISTILBERT,
     EQUINOX,
     FLAX,
     FUSED,
@@ -98,7 +101,10 @@ __all__ = [
     "Analysis",
     "AttentionBlock",
     "AttentionLayout",
+    "ALBERT",
+    "BLOOM",
     "DEFAULT_LAYOUTS",
+    "DISTILBERT",
     "EQUINOX",
     "EmergenceLayer",
     "FLAX",

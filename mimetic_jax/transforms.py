@@ -22,9 +22,12 @@ layout          parts (each holding a ``kernel``; Equinox: ``weight``)          
 ``HF_VIT``      ``attention/{query,key,value}``, ``output/dense``               transformers ViT, DeiT
 ``HF_BERT``     ``self/{query,key,value}``, ``output/dense``                    BERT, RoBERTa, ELECTRA
 ``T5``          ``q``, ``k``, ``v``, ``o``                                      T5, mT5 (self- and cross-attention)
+``DISTILBERT``  ``q_lin``, ``k_lin``, ``v_lin``, ``out_lin``                    DistilBERT
+``ALBERT``      ``query``, ``key``, ``value``, ``dense``                        ALBERT
 ``FUSED``       ``qkv``, ``out``                                                fused ``(d, 3, H, k)`` or flat
 ``TIMM``        ``qkv``, ``proj``                                               timm / big_vision-style ports
 ``GPT2``        ``c_attn``, ``c_proj``, stored ``(out, in)``                    transformers GPT-2 ``Conv1D``
+``BLOOM``       ``query_key_value`` (per-head packing), ``dense``               BLOOM
 ``EQUINOX``     ``{query,key,value,output}_proj``, ``weight`` ``(out, in)``     ``eqx.nn.MultiheadAttention``
 ==============  ==============================================================  =============================
 
@@ -65,7 +68,7 @@ from mimetic_jax.attention import METHODS, query_key, value_output
 Array = jax.Array
 
 __all__ = [
-    "DEFAULT_LAYOUTS", "EQUINOX", "FLAX", "FUSED", "GPT2", "HF", "HF_BERT", "HF_OUT_PROJ", "HF_VIT", "T5", "TIMM",
+    "ALBERT", "BLOOM", "DEFAULT_LAYOUTS", "DISTILBERT", "EQUINOX", "FLAX", "FUSED", "GPT2", "HF", "HF_BERT", "HF_OUT_PROJ", "HF_VIT", "T5", "TIMM",
     "AttentionBlock", "AttentionLayout", "find_attention_blocks", "heads_from_config", "mimetic_attention",
 ]
 
@@ -153,14 +156,17 @@ HF_VIT = AttentionLayout(query="attention/query", key="attention/key", value="at
 HF_BERT = AttentionLayout(query="self/query", key="self/key", value="self/value", out="output/dense",
                           name="HF_BERT")
 T5 = AttentionLayout(query="q", key="k", value="v", out="o", name="T5")
+DISTILBERT = AttentionLayout(query="q_lin", key="k_lin", value="v_lin", out="out_lin", name="DISTILBERT")
+ALBERT = AttentionLayout(query="query", key="key", value="value", out="dense", name="ALBERT")
+BLOOM = AttentionLayout(qkv="query_key_value", out="dense", packing="heads", name="BLOOM")
 FUSED = AttentionLayout(qkv="qkv", out="out", name="FUSED")
 TIMM = AttentionLayout(qkv="qkv", out="proj", name="TIMM")
 GPT2 = AttentionLayout(qkv="c_attn", out="c_proj", transposed=True, name="GPT2")
 EQUINOX = AttentionLayout(query="query_proj", key="key_proj", value="value_proj", out="output_proj",
                           kernel="weight", transposed=True, name="EQUINOX")
 #: The known model families, tried in this order at every candidate block.
-DEFAULT_LAYOUTS: tuple[AttentionLayout, ...] = (FLAX, HF, HF_OUT_PROJ, HF_VIT, HF_BERT, T5, FUSED, TIMM, GPT2,
-                                                EQUINOX)
+DEFAULT_LAYOUTS: tuple[AttentionLayout, ...] = (FLAX, HF, HF_OUT_PROJ, HF_VIT, HF_BERT, T5, DISTILBERT, ALBERT,
+                                                FUSED, TIMM, GPT2, BLOOM, EQUINOX)
 
 _CONFIG_HEADS = ("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads", "n_heads")
 _CONFIG_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")

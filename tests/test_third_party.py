@@ -64,6 +64,17 @@ def _hf(name: str, monkeypatch: pytest.MonkeyPatch):
                                                      num_attention_heads=H, intermediate_size=64, image_size=16,
                                                      patch_size=4), seed=0)
         return m, lambda p: m(pixels, params=p).last_hidden_state
+    if name == "distilbert":
+        m = t.FlaxDistilBertModel(t.DistilBertConfig(dim=D, n_layers=LAYERS, n_heads=H, hidden_dim=64, vocab_size=50),
+                                  seed=0)
+        return m, lambda p: m(ids, params=p).last_hidden_state
+    if name == "albert":
+        m = t.FlaxAlbertModel(t.AlbertConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
+                                             intermediate_size=64, embedding_size=16, vocab_size=50), seed=0)
+        return m, lambda p: m(ids, params=p).last_hidden_state
+    if name == "bloom":
+        m = t.FlaxBloomModel(t.BloomConfig(hidden_size=D, n_layer=LAYERS, n_head=H, vocab_size=50), seed=0)
+        return m, lambda p: m(ids, params=p).last_hidden_state
     if name == "t5":
         from transformers.models.t5 import modeling_flax_t5
 
@@ -83,6 +94,9 @@ FAMILIES = {
     "llama": ("HF", LAYERS),
     "clip": ("HF_OUT_PROJ", LAYERS),
     "t5": ("T5", 3 * LAYERS),  # encoder self, decoder self and decoder cross attention
+    "distilbert": ("DISTILBERT", LAYERS),
+    "albert": ("ALBERT", 1),  # one layer group, shared by every layer
+    "bloom": ("BLOOM", LAYERS),  # fused query_key_value packed per head
 }
 
 
@@ -114,6 +128,9 @@ def _kernels(block: mj.AttentionBlock, flat: dict) -> tuple[np.ndarray, ...]:
         q, kk, v = (get(n) for n in (lay.query, lay.key, lay.value))
         return (q.reshape(block.d_in, h, k), kk.reshape(block.d_kv, g, k), v.reshape(block.d_kv, g, k), out)
     fused = get(lay.qkv)
+    if lay.packing == "heads":
+        per_head = fused.reshape(-1, h, 3, k)
+        return per_head[:, :, 0], per_head[:, :, 1], per_head[:, :, 2], out
     q, kk, v = np.split(fused, [h * k, (h + g) * k], axis=1)
     return q.reshape(-1, h, k), kk.reshape(-1, g, k), v.reshape(-1, g, k), out
 
