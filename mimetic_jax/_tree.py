@@ -15,6 +15,7 @@ container. Four kinds of model are understood:
 * :func:`rebuild` — a new dict / ``nnx.State`` / pytree (Equinox: a new module, as
   ``eqx.tree_at`` would return) with the same structure, or the ``nnx.Module`` updated
   **in place** (like ``nnx.update``);
+* :func:`match_parts` — the locator: every module path under which a block's parts exist;
 * :func:`module_at` — the module object at a path (for attributes such as ``num_heads``);
 * :func:`path_name` — the ``"a/b/c"`` string that ``include``/``exclude`` patterns search;
   :func:`selected` applies them.
@@ -108,17 +109,42 @@ def selected(name: str, include: str | None, exclude: str | None) -> bool:
         exclude is None or re.search(exclude, name) is None)
 
 
-def candidate_parents(flat: Mapping[Path, Any], depths: tuple[int, ...], include: str | None,
-                      exclude: str | None, *, root: bool) -> list[tuple[Path, str]]:
-    """Where a finder tries its layouts: the module paths ``depth`` levels above some leaf.
+def _str_key(path: Path) -> tuple[str, ...]:
+    return tuple(str(x) for x in path)
 
-    Returns ``(path, name)`` pairs in sorted path order, kept when ``name`` passes
-    ``include``/``exclude`` (:func:`selected`). ``root=True`` also tries the tree's root
-    (an attention module initialized on its own); ``root=False`` only named modules.
+
+def match_parts(flat: Mapping[Path, Any], parts: Sequence[Path], include: str | None, exclude: str | None, *,
+                root: bool) -> tuple[list[tuple[Path, tuple[Path, ...]]], list[tuple[Path, tuple[int, ...]]]]:
+    """The one locator: every module path under which all of ``parts`` exist.
+
+    ``parts`` are paths relative to a block (``("self", "query", "kernel")``), compared
+    by name, so a block's parts may sit in different subtrees and list indices match
+    their string form. A parent is kept when its path name passes ``include``/``exclude``
+    (:func:`selected`); ``root=False`` never returns the tree's root.
+
+    Returns ``(matches, partial)``: ``matches`` holds ``(parent, full paths of the parts)``
+    in sorted path order; ``partial`` holds ``(parent, indices of the missing parts)`` for
+    parents where some but not all parts exist (for error messages).
     """
-    parents = {p[:-k] for p in flat for k in depths if len(p) > k or (root and len(p) == k)}
-    ordered = sorted(parents, key=lambda p: tuple(str(x) for x in p))
-    return [(p, name) for p in ordered if selected(name := path_name(p), include, exclude)]
+    by_str: dict[tuple[str, ...], Path] = {_str_key(p): p for p in flat}
+    rels = [_str_key(r) for r in parts]
+    parents: dict[tuple[str, ...], Path] = {}
+    for key, path in by_str.items():
+        for rel in rels:
+            n = len(rel)
+            if len(key) >= n and key[len(key) - n:] == rel and (root or len(key) > n):
+                parents.setdefault(key[:len(key) - n], path[:len(key) - n])
+    matches, partial = [], []
+    for skey in sorted(parents):
+        parent = parents[skey]
+        if not selected(path_name(parent), include, exclude):
+            continue
+        found = [by_str.get((*skey, *rel)) for rel in rels]
+        if all(p is not None for p in found):
+            matches.append((parent, tuple(found)))  # type: ignore[arg-type]
+        else:
+            partial.append((parent, tuple(i for i, p in enumerate(found) if p is None)))
+    return matches, partial
 
 
 def common_stack(what: str, shapes: list[tuple[int, ...]], stacked_axes: int) -> tuple[int, ...]:

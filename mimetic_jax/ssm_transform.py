@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, candidate_parents, common_stack, flatten, map_stacked, path_name, put_like, rebuild
+from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, match_parts, path_name, put_like, rebuild
 from mimetic_jax.attention import METHODS, _typed_key
 from mimetic_jax.ssm import A_LOG_RANGE, DELTA, a_log_init, bc_kernels, dt_bias_init, identity_conv_init
 
@@ -153,21 +153,23 @@ def _find(flat: Mapping[Path, Any], layouts: Sequence[SSMLayout], include: str |
     for lay in layouts:
         if not isinstance(lay, SSMLayout):
             raise TypeError(f"layouts must hold SSMLayout objects, got {lay!r} of type {type(lay).__name__}")
+    matched: dict[Path, tuple[SSMLayout, tuple[Path, ...]]] = {}
+    for layout in layouts:
+        for parent, paths in match_parts(flat, layout.required(), include, exclude, root=False)[0]:
+            matched.setdefault(parent, (layout, paths))
     blocks = []
-    for parent, name in candidate_parents(flat, (1, 2), include, exclude, root=False):
-        for layout in layouts:
-            rel = layout.required()
-            if not all((*parent, *r) in flat for r in rel):
-                continue
-            full = {r: tuple(jnp.shape(flat[(*parent, *r)])) for r in rel}
-            stack = common_stack(f"SSM block {name!r}", list(full.values()), stacked_axes)
-            d_in, n, offset = _sizes(layout, {r: s[stacked_axes:] for r, s in full.items()}, ngroups, name)
-            if n > d_in:
-                raise ValueError(f"SSM block {name!r}: state size d_state={n} is larger than the B/C projection "
-                                 f"allows (its input width is {d_in}); the rank-N product W_C W_Bᵀ needs N <= {d_in}")
-            groups = 1 if layout.version == 1 else ngroups
-            blocks.append(SSMBlock(parent, layout, d_in, n, groups, offset, stack))
-            break
+    for parent in sorted(matched, key=lambda p: tuple(str(x) for x in p)):
+        layout, paths = matched[parent]
+        name = path_name(parent)
+        rel = layout.required()
+        full = {r: tuple(jnp.shape(flat[p])) for r, p in zip(rel, paths)}
+        stack = common_stack(f"SSM block {name!r}", list(full.values()), stacked_axes)
+        d_in, n, offset = _sizes(layout, {r: s[stacked_axes:] for r, s in full.items()}, ngroups, name)
+        if n > d_in:
+            raise ValueError(f"SSM block {name!r}: state size d_state={n} is larger than the B/C projection "
+                             f"allows (its input width is {d_in}); the rank-N product W_C W_Bᵀ needs N <= {d_in}")
+        groups = 1 if layout.version == 1 else ngroups
+        blocks.append(SSMBlock(parent, layout, d_in, n, groups, offset, stack))
     return blocks
 
 

@@ -62,7 +62,17 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, module_at, path_name, put_like, rebuild, selected
+from mimetic_jax._tree import (
+    Path,
+    common_stack,
+    flatten,
+    map_stacked,
+    match_parts,
+    module_at,
+    path_name,
+    put_like,
+    rebuild,
+)
 from mimetic_jax.attention import METHODS, query_key, value_output
 
 Array = jax.Array
@@ -356,31 +366,18 @@ class _Partial:
 
 def _match(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include: str | None, exclude: str | None
            ) -> tuple[list[tuple[Path, AttentionLayout, tuple[Path, ...]]], list[_Partial]]:
-    """Every ``(parent, layout, kernel paths)`` whose parts all exist, and the partial matches."""
-    by_str: dict[tuple[str, ...], Path] = {tuple(str(x) for x in p): p for p in flat}
+    """Every ``(parent, layout, kernel paths)`` whose parts all exist (first layout wins), and the partial matches."""
     claimed: set[Path] = set()
     found: dict[Path, tuple[Path, AttentionLayout, tuple[Path, ...]]] = {}
     partial: list[_Partial] = []
     for layout in layouts:
-        rels = [layout.relative(n) for n in layout.names]
-        parents = set()
-        for rel in rels:
-            n = len(rel)
-            parents |= {s[:-n] for s in by_str if len(s) >= n and s[-n:] == rel}
-        for parent in sorted(parents):
-            paths = [by_str.get((*parent, *rel)) for rel in rels]
-            real_parent = by_str[(*parent, *rels[0])][:len(parent)] if paths[0] is not None else                 next(p for p in paths if p is not None)[:len(parent)]
-            if not selected(path_name(real_parent), include, exclude):
+        matches, partly = match_parts(flat, [layout.relative(n) for n in layout.names], include, exclude, root=True)
+        partial += [_Partial(parent, layout, tuple(layout.names[i] for i in missing)) for parent, missing in partly]
+        for parent, paths in matches:
+            if parent in found or any(p in claimed for p in paths):
                 continue
-            if any(p is None for p in paths):
-                missing = tuple(n for n, p in zip(layout.names, paths) if p is None)
-                if len(missing) < len(paths):
-                    partial.append(_Partial(real_parent, layout, missing))
-                continue
-            if real_parent in found or any(p in claimed for p in paths):
-                continue
-            claimed.update(paths)  # type: ignore[arg-type]
-            found[real_parent] = (real_parent, layout, tuple(paths))  # type: ignore[arg-type]
+            claimed.update(paths)
+            found[parent] = (parent, layout, paths)
     return [found[p] for p in sorted(found, key=lambda p: tuple(str(x) for x in p))], partial
 
 

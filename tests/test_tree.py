@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 import mimetic_jax as mj
-from mimetic_jax._tree import candidate_parents, common_stack, flatten
+from mimetic_jax._tree import common_stack, flatten, match_parts
 
 KEY = jax.random.key(0)
 
@@ -45,11 +45,22 @@ def test_common_stack_returns_the_shared_leading_axes_and_rejects_arrays_without
         common_stack("b", [(3, 8), (3,)], 1)
 
 
-def test_candidate_parents_sorted_filtered_and_root_only_when_asked():
-    flat = flatten({"b": {"q": {"kernel": 1}}, "a": {"x": {"y": {"kernel": 2}}}, "q": {"kernel": 3}})
-    two_up = [p for p, _ in candidate_parents(flat, (2,), None, None, root=True)]
-    assert two_up == [(), ("a", "x"), ("b",)]  # the root holds q/kernel; sorted by path
-    assert [p for p, _ in candidate_parents(flat, (2,), None, None, root=False)] == [("a", "x"), ("b",)]
-    both = candidate_parents(flat, (1, 2), None, "^b", root=False)
-    assert [name for _, name in both] == ["a/x", "a/x/y", "q"]  # "b" and "b/q" excluded, no root
-    assert [name for _, name in candidate_parents(flat, (1,), "x", None, root=False)] == ["a/x/y"]
+def test_match_parts_finds_blocks_whose_parts_sit_in_sibling_subtrees_sorted_and_filtered():
+    flat = flatten({"b": {"self": {"q": {"kernel": 1}}, "out": {"kernel": 2}},
+                    "a": {"self": {"q": {"kernel": 3}}, "out": {"kernel": 4}},
+                    "c": {"self": {"q": {"kernel": 5}}},
+                    "self": {"q": {"kernel": 6}}, "out": {"kernel": 7}})
+    parts = [("self", "q", "kernel"), ("out", "kernel")]
+    matches, partial = match_parts(flat, parts, None, None, root=True)
+    assert [p for p, _ in matches] == [(), ("a",), ("b",)]  # the root holds both parts; sorted by path
+    assert matches[1][1] == (("a", "self", "q", "kernel"), ("a", "out", "kernel"))
+    assert partial == [(("c",), (1,))]  # c has the query but no out
+    assert [p for p, _ in match_parts(flat, parts, None, None, root=False)[0]] == [("a",), ("b",)]
+    assert [p for p, _ in match_parts(flat, parts, None, "^b", root=False)[0]] == [("a",)]
+    assert [p for p, _ in match_parts(flat, parts, "b", None, root=True)[0]] == [("b",)]
+
+
+def test_match_parts_compares_list_indices_by_name():
+    flat = {("layers", 0, "attn", "q"): 1, ("layers", 0, "attn", "o"): 2}
+    (parent, paths), = match_parts(flat, [("attn", "q"), ("attn", "o")], None, None, root=False)[0]
+    assert parent == ("layers", 0) and paths[0] == ("layers", 0, "attn", "q")
