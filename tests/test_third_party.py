@@ -374,3 +374,19 @@ def test_stacked_conv_and_mlp_kernels_without_stacked_axes_get_a_hint():
         mj.mimetic_conv(params, KEY)
     with pytest.raises(ValueError, match="pass stacked_axes=1"):
         mj.mimetic_mlp({"block": {"mlp_in": {"kernel": jnp.zeros((3, 8, 16))}}})
+
+
+def test_a_closed_over_sharded_tree_is_transformed_under_jit_with_out_shardings():
+    import flax.linen as nn
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+    params = nn.MultiHeadDotProductAttention(num_heads=H).init(jax.random.key(0), jnp.ones((1, 4, 64)))
+    spec = jax.tree.map(lambda x: NamedSharding(mesh, P("d") if x.shape[0] % 8 == 0 else P()), params)
+    sharded = jax.device_put(params, spec)
+    out = jax.jit(lambda k: mj.mimetic_attention(sharded, k), out_shardings=spec)(KEY)  # closed over, not an argument
+    eager = mj.mimetic_attention(params, KEY)
+    for a, b, s in zip(jax.tree.leaves(out), jax.tree.leaves(eager), jax.tree.leaves(spec)):
+        assert a.sharding.is_equivalent_to(s, a.ndim)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
