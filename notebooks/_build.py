@@ -364,7 +364,7 @@ print(f"{history.seconds:.0f} s. Final accuracy: default {100 * curves['default'
       f"(per seed: {', '.join(f'{d:+.1f}' for d in diff)})")
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
-plot_curves(ax, history.steps, curves, f"ViT {WIDTH}x{DEPTH}, {HEADS} heads, digits, {SEEDS} seed(s)")
+plot_curves(ax, history.steps, curves, f"ViT {WIDTH}x{DEPTH}, {HEADS} heads, digits, {STEPS} steps, lr {LR:g}")
 plt.show()'''),
         ("md", """## Does training grow the structure by itself?
 
@@ -461,7 +461,7 @@ if TRAIN_FROZEN:
 
 fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
 for ax, (title, (h, curves)) in zip(axes[0], results.items()):
-    plot_curves(ax, h.steps, curves, f"ConvMixer on digits, {title}")
+    plot_curves(ax, h.steps, curves, f"ConvMixer {WIDTH}x{DEPTH} on digits, {title}, {STEPS} steps")
     print(title, {k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()}, f"({h.seconds:.0f} s)")
 plt.tight_layout(); plt.show()'''),
         ("md", """The MLP mean shift of the same authors (`mj.mimetic_mlp(variables, mean=...)`, shifting
@@ -543,7 +543,7 @@ acc = history.test_accuracy.reshape(SEEDS, 2, -1)
 curves = {"default": acc[:, 0], "mimetic": acc[:, 1]}
 print(f"{history.seconds:.0f} s; final recall accuracy:", {k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()})
 fig, ax = plt.subplots(figsize=(5, 3.5))
-plot_curves(ax, history.steps, curves, f"Mamba-{VERSION} on MQAR (L {SEQ_LEN}, {PAIRS} pairs)",
+plot_curves(ax, history.steps, curves, f"Mamba-{VERSION} on MQAR (L {SEQ_LEN}, {PAIRS} pairs), {STEPS} steps",
             ylabel="answer accuracy (%)")
 plt.show()'''),
         ("md", """Measured at larger budgets (several seeds, copying and MQAR, Mamba-1 and -2):
@@ -618,8 +618,9 @@ for alpha in ALPHAS:
         trees.append(v); keys.append(data_key); labels.append((alpha, seed))
         log10_e.setdefault(alpha, []).append(float(np.mean(mj.emergence_measure(
             activations(model, v, probe), log=True)) / np.log(10)))
+spread = lambda e: f" ± {np.std(e, ddof=1):.2f} (std over {len(e)} seeds)" if len(e) > 1 else " (1 seed)"
 for alpha, e in log10_e.items():
-    print(f"alpha {alpha:4.2f}: log10 E at init = {np.mean(e):.2f} ± {np.std(e):.2f}")'''),
+    print(f"alpha {alpha:4.2f}: log10 E at init = {np.mean(e):.2f}{spread(e)}")'''),
         ("md", "## Training: every $\\alpha$, paired by seed (same base draw and data order)"),
         ("code", '''steps_per_epoch = data.x_train.shape[0] // BATCH
 steps = max(1, EPOCHS * steps_per_epoch)
@@ -630,10 +631,11 @@ acc = history.test_accuracy.reshape(len(ALPHAS), SEEDS, -1)
 curves = {f"α = {a:g}": acc[i] for i, a in enumerate(ALPHAS)}
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-plot_curves(axes[0], history.steps, curves, f"MLP {WIDTH}x{HIDDEN_LAYERS} on digits")
-axes[1].errorbar(ALPHAS, [np.mean(log10_e[a]) for a in ALPHAS], yerr=[np.std(log10_e[a]) for a in ALPHAS],
-                 marker="o")
-axes[1].set(xlabel="α", ylabel="log10 E at init", title="emergence measure")
+plot_curves(axes[0], history.steps, curves, f"MLP {WIDTH}x{HIDDEN_LAYERS} on digits, {EPOCHS} epochs")
+axes[1].errorbar(ALPHAS, [np.mean(log10_e[a]) for a in ALPHAS], marker="o",
+                 yerr=[np.std(log10_e[a], ddof=1) for a in ALPHAS] if SEEDS > 1 else None)
+axes[1].set(xlabel="α", ylabel="log10 E at init (mean over 512 images)",
+            title="emergence measure" + (f" (± std, {SEEDS} seeds)" if SEEDS > 1 else " (1 seed)"))
 plt.tight_layout(); plt.show()
 for a, c in curves.items():
     print(f"{a}: final accuracy {100 * c[:, -1].mean():.1f}% (paired diff to α = 1: "
@@ -717,7 +719,7 @@ print("accuracy right after fusion, before any shallow training:",
                       steps=STEPS2, learning_rate=LR, batch_size=BATCH, eval_steps=checkpoint_steps(STEPS2, 4))
 curves = {"shallow, random init": phase2.test_accuracy[:SEEDS], "shallow, FuseInit": phase2.test_accuracy[SEEDS:]}
 fig, ax = plt.subplots(figsize=(5, 3.5))
-plot_curves(ax, phase2.steps, curves, f"MLP on digits after fusion, {SEEDS} seed(s)")
+plot_curves(ax, phase2.steps, curves, f"MLP on digits after fusion, {STEPS2} steps")
 ax.axhline(100 * phase1.test_accuracy[:, -1].mean(), color="gray", ls="--", label="deep net (phase 1)")
 ax.legend(); plt.show()
 print({k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()})'''),
