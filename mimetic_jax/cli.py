@@ -1,47 +1,88 @@
 """The ``mimetic-jax`` command line.
 
-``mimetic-jax compare`` trains the same small ViT with its default init and with mimetic
-attention init, over several seeds, *paired by seed*: for seed ``s`` both models start
-from the same ``model.init`` parameters (the mimetic one has only its attention kernels
-replaced by :func:`mimetic_jax.transforms.mimetic_attention`) and see the same data
-order. It prints test accuracy (mean ± std over seeds) at the checkpoints, and writes
-``results.json`` and ``compare.png`` (accuracy curves; ``W_q^h W_k^hT`` per head of the
-first layer at init) to ``--out``.
+``mimetic-jax compare`` trains one small model with its default init and with a mimetic
+init, over several seeds, *paired by seed*: for seed ``s`` both models start from the same
+``model.init`` parameters (the mimetic one has only the parts its schemes change re-drawn)
+and see the same data order. Three tasks:
 
-``--model convmixer`` trains a ConvMixer (BatchNorm) instead; ``--schemes`` picks what the
-mimetic arm applies: ``attention`` (:func:`~mimetic_jax.mimetic_attention`), ``conv``
-(:func:`~mimetic_jax.mimetic_conv`), ``mlp`` (:func:`~mimetic_jax.mimetic_mlp`), comma
-separated (default ``attention`` for the ViT, ``conv`` for the ConvMixer).
+* ``--task image`` (default): a ViT (``--model vit``) or a ConvMixer (``--model convmixer``)
+  on ``--dataset digits`` (scikit-learn's 8x8 digits) or ``mnist1d`` (MNIST-1D, generated
+  locally). ``--schemes`` picks what the mimetic arm applies: ``attention``
+  (:func:`~mimetic_jax.mimetic_attention`), ``conv`` (:func:`~mimetic_jax.mimetic_conv`),
+  ``mlp`` (:func:`~mimetic_jax.mimetic_mlp`), comma separated (default ``attention`` for the
+  ViT, ``conv`` for the ConvMixer).
+* ``--task copying`` / ``--task mqar``: a small Mamba language model on a synthetic recall
+  task, default init against :func:`mimetic_jax.mimetic_ssm` (see :mod:`mimetic_jax.cli_ssm`).
+
+An option that the chosen task (or model) does not use is an error, not silently ignored.
+Every task prints a markdown table of test accuracy at the checkpoints (mean ± std over
+seeds, the spread only with two seeds or more) and writes to ``--out``:
+
+* ``results.json``: the options used, the accuracy of every model at every checkpoint,
+  summaries, timings and the machine;
+* ``results.md``: the printed table, with what was measured where;
+* ``compare.png``: accuracy curves, the paired difference per seed, and what the scheme
+  changes at init.
+
+The extras come from ``pip install "mimetic_jax[cli]"`` (scikit-learn, matplotlib, tqdm, mnist1d);
+a missing one is reported by name, not as a traceback.
 
 Example:
     $ mimetic-jax compare --dataset digits --seeds 3
     $ mimetic-jax compare --model convmixer --schemes conv,mlp --steps 200
     $ python -m mimetic_jax compare --dataset mnist1d --patch 1x4 --out runs/mnist1d
-
-``--task copying`` / ``--task mqar`` run the same comparison for a small Mamba language
-model on a synthetic recall task, default init against :func:`mimetic_jax.mimetic_ssm`
-(see :mod:`mimetic_jax.cli_ssm`).
+    $ mimetic-jax compare --task mqar --ssm-version 1 --steps 400
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["UsageError", "build_parser", "check_options", "format_table", "main", "parse_patch", "parse_schemes",
-           "run_compare"]
+__all__ = ["DEFAULT_PATCH", "EXTRA", "MissingExtra", "TASKS", "UsageError", "build_parser", "check_options",
+           "format_table", "main", "parse_patch", "parse_schemes", "plot_comparison", "require", "resolve_options",
+           "run_compare", "summarize", "write_outputs"]
 
+TASKS = ("image", "copying", "mqar")
 DEFAULT_PATCH = {"digits": (2, 2), "mnist1d": (1, 4)}
 """Patch size per data set when ``--patch`` is not given: 16 tokens for digits, 10 for MNIST-1D."""
 MODELS = ("vit", "convmixer")
 SCHEMES = {"vit": ("attention", "mlp"), "convmixer": ("conv", "mlp")}
 """Schemes ``--schemes`` accepts per model (the first is the default)."""
+EXTRA = 'pip install "mimetic_jax[cli]"'
+"""The install command of the command line's extras (named in the error when one is missing)."""
+
+#: Option defaults of every task (``None`` in the parser: "not given").
+COMMON_DEFAULTS = {"seeds": 3, "steps": 400, "checkpoints": 8, "width": 64, "weight_decay": 0.05,
+                   "out": Path("runs/compare")}
+#: Defaults per task, and the options that only that task uses.
+TASK_DEFAULTS = {"image": {"lr": 1e-3, "batch_size": 128, "depth": 4, "model": "vit", "dataset": "digits"},
+                 "copying": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2},
+                 "mqar": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2}}
+#: Options only the ViT uses (``--method`` only with the ``attention`` scheme).
+VIT_DEFAULTS = {"heads": 4, "method": "exact"}
+TASK_ONLY = {"model": "image", "schemes": "image", "dataset": "image", "patch": "image", "heads": "image",
+             "method": "image", "state": "copying, mqar", "ssm_version": "copying, mqar"}
+
+
+class UsageError(ValueError):
+    """A combination of options that cannot work; reported like an argparse error (exit code 2)."""
+
+
+class MissingExtra(ImportError):
+    """A package of the ``cli`` extra is not installed; the message names it and the install command."""
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
 
 
 def parse_schemes(text: str | None, model: str) -> tuple[str, ...]:
@@ -59,16 +100,6 @@ def parse_schemes(text: str | None, model: str) -> tuple[str, ...]:
         raise UsageError(f"--schemes for --model {model} must be a comma-separated subset of "
                          f"{','.join(SCHEMES[model])}, got {text!r}")
     return names
-
-
-TASK_DEFAULTS = {"image": {"lr": 1e-3, "batch_size": 128, "depth": 4},
-                 "copying": {"lr": 3e-3, "batch_size": 32, "depth": 2},
-                 "mqar": {"lr": 3e-3, "batch_size": 32, "depth": 2}}
-"""``--lr``, ``--batch-size`` and ``--depth`` when not given, per ``--task``."""
-
-
-class UsageError(ValueError):
-    """A combination of options that cannot work; reported like an argparse error."""
 
 
 def parse_patch(text: str, dataset: str) -> tuple[int, int]:
@@ -90,8 +121,55 @@ def parse_patch(text: str, dataset: str) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the defaults of ``args.task`` (and model) in place; reject options the task does not use.
+
+    Every task-specific option is ``None`` in the parser when not given, so an option given
+    to a task (or model) that ignores it is a :class:`UsageError` naming it. Checks that do
+    not need the data (``--warmup-steps``, ``--checkpoints``, ``--weight-decay``, ``--schemes``)
+    are done here too; :func:`check_options` checks the rest against the data.
+
+    Example:
+        >>> args = build_parser().parse_args(["compare", "--task", "mqar", "--dataset", "mnist1d"])
+        >>> resolve_options(args)
+        Traceback (most recent call last):
+        ...
+        mimetic_jax.cli.UsageError: --dataset is an option of --task image only; --task mqar does not use it
+    """
+    task = args.task
+    for dest, owner in TASK_ONLY.items():
+        if getattr(args, dest) is not None and task not in owner.split(", "):
+            raise UsageError(f"{_flag(dest)} is an option of --task {owner} only; --task {task} does not use it")
+    for name, value in (COMMON_DEFAULTS | TASK_DEFAULTS[task]).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if task == "image":
+        if args.model != "vit":
+            for dest in VIT_DEFAULTS:
+                if getattr(args, dest) is not None:
+                    raise UsageError(f"{_flag(dest)} is an option of --model vit only; --model {args.model} "
+                                     "has no attention")
+        args.schemes = ",".join(parse_schemes(args.schemes, args.model))
+        if args.model == "vit":
+            if "attention" not in args.schemes.split(","):
+                if args.method is not None:
+                    raise UsageError(f"--method chooses the attention construction; --schemes {args.schemes} "
+                                     "has no attention scheme")
+            elif args.method is None:
+                args.method = VIT_DEFAULTS["method"]
+            if args.heads is None:
+                args.heads = VIT_DEFAULTS["heads"]
+    if args.warmup_steps is not None and not 0 <= args.warmup_steps < args.steps:
+        raise UsageError(f"--warmup-steps must lie in [0, --steps={args.steps}), got {args.warmup_steps}")
+    if args.checkpoints > args.steps:
+        raise UsageError(f"--checkpoints must be at most --steps={args.steps}, got {args.checkpoints}")
+    if args.weight_decay < 0:
+        raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    return args
+
+
 def check_options(args: argparse.Namespace, image_shape: Sequence[int], num_train: int) -> tuple[int, int]:
-    """Validate the ``compare`` options against the data; return the patch size.
+    """Validate the image-task options against the data; return the patch size.
 
     Raises:
         UsageError: naming the first bad option.
@@ -100,15 +178,21 @@ def check_options(args: argparse.Namespace, image_shape: Sequence[int], num_trai
     if image_shape[0] % patch[0] or image_shape[1] % patch[1]:
         raise UsageError(f"--patch {patch[0]}x{patch[1]} must divide the {args.dataset} image size "
                          f"{image_shape[0]}x{image_shape[1]}")
-    if getattr(args, "model", "vit") == "vit" and (args.width % 4 or args.width % args.heads):
+    if args.model == "vit" and (args.width % 4 or args.width % args.heads):
         raise UsageError(f"--width must be a multiple of 4 and of --heads={args.heads}, got {args.width}")
     if args.batch_size > num_train:
         raise UsageError(f"--batch-size must be at most {num_train} (training examples), got {args.batch_size}")
-    if args.warmup_steps is not None and not 0 <= args.warmup_steps < args.steps:
-        raise UsageError(f"--warmup-steps must lie in [0, --steps={args.steps}), got {args.warmup_steps}")
-    if args.weight_decay < 0:
-        raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     return patch
+
+
+def require(*modules: str, why: str) -> None:
+    """Import ``modules`` or raise :class:`MissingExtra` naming the missing one, ``why`` and :data:`EXTRA`."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise MissingExtra(f"{why} needs the package {name.split('.')[0]!r}, which is not installed "
+                               f"({err}); install the command line's extras with: {EXTRA}") from None
 
 
 def _positive_int(text: str) -> int:
@@ -125,78 +209,249 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_DESCRIPTION = """\
+Train one small model with its default init and with a mimetic init, paired by seed (for each
+seed both start from the same model.init draw, the mimetic one with only what its schemes change
+re-drawn, and see the same data order), and report test accuracy at evenly spaced checkpoints.
+
+tasks:
+  image    a ViT (default: mimetic attention init) or a ConvMixer (default: covariance-structured
+           depthwise filters) on scikit-learn's 8x8 digits or MNIST-1D, classification accuracy
+  copying  a Mamba LM copying 16 tokens (vocabulary 16), default vs mimetic_ssm init,
+           accuracy on the copied tokens
+  mqar     a Mamba LM on multi-query associative recall (length 64, 8 pairs, vocabulary 64),
+           default vs mimetic_ssm init, accuracy on the recalled values
+
+Every task prints a markdown table (mean ± std over seeds; the spread only with two seeds or
+more) and writes results.json, results.md (the table) and compare.png (accuracy curves, the
+paired difference per seed, and what the init changes) to --out. An option that the task does
+not use is an error. Needs the extras: pip install "mimetic_jax[cli]"."""
+
+_EPILOG = """\
+examples:
+  mimetic-jax compare                                     ViT on digits, 3 seeds, 400 steps
+  mimetic-jax compare --model convmixer --schemes conv,mlp --steps 200
+  mimetic-jax compare --dataset mnist1d --patch 1x4 --out runs/mnist1d
+  mimetic-jax compare --task mqar --ssm-version 1 --lr 1e-3"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mimetic-jax`` (one sub-command, ``compare``)."""
-    parser = argparse.ArgumentParser(prog="mimetic-jax", description="Mimetic initialization for JAX/Flax.")
+    parser = argparse.ArgumentParser(
+        prog="mimetic-jax",
+        description="Mimetic initialization for JAX/Flax: compare default and mimetic init on small tasks.",
+        epilog="Run 'mimetic-jax compare --help' for the tasks and their options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cmp = sub.add_parser(
         "compare",
-        help="train a small ViT with default vs mimetic attention init, paired by seed",
-        description="Train the same ViT with its default init and with mimetic attention init "
-        "(same parameters otherwise, same data order per seed); report test accuracy at "
-        "checkpoints and write results.json and compare.png.",
+        help="default vs mimetic init, paired by seed: a ViT or ConvMixer on digits/MNIST-1D (mimetic "
+             "attention, conv filters, MLP shift) or a Mamba LM on copying/MQAR (mimetic SSM init)",
+        description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cmp.add_argument("--model", choices=MODELS, default="vit", help="model (default: %(default)s)")
-    cmp.add_argument("--schemes", default=None,
-                     help="mimetic schemes, comma separated: attention,mlp (vit) or conv,mlp (convmixer); "
-                          "default attention (vit), conv (convmixer)")
-    cmp.add_argument("--task", choices=sorted(TASK_DEFAULTS), default="image",
-                     help="image: a ViT on --dataset; copying, mqar: a Mamba LM, default vs mimetic_ssm "
-                          "(default: %(default)s)")
-    cmp.add_argument("--state", type=_positive_int, default=8,
-                     help="SSM state size N (copying, mqar; default: %(default)s)")
-    cmp.add_argument("--ssm-version", type=int, choices=(1, 2), default=2,
-                     help="Mamba version (copying, mqar; default: %(default)s)")
-    cmp.add_argument("--dataset", choices=sorted(DEFAULT_PATCH), default="digits",
-                     help="data set (default: %(default)s)")
-    cmp.add_argument("--seeds", type=_positive_int, default=3,
-                     help="number of seeds, 0..SEEDS-1 (default: %(default)s)")
-    cmp.add_argument("--steps", type=_positive_int, default=400,
-                     help="optimizer steps per model (default: %(default)s)")
-    cmp.add_argument("--checkpoints", type=_positive_int, default=8,
-                     help="number of test evaluations, evenly spaced (default: %(default)s)")
-    cmp.add_argument("--width", type=_positive_int, default=64, help="token width d (default: %(default)s)")
-    cmp.add_argument("--depth", type=_positive_int, default=None,
-                     help="transformer blocks / Mamba layers (default: 4 / 2)")
-    cmp.add_argument("--heads", type=_positive_int, default=4, help="attention heads (default: %(default)s)")
-    cmp.add_argument("--patch", default=None,
-                     help="patch size P or PHxPW (default 2x2 for digits, 1x4 for mnist1d)")
-    cmp.add_argument("--lr", type=_positive_float, default=None,
-                     help="peak learning rate of AdamW (default: 1e-3 for image, 3e-3 for copying/mqar)")
-    cmp.add_argument("--batch-size", type=_positive_int, default=None,
-                     help="training batch size (default: 128 for image, 32 for copying/mqar)")
-    cmp.add_argument("--weight-decay", type=float, default=0.05,
-                     help="AdamW weight decay on kernels (default: %(default)s)")
-    cmp.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: STEPS/10)")
-    cmp.add_argument("--method", choices=("exact", "fast"), default="exact",
-                     help="mimetic construction (default: %(default)s)")
-    cmp.add_argument("--out", type=Path, default=Path("runs/compare"),
-                     help="output folder for results.json and compare.png (default: %(default)s)")
-    cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cmp.add_argument("--task", choices=TASKS, default="image", help="what to train (default: %(default)s)")
+    common = cmp.add_argument_group("options of every task")
+    common.add_argument("--seeds", type=_positive_int, default=None,
+                        help="number of seeds, 0..SEEDS-1 (default: 3); the table shows a spread from 2 seeds")
+    common.add_argument("--steps", type=_positive_int, default=None,
+                        help="optimizer steps per model (default: 400)")
+    common.add_argument("--checkpoints", type=_positive_int, default=None,
+                        help="number of test evaluations, evenly spaced, at most --steps (default: 8)")
+    common.add_argument("--width", type=_positive_int, default=None,
+                        help="token width d (ViT), channels (ConvMixer), d_model (Mamba) (default: 64)")
+    common.add_argument("--depth", type=_positive_int, default=None,
+                        help="ViT blocks / ConvMixer blocks (default 4) or Mamba layers (default 2)")
+    common.add_argument("--lr", type=_positive_float, default=None,
+                        help="peak learning rate of AdamW (default: 1e-3 image, 3e-3 copying/mqar)")
+    common.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="training batch size (default: 128 image, 32 copying/mqar)")
+    common.add_argument("--weight-decay", type=float, default=None,
+                        help="AdamW weight decay on kernels (default: 0.05)")
+    common.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: STEPS/10)")
+    common.add_argument("--out", type=Path, default=None,
+                        help="output folder for results.json, results.md, compare.png (default: runs/compare)")
+    common.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    image = cmp.add_argument_group("options of --task image only")
+    image.add_argument("--model", choices=MODELS, default=None, help="model (default: vit)")
+    image.add_argument("--dataset", choices=sorted(DEFAULT_PATCH), default=None,
+                       help="data set: digits (scikit-learn) or mnist1d (generated locally) (default: digits)")
+    image.add_argument("--schemes", default=None,
+                       help="what the mimetic arm applies, comma separated: attention,mlp (vit) or conv,mlp "
+                            "(convmixer) (default: attention for vit, conv for convmixer)")
+    image.add_argument("--patch", default=None,
+                       help="patch size P or PHxPW (default: 2x2 for digits, 1x4 for mnist1d)")
+    image.add_argument("--heads", type=_positive_int, default=None, help="attention heads (--model vit; default: 4)")
+    image.add_argument("--method", choices=("exact", "fast"), default=None,
+                       help="mimetic attention construction (--model vit with the attention scheme; "
+                            "default: exact, the published one)")
+
+    seq = cmp.add_argument_group("options of --task copying and --task mqar only")
+    seq.add_argument("--state", type=_positive_int, default=None, help="SSM state size N (default: 8)")
+    seq.add_argument("--ssm-version", type=int, choices=(1, 2), default=None, help="Mamba version (default: 2)")
     return parser
 
 
-def _mean_std(acc: np.ndarray) -> tuple[list[float], list[float]]:
-    """Mean and (population) std over seeds (axis 0), as lists."""
-    return acc.mean(axis=0).tolist(), acc.std(axis=0).tolist()
+# ----------------------------------------------------------------------------------------- outputs
+
+
+def summarize(acc: np.ndarray) -> dict[str, Any]:
+    """``acc`` ``(seeds, checkpoints)`` -> per-seed values, mean, and sample std (ddof=1; ``None`` with one seed).
+
+    Example:
+        >>> summarize(np.array([[0.5, 1.0]]))["std"] is None
+        True
+        >>> [round(s, 4) for s in summarize(np.array([[0.5, 1.0], [0.7, 1.0]]))["std"]]
+        [0.1414, 0.0]
+    """
+    acc = np.asarray(acc, dtype=np.float64)
+    std = acc.std(axis=0, ddof=1).tolist() if acc.shape[0] >= 2 else None
+    return {"per_seed": acc.tolist(), "mean": acc.mean(axis=0).tolist(), "std": std}
+
+
+def _cell(values: np.ndarray, sign: bool = False) -> str:
+    mean = f"{100 * values.mean():+.2f}" if sign else f"{100 * values.mean():.2f}"
+    return f"{mean} ± {100 * values.std(ddof=1):.2f}" if values.shape[0] >= 2 else mean
 
 
 def format_table(steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray) -> str:
-    """Text table of test accuracy (%) per checkpoint: mean ± std over seeds and the
-    paired difference mimetic − default (mean ± std over seeds)."""
+    """Markdown table of test accuracy (%) per checkpoint and the paired difference mimetic − default.
+
+    Each cell is the mean over seeds, with ``± std`` (ddof=1) only when there are at least two seeds.
+
+    Example:
+        >>> print(format_table(np.array([10]), np.array([[0.5]]), np.array([[0.75]])))
+        | step | default (%) | mimetic (%) | mimetic − default (pp) |
+        |---:|---:|---:|---:|
+        | 10 | 50.00 | 75.00 | +25.00 |
+    """
+    default, mimetic = np.asarray(default), np.asarray(mimetic)
     diff = mimetic - default
-    cells = [(f"{int(s)}",) + tuple(f"{100 * a[:, i].mean():6.2f} ± {100 * a[:, i].std():5.2f}"
-                                   for a in (default, mimetic, diff))
-             for i, s in enumerate(steps)]
-    header = ("step", "default (%)", "mimetic (%)", "mimetic - default")
-    widths = [max(len(r[j]) for r in cells + [header]) for j in range(len(header))]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = ["| step | default (%) | mimetic (%) | mimetic − default (pp) |", "|---:|---:|---:|---:|"]
+    lines += [f"| {int(s)} | {_cell(default[:, i])} | {_cell(mimetic[:, i])} | {_cell(diff[:, i], sign=True)} |"
+              for i, s in enumerate(steps)]
     return "\n".join(lines)
 
 
-def _scheme_transform(schemes: Sequence[str], method: str):
+def _machine() -> dict[str, Any]:
+    import jax
+
+    device = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
+            "device_count": jax.device_count(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _machine_text(machine: dict[str, Any]) -> str:
+    where = (f"{machine['cpu_count']}-core CPU" if machine["backend"] == "cpu"
+             else f"{machine['device_count']} x {machine['device']}")
+    return f"{where}, JAX {machine['jax']}"
+
+
+def _seeds_text(n: int) -> str:
+    return "1 seed (no spread)" if n == 1 else f"{n} seeds, paired, mean ± std (ddof=1)"
+
+
+def write_outputs(out: Path, results: dict[str, Any], default: np.ndarray, mimetic: np.ndarray,
+                  init_panel: Callable[[Any], None] | None, *, start: float) -> dict[str, Any]:
+    """Print the table and write ``results.json``, ``results.md`` and ``compare.png`` to ``out``.
+
+    ``results`` holds ``title``, ``metric``, ``budget`` (text), ``steps``, ``seeds``, ``config``,
+    ``train_seconds``; the summaries, the machine and the output paths are added here.
+    ``init_panel(spec)`` draws the init-structure panel (see :func:`plot_comparison`); ``start``
+    is the ``time.perf_counter()`` of the run's start (for ``total_seconds``).
+    """
+    steps = np.asarray(results["steps"])
+    results = dict(results)
+    results["default"], results["mimetic"] = summarize(default), summarize(mimetic)
+    results["difference"] = summarize(np.asarray(mimetic) - np.asarray(default))
+    results["spread"] = "sample std over seeds (ddof=1); null with one seed"
+    results["machine"] = _machine()
+    results["outputs"] = {"json": "results.json", "table": "results.md", "figure": "compare.png"}
+    n = len(results["seeds"])
+    caption = (f"{results['metric'].capitalize()} (%) at each checkpoint; {_seeds_text(n)}; mimetic − default is "
+               f"the paired difference per seed in percentage points. {results['budget']}. Measured on "
+               f"{_machine_text(results['machine'])} ({results['train_seconds']:.0f} s of training).")
+    table = format_table(steps, default, mimetic)
+    print(f"{results['title']}\n\n{caption}\n\n{table}\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(f"## {results['title']}\n\n{caption}\n\n{table}\n")
+    plot_comparison(out / "compare.png", steps, default, mimetic, title=results["title"],
+                    subtitle=f"{_seeds_text(n)}; {results['budget']}; {_machine_text(results['machine'])}",
+                    ylabel=f"{results['metric']} (%)", init_panel=init_panel)
+    results["total_seconds"] = time.perf_counter() - start
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'compare.png'} "
+          f"({results['total_seconds']:.0f} s)")
+    return results
+
+
+def plot_comparison(path: Path, steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray, *, title: str,
+                    subtitle: str, ylabel: str, init_panel: Callable[[Any], None] | None = None) -> None:
+    """Write the figure: accuracy curves (mean, ± std band from 2 seeds), paired differences, init panel.
+
+    ``init_panel(subfigure)`` draws into the right third of the figure (a matplotlib ``SubFigure``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    default, mimetic = 100 * np.asarray(default), 100 * np.asarray(mimetic)
+    n = default.shape[0]
+    fig = plt.figure(figsize=(14.0 if init_panel else 9.0, 4.6), layout="constrained")
+    if init_panel is not None:
+        curves, right = fig.subfigures(1, 2, width_ratios=[2.0, 1.25], wspace=0.02)
+    else:
+        curves, right = fig, None
+    ax, dax = curves.subplots(1, 2)
+    for acc, label, color in ((default, "default init", "tab:blue"), (mimetic, "mimetic init", "tab:orange")):
+        mean = acc.mean(axis=0)
+        ax.plot(steps, mean, marker="o", ms=3, color=color, label=f"{label}, mean of {n}" if n > 1 else label)
+        if n > 1:
+            std = acc.std(axis=0, ddof=1)
+            ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+    ax.set(xlabel="training step", ylabel=ylabel, title="test accuracy" + (" (band: ± std)" if n > 1 else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    diff = mimetic - default
+    for s in range(n):
+        dax.plot(steps, diff[s], color="gray", lw=0.8, alpha=0.7, label="per seed" if s == 0 and n > 1 else None)
+    dax.plot(steps, diff.mean(axis=0), marker="o", ms=3, color="black", label="mean" if n > 1 else "seed 0")
+    dax.axhline(0.0, color="tab:red", lw=0.8, ls="--")
+    dax.set(xlabel="training step", ylabel="mimetic − default (percentage points)",
+            title="paired difference (same init draw and data order)")
+    dax.grid(alpha=0.3)
+    dax.legend(loc="best", fontsize=8)
+    if init_panel is not None:
+        init_panel(right)
+    fig.suptitle(f"{title}\n{subtitle}", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _heatmap_panel(maps_default: np.ndarray, maps_mimetic: np.ndarray, what: str, labels: Sequence[str]):
+    """An init panel: rows default / mimetic, one heat map per entry of ``labels``, one colour scale per row."""
+
+    def draw(fig: Any) -> None:
+        axes = fig.subplots(2, len(labels), squeeze=False)
+        for row, (maps, name) in enumerate(((maps_default, "default"), (maps_mimetic, "mimetic"))):
+            vmax = float(np.abs(maps).max()) or 1.0
+            for j, label in enumerate(labels):
+                hax = axes[row, j]
+                image = hax.imshow(maps[j], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+                hax.set_xticks([])
+                hax.set_yticks([])
+                hax.set_title(f"{name}: {label}", fontsize=8)
+            fig.colorbar(image, ax=hax, shrink=0.8)
+        fig.suptitle(what, fontsize=9)
+
+    return draw
+
+
+# ------------------------------------------------------------------------------------- image task
+
+
+def _scheme_transform(schemes: Sequence[str], method: str | None):
     """``(variables, key) -> variables`` applying the chosen schemes in order, each with its own key."""
     from mimetic_jax import mimetic_attention, mimetic_conv, mimetic_mlp
 
@@ -213,63 +468,39 @@ def _scheme_transform(schemes: Sequence[str], method: str):
     return transform
 
 
-def _init_maps(model: str, default: Any, mimetic: Any) -> tuple[np.ndarray, np.ndarray, str]:
-    """Per-head ``W_q^h W_k^hT`` of the first ViT layer, or the first depthwise layer's filter covariance."""
+def _image_init_panel(model: str, default: Any, mimetic: Any):
+    """ViT: per-head ``W_q^h W_k^hT`` of the first block; ConvMixer: filter covariance of the first depthwise layer."""
     if model == "vit":
         from mimetic_jax.models import query_key_products
 
-        return (np.asarray(query_key_products(default)[0]), np.asarray(query_key_products(mimetic)[0]),
-                r"right: $W_q^h W_k^{h\top}$ per head of the first layer at init (seed 0)")
+        qk_default, qk_mimetic = np.asarray(query_key_products(default)[0]), np.asarray(query_key_products(mimetic)[0])
+        return _heatmap_panel(qk_default, qk_mimetic,
+                              "what mimetic attention init changes:\n"
+                              r"$W_q^h W_k^{h\top}$ ($d \times d$) per head, first block, seed 0",
+                              [f"head {h}" for h in range(qk_default.shape[0])])
     from mimetic_jax import filter_covariances
 
-    return (np.asarray(filter_covariances(default)[0])[None], np.asarray(filter_covariances(mimetic)[0])[None],
-            "right: filter covariance of the first depthwise layer at init (seed 0)")
-
-
-def _plot(path: Path, steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray,
-          qk_default: np.ndarray, qk_mimetic: np.ndarray, title: str,
-          maps_title: str = r"right: $W_q^h W_k^{h\top}$ per head of the first layer at init (seed 0)") -> None:
-    """Write the figure: accuracy curves (mean ± std) and per-head ``W_q^h W_k^hT`` maps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    heads = qk_default.shape[0]
-    fig = plt.figure(figsize=(5.5 + 2.0 * heads, 4.6), layout="constrained")
-    grid = fig.add_gridspec(2, heads + 1, width_ratios=[2.6] + [1.0] * heads)
-    ax = fig.add_subplot(grid[:, 0])
-    for acc, label, color in ((default, "default", "tab:blue"), (mimetic, "mimetic", "tab:orange")):
-        mean, std = 100 * acc.mean(axis=0), 100 * acc.std(axis=0)
-        ax.plot(steps, mean, marker="o", ms=3, color=color, label=f"{label} ({acc.shape[0]} seeds)")
-        ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.25, lw=0)
-    ax.set_xlabel("step")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    for row, (qk, label) in enumerate(((qk_default, "default"), (qk_mimetic, "mimetic"))):
-        vmax = float(np.abs(qk).max()) or 1.0
-        for h in range(heads):
-            hax = fig.add_subplot(grid[row, h + 1])
-            image = hax.imshow(qk[h], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-            hax.set_xticks([])
-            hax.set_yticks([])
-            hax.set_title(f"{label}, head {h}", fontsize=8)
-        fig.colorbar(image, ax=hax, shrink=0.8)
-    fig.suptitle(maps_title, fontsize=9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    cov_default, cov_mimetic = filter_covariances(default)[0], filter_covariances(mimetic)[0]
+    taps = int(round(np.sqrt(cov_default.shape[0])))
+    return _heatmap_panel(np.asarray(cov_default)[None], np.asarray(cov_mimetic)[None],
+                          "what the init changes: covariance over channels of the\n"
+                          f"{taps}x{taps} filter taps, first depthwise layer, seed 0",
+                          [f"tap covariance ({taps * taps}x{taps * taps})"])
 
 
 def run_compare(args: argparse.Namespace) -> dict[str, Any]:
-    """Train default vs mimetic ViTs as ``args`` say; print the table, write the outputs.
+    """Train default vs mimetic image models as ``args`` say (after :func:`resolve_options`); write the outputs.
 
     Returns the dictionary written to ``results.json``.
 
     Raises:
         UsageError: if the options do not fit the data (see :func:`check_options`).
+        MissingExtra: if a package of the ``cli`` extra is missing.
     """
+    require("sklearn" if args.dataset == "digits" else "mnist1d", why=f"--dataset {args.dataset}")
+    require("matplotlib", why="the figure compare.png")
+    if not args.no_progress:
+        require("tqdm", why="the progress bar (or pass --no-progress)")
     import jax
 
     from mimetic_jax.models import ConvMixer, ViT
@@ -277,11 +508,10 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     from mimetic_jax.training import checkpoint_steps, paired_inits, stack_trees, train_models
 
     start = time.perf_counter()
-    model_name = getattr(args, "model", "vit")
-    schemes = parse_schemes(getattr(args, "schemes", None), model_name)
+    schemes = tuple(args.schemes.split(","))
     data = load_dataset(args.dataset)
     patch = check_options(args, data.image_shape, data.x_train.shape[0])
-    if model_name == "vit":
+    if args.model == "vit":
         model = ViT(num_classes=data.num_classes, width=args.width, depth=args.depth,
                     num_heads=args.heads, patch_size=patch)
     else:
@@ -289,64 +519,63 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
     default_params, mimetic_params, data_keys = paired_inits(
         model, data.x_train, range(args.seeds), transform=_scheme_transform(schemes, args.method))
-    maps_default, maps_mimetic, maps_title = _init_maps(model_name, default_params[0], mimetic_params[0])
+    init_panel = _image_init_panel(args.model, default_params[0], mimetic_params[0])
 
     params_stack = stack_trees(default_params + mimetic_params)
     keys = jax.numpy.stack(data_keys + data_keys)  # pairs see the same data order
-    eval_steps = checkpoint_steps(args.steps, args.checkpoints)
-    bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=args.steps, desc=f"{2 * args.seeds} models", unit="step")
+    bar = _progress(args)
     try:
         history = train_models(
             model.apply, params_stack, keys, data, steps=args.steps, learning_rate=args.lr,
-            mutable=("batch_stats",) if model_name == "convmixer" else (),
+            mutable=("batch_stats",) if args.model == "convmixer" else (),
             batch_size=args.batch_size, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-            eval_steps=eval_steps, progress=None if bar is None else (lambda s: bar.update(s - bar.n)),
+            eval_steps=checkpoint_steps(args.steps, args.checkpoints),
+            progress=None if bar is None else (lambda s: bar.update(s - bar.n)),
         )
     finally:
         if bar is not None:
             bar.close()
 
     acc = history.test_accuracy
-    default_acc, mimetic_acc = acc[: args.seeds], acc[args.seeds:]
-    title = (f"ViT d={args.width} L={args.depth} H={args.heads} on {args.dataset}" if model_name == "vit"
-             else f"ConvMixer C={args.width} L={args.depth} on {args.dataset}") + f" [{'+'.join(schemes)}]"
-    print(title)
-    print(format_table(history.steps, default_acc, mimetic_acc))
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    _plot(args.out / "compare.png", history.steps, default_acc, mimetic_acc, maps_default, maps_mimetic, title,
-          maps_title)
+    what = f"mimetic init ({' + '.join(schemes)})"
+    title = (f"ViT d={args.width} L={args.depth} H={args.heads} on {args.dataset}" if args.model == "vit"
+             else f"ConvMixer C={args.width} L={args.depth} on {args.dataset}") + f": default vs {what}"
     results = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                   if k not in ("command", "no_progress")} | {"patch": list(patch), "schemes": list(schemes)},
+        "task": "image",
+        "title": title,
+        "metric": "test accuracy",
+        "budget": _budget_text(args),
+        "config": _config(args) | {"patch": list(patch), "schemes": list(schemes)},
         "steps": history.steps.tolist(),
         "seeds": list(range(args.seeds)),
-        "default": _results_entry(default_acc),
-        "mimetic": _results_entry(mimetic_acc),
-        "difference": dict(zip(("mean", "std"), _mean_std(mimetic_acc - default_acc))),
         "train_seconds": history.seconds,
-        "total_seconds": time.perf_counter() - start,
-        "versions": {"jax": jax.__version__, "python": sys.version.split()[0]},
     }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'compare.png'} "
-          f"({results['total_seconds']:.0f} s)")
-    return results
+    return write_outputs(args.out, results, acc[: args.seeds], acc[args.seeds:], init_panel, start=start)
 
 
-def _results_entry(acc: np.ndarray) -> dict[str, Any]:
-    mean, std = _mean_std(acc)
-    return {"test_accuracy": acc.tolist(), "mean": mean, "std": std}
+def _budget_text(args: argparse.Namespace) -> str:
+    return f"{args.steps} steps, batch {args.batch_size}, AdamW lr {args.lr:g}"
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    """The options the task used (the ones it does not use are left out)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if k not in ("command", "no_progress") and v is not None}
+
+
+def _progress(args: argparse.Namespace):
+    if args.no_progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=args.steps, desc=f"{2 * args.seeds} models", unit="step")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mimetic-jax`` and ``python -m mimetic_jax``; returns the exit code.
 
-    Bad options exit through ``argparse`` (``SystemExit`` with code 2).
+    Bad options exit through ``argparse`` (``SystemExit`` with code 2); a missing package of
+    the ``cli`` extra exits with code 1 and a message naming it.
 
     Example:
         >>> main(["compare", "--steps", "20", "--seeds", "1", "--out", "/tmp/run"])  # doctest: +SKIP
@@ -355,21 +584,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "compare":
-        for name, value in TASK_DEFAULTS[args.task].items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
         try:
+            resolve_options(args)
             if args.task != "image":
-                if args.model != "vit" or args.schemes is not None:
-                    raise UsageError(f"--model and --schemes choose the image model; --task {args.task} "
-                                     "always trains a Mamba LM (choose it with --ssm-version and --state)")
                 from mimetic_jax.cli_ssm import run_compare_sequence
 
                 run_compare_sequence(args)
-                return 0
-            run_compare(args)
+            else:
+                run_compare(args)
         except UsageError as err:
             parser.error(str(err))
+        except MissingExtra as err:
+            parser.exit(1, f"{parser.prog}: error: {err}\n")
     return 0
 
 

@@ -5,9 +5,10 @@ layers, ``--width`` = ``d_model``, state ``--state``, Mamba ``--ssm-version``) w
 default init and with :func:`mimetic_jax.mimetic_ssm` (package defaults), paired by seed:
 for seed ``s`` both start from the same ``model.init`` parameters (the mimetic one has only
 its SSM parts replaced) and see the same data order. Copying: 16 tokens, vocabulary 16;
-MQAR: length 64, 8 pairs, vocabulary 64 (:mod:`mimetic_jax.tasks`). Prints masked-token
-test accuracy (mean ± std over seeds) at the checkpoints and writes ``results.json`` to
-``--out``.
+MQAR: length 64, 8 pairs, vocabulary 64 (:mod:`mimetic_jax.tasks`). Writes the same outputs
+as the image task (:func:`mimetic_jax.cli.write_outputs`): the markdown table of masked-token
+test accuracy, ``results.json``, ``results.md`` and ``compare.png``, whose init panel shows how
+much of a token the state of block 0 keeps after a sequence length.
 
 Example:
     $ mimetic-jax compare --task copying --steps 400 --seeds 3
@@ -15,43 +16,83 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-__all__ = ["TASK_OPTIONS", "run_compare_sequence"]
+import numpy as np
+
+__all__ = ["TASK_OPTIONS", "retention", "run_compare_sequence"]
 
 TASK_OPTIONS = {"copying": {"num_tokens": 16, "vocab_size": 16},
                 "mqar": {"seq_len": 64, "num_pairs": 8, "vocab_size": 64}}
 """Task sizes of ``compare --task``."""
+METRIC = {"copying": "copied-token test accuracy", "mqar": "recalled-value test accuracy"}
+
+
+def retention(params: Any, length: int, layer: int = 0) -> np.ndarray:
+    """``exp(−length · Δ · e^{A_log})`` per state entry of block ``layer`` of a ``models.MambaLM``.
+
+    How much of an input the state still holds ``length`` steps later (``Δ = softplus`` of the
+    ``dt`` bias; Mamba-1: one value per channel and state entry, Mamba-2: one per head).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from mimetic_jax.models import MambaLM
+        >>> p = MambaLM(vocab_size=8, d_model=16, n_layer=1, d_state=4, version=1).init(
+        ...     jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+        >>> r = retention(p, 16); r.shape, bool(((0 <= r) & (r <= 1)).all())
+        ((128,), True)
+    """
+    mixer = params["params"][f"layers_{layer}"]["mixer"]
+    a_log = np.asarray(mixer["A_log"], dtype=np.float64)
+    bias = np.asarray(mixer["dt_bias"] if "dt_bias" in mixer else mixer["dt_proj"]["bias"], dtype=np.float64)
+    delta = np.logaddexp(0.0, bias)
+    delta = delta[:, None] if a_log.ndim == 2 else delta
+    return np.exp(-length * delta * np.exp(a_log)).ravel()
+
+
+def _retention_panel(default: Any, mimetic: Any, length: int):
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        bins = np.linspace(0.0, 1.0, 41)
+        for params, label, color in ((default, "default init", "tab:blue"), (mimetic, "mimetic init", "tab:orange")):
+            ax.hist(retention(params, length), bins=bins, alpha=0.6, color=color, label=label)
+        per = "state entries" if np.asarray(default["params"]["layers_0"]["mixer"]["A_log"]).ndim == 2 else "heads"
+        ax.set(xlabel=f"fraction of an input the state keeps after {length} steps", ylabel=f"{per} of block 0",
+               title="state retention at init (seed 0)")
+        fig.suptitle("what mimetic_ssm changes", fontsize=9)
+        ax.legend(fontsize=8)
+
+    return draw
 
 
 def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
-    """Train default vs mimetic Mamba LMs as ``args`` say; print the table, write ``results.json``.
+    """Train default vs mimetic Mamba LMs as ``args`` say (after :func:`mimetic_jax.cli.resolve_options`).
+
+    Returns the dictionary written to ``results.json``.
 
     Raises:
         UsageError: if an option does not fit the task.
+        MissingExtra: if a package of the ``cli`` extra is missing.
     """
+    from mimetic_jax.cli import UsageError, require, write_outputs
+
+    if args.ssm_version == 2 and (2 * args.width) % 16:
+        raise UsageError(f"--width must make 2 * width a multiple of the Mamba-2 head size 16, got {args.width}")
+    if args.state > (args.width if args.ssm_version == 2 else 2 * args.width):
+        raise UsageError(f"--state {args.state} is larger than the B/C projection allows at --width {args.width}")
+    require("matplotlib", why="the figure compare.png")
+    if not args.no_progress:
+        require("tqdm", why="the progress bar (or pass --no-progress)")
     import jax
     import jax.numpy as jnp
 
-    from mimetic_jax.cli import UsageError, _results_entry, format_table
     from mimetic_jax.models import MambaLM
     from mimetic_jax.ssm_transform import mimetic_ssm
     from mimetic_jax.tasks import sequence_dataset
     from mimetic_jax.training import checkpoint_steps, stack_trees, train_models
 
     start = time.perf_counter()
-    if args.warmup_steps is not None and not 0 <= args.warmup_steps < args.steps:
-        raise UsageError(f"--warmup-steps must lie in [0, --steps={args.steps}), got {args.warmup_steps}")
-    if args.weight_decay < 0:
-        raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    if args.ssm_version == 2 and (2 * args.width) % 16:
-        raise UsageError(f"--width must make 2 * width a multiple of the Mamba-2 head size 16, got {args.width}")
-    if args.state > (args.width if args.ssm_version == 2 else 2 * args.width):
-        raise UsageError(f"--state {args.state} is larger than the B/C projection allows at --width {args.width}")
     data = sequence_dataset(args.task, seed=0, num_train=args.steps * args.batch_size, num_test=512,
                             **TASK_OPTIONS[args.task])
     model = MambaLM(vocab_size=data.num_classes, d_model=args.width, n_layer=args.depth, d_state=args.state,
@@ -80,24 +121,20 @@ def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
         if bar is not None:
             bar.close()
     acc = history.test_accuracy
-    default_acc, mimetic_acc = acc[: args.seeds], acc[args.seeds:]
-    print(f"Mamba-{args.ssm_version} d={args.width} layers={args.depth} N={args.state} on {args.task} "
-          f"{TASK_OPTIONS[args.task]} (masked-token test accuracy)")
-    print(format_table(history.steps, default_acc, mimetic_acc))
-    args.out.mkdir(parents=True, exist_ok=True)
-    diff = mimetic_acc - default_acc
+    sizes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in TASK_OPTIONS[args.task].items())
     results = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                   if k not in ("command", "no_progress")} | {"task_options": TASK_OPTIONS[args.task]},
+        "task": args.task,
+        "title": (f"Mamba-{args.ssm_version} LM d={args.width} layers={args.depth} N={args.state} on {args.task} "
+                  f"({sizes}): default vs mimetic_ssm init"),
+        "metric": METRIC[args.task],
+        "budget": f"{args.steps} steps, batch {args.batch_size}, AdamW lr {args.lr:g}",
+        "config": {k: (str(v) if k == "out" else v) for k, v in vars(args).items()
+                   if k not in ("command", "no_progress") and v is not None}
+        | {"task_options": TASK_OPTIONS[args.task]},
         "steps": history.steps.tolist(),
         "seeds": list(range(args.seeds)),
-        "default": _results_entry(default_acc),
-        "mimetic": _results_entry(mimetic_acc),
-        "difference": {"mean": diff.mean(axis=0).tolist(), "std": diff.std(axis=0).tolist()},
         "train_seconds": history.seconds,
-        "total_seconds": time.perf_counter() - start,
-        "versions": {"jax": jax.__version__, "python": sys.version.split()[0]},
     }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out / 'results.json'} ({results['total_seconds']:.0f} s)")
-    return results
+    length = int(data.x_train.shape[1])
+    return write_outputs(args.out, results, acc[: args.seeds], acc[args.seeds:],
+                         _retention_panel(default[0], mimetic[0], length), start=start)

@@ -1,7 +1,11 @@
 """Write the notebooks of this folder from the cell lists below (stored without outputs).
 
 Run ``python notebooks/_build.py`` after editing a cell here; the ``.ipynb`` files are the
-generated, committed artifacts (Colab opens them directly). Every notebook has one code
+generated, committed artifacts (Colab opens them directly). The repository address has one
+place, ``[project.urls] Repository`` in ``pyproject.toml`` (:func:`repository`): from it come
+the Colab badges and what the setup cell installs outside a checkout; while there is none, the
+notebooks have no badge and the setup cell installs ``mimetic_jax[cli]`` by name (it says how
+to point it elsewhere). Every notebook has one code
 cell tagged ``parameters`` (papermill convention) holding its budget; ``tests/test_notebooks.py``
 runs each notebook with that cell overridden to a tiny budget.
 """
@@ -9,48 +13,102 @@ runs each notebook with that cell overridden to a tiny budget.
 from __future__ import annotations
 
 import pathlib
+import re
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = pathlib.Path(__file__).resolve().parent
-REPO_URL = "https://github.com/OWNER/mimetic_jax"  # PLACEHOLDER: the repository's real address
-COLAB = "https://colab.research.google.com/github/OWNER/mimetic_jax/blob/main/notebooks"
+PYPROJECT = HERE.parent / "pyproject.toml"
+BRANCH = "main"
 
-SETUP = f'''# Setup: install mimetic_jax when it is not importable (Colab); a checkout uses its own copy.
+
+def repository(pyproject: pathlib.Path = PYPROJECT) -> str | None:
+    """The repository address, from its one place: ``[project.urls] Repository`` in ``pyproject.toml``.
+
+    ``None`` while the project declares none (not yet published): then the notebooks carry no
+    Colab badge and their setup cell installs the package by its name (see :func:`setup_cell`).
+    """
+    text = pyproject.read_text()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the one key by hand
+        section = re.search(r"(?ms)^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", text)
+        match = section and re.search(r'(?m)^\s*"?Repository"?\s*=\s*"([^"]+)"', section.group(1))
+        return match.group(1) if match else None
+    return tomllib.loads(text).get("project", {}).get("urls", {}).get("Repository")
+
+
+def requirement(repo: str | None) -> str:
+    """What the setup cell installs outside a checkout: the repository by git when known, else the package name."""
+    return f"mimetic_jax[cli] @ git+{repo}" if repo else "mimetic_jax[cli]"
+
+
+def colab_url(repo: str | None, name: str) -> str | None:
+    """The Colab address of ``notebooks/<name>.ipynb`` of a GitHub repository (``None`` otherwise)."""
+    match = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)(?:\.git)?/?", repo or "")
+    if not match:
+        return None
+    return f"https://colab.research.google.com/github/{match[1]}/{match[2]}/blob/{BRANCH}/notebooks/{name}.ipynb"
+
+
+def setup_cell(repo: str | None) -> str:
+    """The first code cell: install mimetic_jax when it is not importable (a fresh Colab runtime)."""
+    if repo:
+        where = f"from its repository, {repo}"
+    else:
+        where = "by its package name (this notebook was generated before the repository had an address)"
+    return f'''# Setup: install mimetic_jax when it is not importable (a fresh Colab runtime); a checkout uses its copy.
+# Outside a checkout it is installed {where}.
+# To install it from elsewhere, set REQUIREMENT (or the environment variable MIMETIC_JAX_REQUIREMENT) to any
+# pip requirement: "mimetic_jax[cli] @ git+https://<repository address>", a wheel, or a folder you uploaded.
 import os
+REQUIREMENT = os.environ.get("MIMETIC_JAX_REQUIREMENT", "{requirement(repo)}")
 try:
     import mimetic_jax
 except ImportError:
     if os.path.exists("../pyproject.toml"):  # running from notebooks/ of a checkout
         %pip install -q -e "..[cli]"
-    else:  # Colab / anywhere else. PLACEHOLDER: replace OWNER with the repository's owner.
-        %pip install -q "mimetic_jax[cli] @ git+{REPO_URL}"
+    else:  # Colab / anywhere else
+        %pip install -q "{{REQUIREMENT}}"
     import importlib, site
     site.main(); importlib.invalidate_caches()  # see the fresh install without a kernel restart
-    import mimetic_jax
+    try:
+        import mimetic_jax
+    except ImportError:
+        raise ImportError(f"mimetic_jax is not installed and pip could not install {{REQUIREMENT!r}} (see its "
+                          "message above). Set REQUIREMENT in this cell to where the package is: "
+                          '"mimetic_jax[cli] @ git+https://<repository address>", a wheel, or an uploaded '
+                          "checkout folder.") from None
 
 import jax
 print(f"mimetic_jax {{mimetic_jax.__version__}}, JAX {{jax.__version__}}, backend: {{jax.default_backend()}}",
       jax.devices())'''
 
+
+NNX_NOTE = ("Every transform used here takes a Flax linen params dict (as below), an `nnx.State`, or an "
+            "`nnx.Module` (updated in place); `quickstart.ipynb` shows the NNX path.")
+
 PLOT_HELPER = '''import numpy as np
 import matplotlib.pyplot as plt
 
 def plot_curves(ax, steps, curves, title, ylabel="test accuracy (%)"):
-    """curves: name -> (seeds, checkpoints) array in [0, 1]; mean ± std over seeds."""
+    """curves: name -> (seeds, checkpoints) in [0, 1]: mean over seeds, ± std band (ddof=1) from 2 seeds."""
     for name, acc in curves.items():
         acc = 100 * np.asarray(acc)
-        mean, std = acc.mean(0), acc.std(0)
-        ax.plot(steps, mean, marker="o", label=name)
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    ax.set(xlabel="step", ylabel=ylabel, title=title)
+        n, mean = acc.shape[0], acc.mean(0)
+        ax.plot(steps, mean, marker="o", label=f"{name} (mean of {n} seeds)" if n > 1 else f"{name} (1 seed)")
+        if n > 1:
+            std = acc.std(0, ddof=1)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set(xlabel="training step", ylabel=ylabel, title=title)
     ax.legend()'''
 
 
-def badge(name: str) -> str:
-    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({COLAB}/{name}.ipynb) "
-            "(placeholder link: replace OWNER)")
+def badge(name: str, repo: str | None) -> str:
+    """The Colab badge and a blank line, or nothing while the repository address is unknown."""
+    url = colab_url(repo, name)
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})\n\n" if url else ""
 
 
 def notebook(name: str, title: str, intro: str, params: str, cells: list[tuple[str, str]]) -> None:
@@ -59,7 +117,10 @@ def notebook(name: str, title: str, intro: str, params: str, cells: list[tuple[s
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata["colab"] = {"provenance": []}
     nb.metadata["accelerator"] = "GPU"
-    nb.cells = [new_markdown_cell(f"# {title}\n\n{badge(name)}\n\n{intro}"), new_code_cell(SETUP)]
+    repo = repository()
+    note = "" if name == "quickstart" else f"\n\n{NNX_NOTE}"
+    nb.cells = [new_markdown_cell(f"# {title}\n\n{badge(name, repo)}{intro}{note}"),
+                new_code_cell(setup_cell(repo))]
     p = new_code_cell(params)
     p.metadata["tags"] = ["parameters"]
     nb.cells.append(new_markdown_cell("Budget (small by default so that the notebook runs on a CPU in a few "
@@ -81,8 +142,9 @@ NOTEBOOKS: dict = {}
 NOTEBOOKS["quickstart"] = dict(
     title="mimetic_jax quickstart",
     intro="""Structured weight initializers for JAX/Flax, in one page: re-initialize the attention of a
-model *mimetically* and see what it changes, then train a small ViT on scikit-learn's digits with
-the default and the mimetic init, paired by seed.
+layer *mimetically* (Flax linen and Flax NNX), initialize a model you already have in one call,
+then train a small ViT on scikit-learn's digits with the default and the mimetic init, paired by
+seed.
 
 **Mimetic initialization** (Trockman & Kolter, *Mimetic Initialization of Self-Attention Layers*,
 ICML 2023, arXiv:2305.09828): trained attention heads have query/key products with a positive
@@ -92,10 +154,14 @@ $$W_q^{(h)} W_k^{(h)\\top} \\approx \\alpha_1 Z_h + \\beta_1 I, \\qquad W_v W_o 
 
 per head $h$ and per layer, with $Z$ random Gaussian matrices (entries $\\mathcal N(0, 1/d)$,
 published $\\alpha_1 = \\beta_1 = 0.7$, $\\alpha_2 = \\beta_2 = 0.4$), by a low-rank
-factorization of the right-hand side (`method="exact"`, the published construction).""",
+factorization of the right-hand side (`method="exact"`, the published construction).
+
+Every transform of the package takes a linen params dict (returns a new one), an `nnx.State`
+(returns a new one) or an `nnx.Module` (updated in place).""",
     params="STEPS = 150      # training steps\nSEEDS = 2        # paired seeds\nWIDTH, DEPTH, HEADS = 32, 2, 2",
     cells=[
-        ("md", "## 1. One call on an attention layer"),
+        ("md", "## 1. One call on an attention layer\n\nFlax linen: initialize as usual, then transform the "
+               "parameters (a pure function: a new tree, same structure)."),
         ("code", '''import jax.numpy as jnp
 import flax.linen as nn
 import mimetic_jax as mj
@@ -105,27 +171,101 @@ x = jnp.ones((1, 16, WIDTH))
 params = attn.init(jax.random.key(0), x)
 mimetic = mj.mimetic_attention(params, jax.random.key(1))   # a new tree; same structure
 print(jax.tree.map(jnp.shape, mimetic))'''),
+        ("md", "Flax NNX, Flax's recommended API: the same call on a module updates it in place."),
+        ("code", '''from flax import nnx
+
+nnx_attn = nnx.MultiHeadAttention(num_heads=HEADS, in_features=WIDTH, decode=False, rngs=nnx.Rngs(0))
+nnx_default_q = jnp.array(nnx_attn.query.kernel[...])          # a copy, to compare with
+mj.mimetic_attention(nnx_attn, jax.random.key(1))               # in place
+print("query kernel (d, heads, head dim):", nnx_attn.query.kernel.shape,
+      "changed:", bool((nnx_attn.query.kernel[...] != nnx_default_q).any()))
+print("the module still runs:", nnx_attn(x).shape)'''),
         ("code", PLOT_HELPER + '''
 
-def qk_product(p, head=0):
-    q, k = p["params"]["query"]["kernel"], p["params"]["key"]["kernel"]   # (d, H, k)
+def qk_product(q, k, head=0):
+    """W_q^h W_k^hT of one head, from (d, heads, head dim) query and key kernels."""
     return np.asarray(q[:, head] @ k[:, head].T)
 
-fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
-for ax, (name, p) in zip(axes, [("default", params), ("mimetic", mimetic)]):
-    m = qk_product(p)
-    ax.imshow(m, cmap="RdBu_r", vmin=-abs(m).max(), vmax=abs(m).max())
-    ax.set_title(f"{name}: $W_q W_k^T$, head 0")
+products = {
+    "linen, default init": qk_product(params["params"]["query"]["kernel"], params["params"]["key"]["kernel"]),
+    "linen, mimetic init": qk_product(mimetic["params"]["query"]["kernel"], mimetic["params"]["key"]["kernel"]),
+    "NNX, mimetic init": qk_product(nnx_attn.query.kernel[...], nnx_attn.key.kernel[...]),
+}
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), layout="constrained")
+vmax = max(abs(m).max() for m in products.values())
+for ax, (name, m) in zip(axes, products.items()):
+    image = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    ax.set(title=f"{name}\\n$W_q W_k^T$, head 0 ({WIDTH}x{WIDTH})", xlabel="key feature", ylabel="query feature")
+fig.colorbar(image, ax=axes, shrink=0.8)
 plt.show()
-for name, p in [("default", params), ("mimetic", mimetic)]:
-    m = qk_product(p)
-    print(f"{name:8s} mean diagonal {np.diag(m).mean():+.3f}, mean |off-diagonal| "
+for name, m in products.items():
+    print(f"{name:20s} mean diagonal {np.diag(m).mean():+.3f}, mean |off-diagonal| "
           f"{np.abs(m - np.diag(np.diag(m))).mean():.3f}")'''),
-        ("md", """## 2. Default vs mimetic ViT on digits
+        ("md", """## 2. A model you already have, in one call: `mj.mimetic`
+
+`mj.mimetic(tree, key, preset=...)` finds the parts each scheme of a preset applies to by their
+names and shapes and re-draws only those. The `"vit"` preset: mimetic attention (every attention
+block), then the MLP mean shift of the first MLP layer (`mj.mimetic_mlp`). `report=True` says
+which leaves changed. Here a pre-LayerNorm transformer encoder written the usual way, first in
+linen, then in NNX."""),
+        ("code", '''class Block(nn.Module):
+    width: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = x + nn.MultiHeadDotProductAttention(self.heads, name="attention")(nn.LayerNorm()(x))
+        h = nn.gelu(nn.Dense(4 * self.width, name="fc1")(nn.LayerNorm()(x)))
+        return x + nn.Dense(self.width, name="fc2")(h)
+
+
+class Encoder(nn.Module):
+    width: int
+    heads: int
+    depth: int
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(self.depth):
+            x = Block(self.width, self.heads)(x)
+        return x
+
+
+encoder = Encoder(WIDTH, HEADS, DEPTH)
+enc_params = encoder.init(jax.random.key(0), x)
+enc_params, report = mj.mimetic(enc_params, jax.random.key(1), preset="vit", report=True)
+print(report)'''),
+        ("code", '''class NNXBlock(nnx.Module):
+    def __init__(self, width, heads, *, rngs):
+        self.norm1, self.norm2 = nnx.LayerNorm(width, rngs=rngs), nnx.LayerNorm(width, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(num_heads=heads, in_features=width, decode=False, rngs=rngs)
+        self.fc1, self.fc2 = nnx.Linear(width, 4 * width, rngs=rngs), nnx.Linear(4 * width, width, rngs=rngs)
+
+    def __call__(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.fc2(nnx.gelu(self.fc1(self.norm2(x))))
+
+
+class NNXEncoder(nnx.Module):
+    def __init__(self, width, heads, depth, *, rngs):
+        self.blocks = nnx.List([NNXBlock(width, heads, rngs=rngs) for _ in range(depth)])
+
+    def __call__(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+nnx_encoder = NNXEncoder(WIDTH, HEADS, DEPTH, rngs=nnx.Rngs(0))
+_, report = mj.mimetic(nnx_encoder, jax.random.key(1), preset="vit", report=True)   # in place
+print(report)
+print("output:", nnx_encoder(x).shape)'''),
+        ("md", """## 3. Default vs mimetic ViT on digits
 
 `paired_inits` draws, per seed, one default init and the same tree with only its attention
 kernels re-drawn mimetically; `train_models` trains all of them side by side (one `vmap`ped
-program, same data order within a pair)."""),
+program, same data order within a pair). The same comparison from the command line:
+`mimetic-jax compare --seeds 2 --steps 150 --width 32 --depth 2 --heads 2`."""),
         ("code", '''from mimetic_jax.models import ViT
 from mimetic_jax.tasks import load_digits
 from mimetic_jax.training import checkpoint_steps, paired_inits, stack_trees, train_models
@@ -137,10 +277,11 @@ history = train_models(model.apply, stack_trees(default + mimetic_p), jnp.stack(
                        steps=STEPS, learning_rate=3e-3, batch_size=64, eval_steps=checkpoint_steps(STEPS, 4))
 acc = history.test_accuracy
 curves = {"default": acc[:SEEDS], "mimetic": acc[SEEDS:]}
-print(f"{history.seconds:.0f} s; final test accuracy:",
+print(f"{history.seconds:.0f} s on {jax.default_backend()}; final test accuracy:",
       {k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()})'''),
-        ("code", '''fig, ax = plt.subplots(figsize=(5, 3.5))
-plot_curves(ax, history.steps, curves, f"ViT on digits, {SEEDS} seed(s)")
+        ("code", '''fig, ax = plt.subplots(figsize=(5.5, 3.8))
+plot_curves(ax, history.steps, curves,
+            f"ViT d={WIDTH}, {DEPTH} blocks, {HEADS} heads on digits\\n{STEPS} steps, batch 64, lr 3e-3")
 plt.show()'''),
         ("md", """At a small budget the curves are noisy; the package's benchmarks (`benchmarks/`, README
 "Results") report the measured effect with several seeds. Next: `vit.ipynb` (per-head structure,
@@ -223,7 +364,7 @@ print(f"{history.seconds:.0f} s. Final accuracy: default {100 * curves['default'
       f"(per seed: {', '.join(f'{d:+.1f}' for d in diff)})")
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
-plot_curves(ax, history.steps, curves, f"ViT {WIDTH}x{DEPTH}, {HEADS} heads, digits, {SEEDS} seed(s)")
+plot_curves(ax, history.steps, curves, f"ViT {WIDTH}x{DEPTH}, {HEADS} heads, digits, {STEPS} steps, lr {LR:g}")
 plt.show()'''),
         ("md", """## Does training grow the structure by itself?
 
@@ -320,7 +461,7 @@ if TRAIN_FROZEN:
 
 fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
 for ax, (title, (h, curves)) in zip(axes[0], results.items()):
-    plot_curves(ax, h.steps, curves, f"ConvMixer on digits, {title}")
+    plot_curves(ax, h.steps, curves, f"ConvMixer {WIDTH}x{DEPTH} on digits, {title}, {STEPS} steps")
     print(title, {k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()}, f"({h.seconds:.0f} s)")
 plt.tight_layout(); plt.show()'''),
         ("md", """The MLP mean shift of the same authors (`mj.mimetic_mlp(variables, mean=...)`, shifting
@@ -402,7 +543,7 @@ acc = history.test_accuracy.reshape(SEEDS, 2, -1)
 curves = {"default": acc[:, 0], "mimetic": acc[:, 1]}
 print(f"{history.seconds:.0f} s; final recall accuracy:", {k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()})
 fig, ax = plt.subplots(figsize=(5, 3.5))
-plot_curves(ax, history.steps, curves, f"Mamba-{VERSION} on MQAR (L {SEQ_LEN}, {PAIRS} pairs)",
+plot_curves(ax, history.steps, curves, f"Mamba-{VERSION} on MQAR (L {SEQ_LEN}, {PAIRS} pairs), {STEPS} steps",
             ylabel="answer accuracy (%)")
 plt.show()'''),
         ("md", """Measured at larger budgets (several seeds, copying and MQAR, Mamba-1 and -2):
@@ -477,8 +618,9 @@ for alpha in ALPHAS:
         trees.append(v); keys.append(data_key); labels.append((alpha, seed))
         log10_e.setdefault(alpha, []).append(float(np.mean(mj.emergence_measure(
             activations(model, v, probe), log=True)) / np.log(10)))
+spread = lambda e: f" ± {np.std(e, ddof=1):.2f} (std over {len(e)} seeds)" if len(e) > 1 else " (1 seed)"
 for alpha, e in log10_e.items():
-    print(f"alpha {alpha:4.2f}: log10 E at init = {np.mean(e):.2f} ± {np.std(e):.2f}")'''),
+    print(f"alpha {alpha:4.2f}: log10 E at init = {np.mean(e):.2f}{spread(e)}")'''),
         ("md", "## Training: every $\\alpha$, paired by seed (same base draw and data order)"),
         ("code", '''steps_per_epoch = data.x_train.shape[0] // BATCH
 steps = max(1, EPOCHS * steps_per_epoch)
@@ -489,10 +631,11 @@ acc = history.test_accuracy.reshape(len(ALPHAS), SEEDS, -1)
 curves = {f"α = {a:g}": acc[i] for i, a in enumerate(ALPHAS)}
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-plot_curves(axes[0], history.steps, curves, f"MLP {WIDTH}x{HIDDEN_LAYERS} on digits")
-axes[1].errorbar(ALPHAS, [np.mean(log10_e[a]) for a in ALPHAS], yerr=[np.std(log10_e[a]) for a in ALPHAS],
-                 marker="o")
-axes[1].set(xlabel="α", ylabel="log10 E at init", title="emergence measure")
+plot_curves(axes[0], history.steps, curves, f"MLP {WIDTH}x{HIDDEN_LAYERS} on digits, {EPOCHS} epochs")
+axes[1].errorbar(ALPHAS, [np.mean(log10_e[a]) for a in ALPHAS], marker="o",
+                 yerr=[np.std(log10_e[a], ddof=1) for a in ALPHAS] if SEEDS > 1 else None)
+axes[1].set(xlabel="α", ylabel="log10 E at init (mean over 512 images)",
+            title="emergence measure" + (f" (± std, {SEEDS} seeds)" if SEEDS > 1 else " (1 seed)"))
 plt.tight_layout(); plt.show()
 for a, c in curves.items():
     print(f"{a}: final accuracy {100 * c[:, -1].mean():.1f}% (paired diff to α = 1: "
@@ -576,7 +719,7 @@ print("accuracy right after fusion, before any shallow training:",
                       steps=STEPS2, learning_rate=LR, batch_size=BATCH, eval_steps=checkpoint_steps(STEPS2, 4))
 curves = {"shallow, random init": phase2.test_accuracy[:SEEDS], "shallow, FuseInit": phase2.test_accuracy[SEEDS:]}
 fig, ax = plt.subplots(figsize=(5, 3.5))
-plot_curves(ax, phase2.steps, curves, f"MLP on digits after fusion, {SEEDS} seed(s)")
+plot_curves(ax, phase2.steps, curves, f"MLP on digits after fusion, {STEPS2} steps")
 ax.axhline(100 * phase1.test_accuracy[:, -1].mean(), color="gray", ls="--", label="deep net (phase 1)")
 ax.legend(); plt.show()
 print({k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()})'''),

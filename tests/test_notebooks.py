@@ -100,16 +100,114 @@ def test_notebook_is_stored_without_outputs(name):
     assert "mimetic_jax" in code[0].source and "%pip install" in code[0].source  # the Colab setup cell
 
 
-def test_setup_cell_installs_from_this_checkout_when_the_package_is_missing():
-    """The Colab cell is valid IPython, and its checkout branch points at this repository's pyproject."""
+def load_build():
+    """``notebooks/_build.py`` as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def setup_python(name: str) -> str:
+    """The setup cell of ``name`` as the Python IPython runs (``%pip`` -> ``get_ipython().run_line_magic``)."""
     from IPython.core.inputtransformer2 import TransformerManager
 
-    source = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4).cells[1].source
-    python = TransformerManager().transform_cell(source)
+    source = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells[1].source
+    return TransformerManager().transform_cell(source)
+
+
+class FakeShell:
+    """Records the line magics a setup cell runs (``{var}`` expanded as IPython does) instead of running pip."""
+
+    def __init__(self, namespace: dict):
+        self.namespace, self.calls = namespace, []
+
+    def run_line_magic(self, magic: str, line: str) -> None:
+        self.calls.append((magic, line.format(**self.namespace)))
+
+
+def run_setup_cell(name: str, cwd: pathlib.Path, monkeypatch) -> tuple[list, Exception | None]:
+    """Run the setup cell of ``name`` in ``cwd`` with mimetic_jax not importable and pip faked."""
+    import site
+
+    monkeypatch.setitem(sys.modules, "mimetic_jax", None)  # `import mimetic_jax` raises ImportError
+    monkeypatch.setattr(site, "main", lambda: None)
+    monkeypatch.chdir(cwd)
+    namespace: dict = {}
+    shell = FakeShell(namespace)
+    namespace["get_ipython"] = lambda: shell
+    try:
+        exec(compile(setup_python(name), f"{name}-setup", "exec"), namespace)
+    except ImportError as err:  # the fake pip installed nothing
+        return shell.calls, err
+    return shell.calls, None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_setup_cell_is_valid_ipython_without_placeholders(name):
+    python = setup_python(name)
     compile(python, "setup-cell", "exec")
-    assert "run_line_magic('pip', 'install -q -e \"..[cli]\"')" in python
+    text = (NOTEBOOKS / f"{name}.ipynb").read_text()
+    assert "OWNER" not in text and "PLACEHOLDER" not in text.upper()
+
+
+def test_setup_cell_in_a_checkout_installs_the_checkout(monkeypatch):
+    calls, err = run_setup_cell("quickstart", NOTEBOOKS, monkeypatch)
+    assert calls == [("pip", 'install -q -e "..[cli]"')]
     assert (NOTEBOOKS / ".." / "pyproject.toml").is_file()
-    assert "git+https://github.com/" in python and "except ImportError:" in python
+    assert "REQUIREMENT" in str(err)  # the fake install did not make it importable: a clear message, not a trace
+
+
+def test_setup_cell_elsewhere_installs_the_requirement_generated_from_pyproject(tmp_path, monkeypatch):
+    build = load_build()
+    monkeypatch.delenv("MIMETIC_JAX_REQUIREMENT", raising=False)
+    calls, err = run_setup_cell("quickstart", tmp_path, monkeypatch)
+    assert calls == [("pip", f'install -q "{build.requirement(build.repository())}"')]
+    assert "could not install" in str(err) and "REQUIREMENT" in str(err)
+    monkeypatch.setenv("MIMETIC_JAX_REQUIREMENT", "/content/mimetic_jax[cli]")
+    calls, _ = run_setup_cell("quickstart", tmp_path, monkeypatch)
+    assert calls == [("pip", 'install -q "/content/mimetic_jax[cli]"')]
+
+
+def test_badges_and_install_source_come_from_the_one_repository_address(tmp_path):
+    build = load_build()
+    with_urls = tmp_path / "pyproject.toml"
+    with_urls.write_text('[project]\nname = "mimetic_jax"\n\n[project.urls]\n'
+                         'Repository = "https://github.com/someone/mimetic_jax"\n')
+    repo = build.repository(with_urls)
+    assert repo == "https://github.com/someone/mimetic_jax"
+    assert build.requirement(repo) == "mimetic_jax[cli] @ git+https://github.com/someone/mimetic_jax"
+    assert build.colab_url(repo, "vit") == ("https://colab.research.google.com/github/someone/mimetic_jax/blob/main/"
+                                            "notebooks/vit.ipynb")
+    assert "colab-badge" in build.badge("vit", repo) and build.badge("vit", None) == ""
+    assert build.requirement(None) == "mimetic_jax[cli]" and build.colab_url(None, "vit") is None
+    # the stored notebooks follow this checkout's pyproject: a badge exactly when it names a repository
+    stored = build.repository()
+    for name in NAMES:
+        first = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells[0].source
+        assert ("colab-badge" in first) == (stored is not None)
+
+
+def test_stored_notebooks_are_what_build_writes(tmp_path, monkeypatch):
+    build = load_build()
+    monkeypatch.setattr(build, "HERE", tmp_path)
+    build.main()
+    for name in NAMES:
+        fresh = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+        stored = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        assert [c.source for c in fresh.cells] == [c.source for c in stored.cells], (
+            f"{name}.ipynb is stale: run python notebooks/_build.py")
+
+
+def test_quickstart_shows_nnx_and_the_one_call_on_a_users_model():
+    code = "\n".join(c.source for c in nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4).cells
+                     if c.cell_type == "code")
+    assert "from flax import nnx" in code and "nnx.MultiHeadAttention" in code
+    assert "mj.mimetic_attention(nnx_attn" in code
+    assert 'mj.mimetic(enc_params, jax.random.key(1), preset="vit"' in code
+    assert 'mj.mimetic(nnx_encoder, jax.random.key(1), preset="vit"' in code
 
 
 @pytest.mark.slow  # about 15-35 s each: run by .ci/run after the default test run
