@@ -260,7 +260,8 @@ def finite_array(name: str, value: Any) -> None:
     if isinstance(value, jax.Array):
         if not jnp.issubdtype(value.dtype, jnp.inexact):
             return
-        ok = bool(jnp.all(jnp.isfinite(value)))
+        with jax.ensure_compile_time_eval():  # a concrete array closed over inside a jit: still checkable
+            ok = bool(jnp.all(jnp.isfinite(value)))
     else:
         arr = np.asarray(value)
         if not (jnp.issubdtype(arr.dtype, jnp.inexact)):

@@ -64,7 +64,8 @@ PSD_TOLERANCE = 1e-5
 
 def gaussian(delta: np.ndarray, sigma: float) -> np.ndarray:
     """The default displacement function ``exp(-|Δ|² / (2σ²))`` of tap offsets ``Δ (..., ndim)``."""
-    return np.exp(-np.sum(np.square(delta), axis=-1) / (2.0 * sigma**2))
+    with np.errstate(over="ignore"):  # a tiny σ: far taps give -inf, exp(-inf) = 0 (the σ → 0 limit)
+        return np.exp(-np.sum(np.square(delta), axis=-1) / (2.0 * sigma**2))
 
 
 def _kernel_dims(kernel_size: Any, name: str = "kernel_size") -> tuple[int, ...]:

@@ -323,7 +323,8 @@ def _layers(flat: Mapping[Path, Any], tree: Any, alpha: float, order: Any, pivot
             kernel: str) -> list[EmergenceLayer]:
     a = _alpha(alpha)
     if not isinstance(kernel, str) or not kernel:
-        raise TypeError(f"kernel must be the leaf name of the weights (a non-empty str such as 'kernel'), got {kernel!r}")
+        raise TypeError(f"kernel must be the leaf name of the weights (a non-empty str such as 'kernel'), "
+                        f"got {kernel!r}")
     kernels = [p for p in flat if p and p[-1] == kernel]
     if not kernels:
         raise ValueError(f"no {kernel!r} leaf found in the tree (leaf names include "
