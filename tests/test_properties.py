@@ -111,7 +111,7 @@ def _qkv(kk):
     return _QKV(kk, (8, 12))
 
 
-@settings(FAST, max_examples=2)
+@settings(FAST, max_examples=1)
 @given(seed=SEEDS)
 def test_query_key_same_key_same_array_eager_jit_vmap(seed):
     # the SVDs of a vmapped batch may differ from one at a time in the last bits
@@ -457,7 +457,7 @@ def _fuse_dense_valid(dims, dtype, seed, activation):
 
 
 test_fuse_dense_valid, test_fuse_dense_valid_slow = prop(
-    dims=st.sampled_from([(3, 4, 2), (4, 4, 3)]), dtype=DTYPES, seed=SEEDS, activation=st.sampled_from(
+    examples=2, dims=st.sampled_from([(3, 4, 2), (4, 4, 3)]), dtype=DTYPES, seed=SEEDS, activation=st.sampled_from(
         ["relu", "identity"]))(_fuse_dense_valid)
 
 
@@ -481,7 +481,7 @@ def _fuse_conv_valid(size, stride, dtype, seed):
 
 
 test_fuse_conv_valid, test_fuse_conv_valid_slow = prop(
-    size=st.sampled_from([5, 6]), stride=st.sampled_from([1, 2]), dtype=st.sampled_from([jnp.float32, jnp.bfloat16]),
+    examples=2, size=st.sampled_from([5, 6]), stride=st.sampled_from([1, 2]), dtype=st.sampled_from([jnp.float32, jnp.bfloat16]),
     seed=SEEDS)(_fuse_conv_valid)
 
 
