@@ -3,14 +3,25 @@
 Each check raises at trace time (Python values and static shapes only) with a
 message that names the argument, what it got and what was expected, so a bad
 call never turns into a NaN or an XLA error later.
+
+The rules: keys (:func:`prng_key`), sizes with an upper bound checked before anything
+is allocated (:func:`size`, :func:`elements`, :func:`shape_of`), dtypes
+(:func:`float_dtype`: float16, bfloat16, float32, float64), options' ranges
+(:func:`real_range`, :func:`positive_float`) including those whose value would overflow
+the output dtype (:func:`fits_dtype`), and finite arrays (:func:`finite_array`,
+:func:`psd_matrix`). The last two read values: a traced array (under ``jax.jit``) is
+not checked, which the public docstrings say. ``docs/validation.md`` lists what each
+public entry point checks.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -56,7 +67,7 @@ def float_dtype(name: str, dtype: Any) -> jnp.dtype:
     """Return ``dtype`` as a NumPy dtype if it is a real floating dtype, else raise ``TypeError``."""
     try:
         dt = jnp.dtype(dtype)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise TypeError(f"{name} must be a floating dtype, got {dtype!r}") from err
     if not jnp.issubdtype(dt, jnp.floating):
         raise TypeError(f"{name} must be a floating dtype such as float32 or bfloat16, got {dt}")
@@ -70,8 +81,8 @@ def compute_dtype(dtype: jnp.dtype) -> jnp.dtype:
 
 def head_counts(num_heads: Any, num_kv_heads: Any) -> tuple[int, int]:
     """Validate ``num_heads`` and ``num_kv_heads`` (``None`` means equal) and return them."""
-    h = positive_int("num_heads", num_heads)
-    h_kv = optional_positive_int("num_kv_heads", num_kv_heads, h)
+    h = size("num_heads", num_heads)
+    h_kv = h if num_kv_heads is None else size("num_kv_heads", num_kv_heads)
     if h % h_kv:
         raise ValueError(
             f"num_heads ({h}) must be a multiple of num_kv_heads ({h_kv}) for grouped-query attention"
@@ -95,7 +106,8 @@ def shape_of(name: str, shape: Any, ranks: Sequence[int]) -> tuple[int, ...]:
         want = " or ".join(str(r) for r in ranks)
         raise ValueError(f"{name} must have rank {want}, got shape {dims} (rank {len(dims)})")
     for i, d in enumerate(dims):
-        positive_int(f"{name}[{i}]", d)
+        size(f"{name}[{i}]", d)
+    elements(f"{name} {tuple(int(d) for d in dims)}", math.prod(int(d) for d in dims))
     return tuple(int(d) for d in dims)
 
 
@@ -127,3 +139,133 @@ def psd_matrix(name: str, value: Any, rtol: float = 1e-5) -> None:
     low = float(np.linalg.eigvalsh((m + m.T) / 2)[0]) if m.size else 0.0
     if low < -rtol * scale * max(1, m.shape[0]):
         raise ValueError(f"{name} must be positive semi-definite, got smallest eigenvalue {low:.4g}")
+
+
+# --------------------------------------------------------------------------- sizes with an upper bound
+
+#: Largest size accepted for one axis (XLA and ``jax.random`` index axes with 32-bit integers).
+MAX_DIM = 2**31 - 1
+#: Largest number of elements one call may allocate for one array (2**34: 64 GiB of float32). A sanity
+#: bound checked before anything is allocated, so that an absurd size (``10**12`` heads) raises a
+#: ``ValueError`` instead of aborting the process or exhausting memory; it is not a memory check.
+MAX_ELEMENTS = 2**34
+
+
+def size(name: str, value: Any, limit: int = MAX_DIM) -> int:
+    """``positive_int`` with an upper bound (default :data:`MAX_DIM`), checked before anything is allocated."""
+    v = positive_int(name, value)
+    if v > limit:
+        raise ValueError(f"{name} must be at most {limit}, got {v}")
+    return v
+
+
+def elements(what: str, *counts: int) -> None:
+    """Raise unless each element count in ``counts`` (what one array of the call holds) is <= :data:`MAX_ELEMENTS`.
+
+    ``what`` names the sizes the counts come from, e.g. ``"d_in × num_heads × head_dim"``.
+    """
+    n = max(int(c) for c in counts)
+    if n > MAX_ELEMENTS:
+        raise ValueError(f"{what} = {n} elements exceeds the limit of {MAX_ELEMENTS} (2**34) elements per array; "
+                         f"the sizes are too large to allocate")
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_key_shape_of(impl: str) -> tuple[int, ...]:
+    del impl  # the cache key: the default PRNG implementation sets the raw key's length
+    return tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
+
+
+def _raw_key_shape() -> tuple[int, ...]:
+    return _raw_key_shape_of(str(jax.config.jax_default_prng_impl))
+
+
+def prng_key(name: str, key: Any) -> jax.Array:
+    """Return ``key`` as a typed PRNG key: a typed key of shape ``()`` or a legacy raw ``uint32`` key.
+
+    Works on traced keys (only the dtype and shape are read). Raises ``TypeError`` for
+    anything else (``None``, an int seed, an int32 array, a raw key of the wrong length)
+    and ``ValueError`` for a batch of keys (use ``jax.vmap``).
+    """
+    hint = "a PRNG key such as jax.random.key(0) (or a legacy jax.random.PRNGKey(0))"
+    if key is None or isinstance(key, (bool, int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be {hint}, got {key!r}; to seed with an int, pass jax.random.key(seed)")
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        raise TypeError(f"{name} must be {hint}, got {type(key).__name__}")
+    dtype = key.dtype
+    if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"{name} must be a single PRNG key, got a key array of shape {key.shape}; use jax.vmap")
+        return key if isinstance(key, jax.Array) else jnp.asarray(key)
+    raw = _raw_key_shape()
+    if dtype != np.uint32 or tuple(key.shape) != raw:
+        raise TypeError(f"{name} must be {hint}, got an array of dtype {dtype} and shape {tuple(key.shape)} "
+                        f"(a raw key is uint32{list(raw)})")
+    return jax.random.wrap_key_data(jnp.asarray(key))
+
+
+# --------------------------------------------------------------------------- values
+
+def real_range(name: str, value: Any, low: float | None = None, high: float | None = None, *,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """``finite_float`` restricted to ``[low, high]`` (``(low, …`` / ``…, high)`` when open)."""
+    v = finite_float(name, value)
+    bad_low = low is not None and (v <= low if low_open else v < low)
+    bad_high = high is not None and (v >= high if high_open else v > high)
+    if bad_low or bad_high:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        want = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name} must lie in {want}, got {v:g}")
+    return v
+
+
+def positive_float(name: str, value: Any) -> float:
+    """A finite ``float > 0``."""
+    v = finite_float(name, value)
+    if v <= 0:
+        raise ValueError(f"{name} must be > 0, got {v:g}")
+    return v
+
+
+def fits_dtype(name: str, value: float, dtype: Any, what: str = "") -> None:
+    """Raise unless ``value`` (a static number the output is built from) is finite in ``dtype``.
+
+    ``float16`` saturates at 65504: ``dt_bias_init(7e4)(key, shape, jnp.float16)`` would
+    otherwise return ``inf``. ``what`` says how ``value`` relates to ``name`` (``"softplus⁻¹(delta)"``).
+    """
+    dt = jnp.dtype(dtype)
+    top = float(jnp.finfo(dt).max)
+    if not abs(value) <= top:
+        about = f" ({what} = {value:.4g})" if what else f" ({value:.4g})"
+        raise ValueError(f"{name} overflows the output dtype {dt}{about}: its largest finite value is {top:.4g}")
+
+
+def is_traced(value: Any) -> bool:
+    """Whether ``value`` is a tracer (under ``jax.jit``/``vmap``/``grad``), whose values cannot be inspected."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def finite_array(name: str, value: Any) -> None:
+    """Raise ``ValueError`` if the concrete array ``value`` holds NaN or inf (a tracer is not checked).
+
+    Under ``jax.jit`` the values are not known at trace time, so a traced array passes;
+    callers say so in their docstrings.
+    """
+    if is_traced(value):
+        return
+    if isinstance(value, jax.Array):
+        if not jnp.issubdtype(value.dtype, jnp.inexact):
+            return
+        with jax.ensure_compile_time_eval():  # a concrete array closed over inside a jit: still checkable
+            ok = bool(jnp.all(jnp.isfinite(value)))
+    else:
+        arr = np.asarray(value)
+        if not (jnp.issubdtype(arr.dtype, jnp.inexact)):
+            return
+        ok = bool(np.all(np.isfinite(arr)))
+    if not ok:
+        raise ValueError(f"{name} must be finite, got an array with NaN or inf entries (shape {np.shape(value)})")

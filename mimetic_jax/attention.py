@@ -79,15 +79,8 @@ EXACT_CHUNK_ELEMENTS = 1 << 24
 
 
 def _typed_key(key: Any) -> Array:
-    """Accept a new-style typed key or a legacy ``uint32[2]`` key."""
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"key must be a single PRNG key, got a key array of shape {key.shape}; use jax.vmap")
-        return key
-    if key.dtype != jnp.uint32 or key.shape != (2,):
-        raise TypeError(f"key must be a PRNG key (jax.random.key or PRNGKey), got {key.dtype}{list(key.shape)}")
-    return jax.random.wrap_key_data(key)
+    """Accept a new-style typed key or a legacy ``uint32[2]`` key (checked by ``_checks.prng_key``)."""
+    return _checks.prng_key("key", key)
 
 
 def _map(fn: Callable, xs: Any, chunk: int | None) -> Any:
@@ -104,12 +97,14 @@ def _exact_chunk(rows: int, cols: int, count: int) -> int:
 def _check_sizes(d_in: Any, num_heads: Any, num_kv_heads: Any, head_dim: Any, other: str,
                  d_other: Any) -> tuple[int, int, int, int, int]:
     """``(d_in, heads, kv_heads, head_dim, d_other)`` checked; ``d_other`` (``d_kv``/``d_out``) defaults to ``d_in``."""
-    d_in = _checks.positive_int("d_in", d_in)
+    d_in = _checks.size("d_in", d_in)
     heads, kv_heads = _checks.head_counts(num_heads, num_kv_heads)
-    k = _checks.positive_int("head_dim", head_dim)
-    d_other = _checks.optional_positive_int(other, d_other, d_in)
+    k = _checks.size("head_dim", head_dim)
+    d_other = d_in if d_other is None else _checks.size(other, d_other)
     _checks.not_wider("head_dim", k, "d_in", d_in)
     _checks.not_wider("head_dim", k, other, d_other)
+    _checks.elements(f"d_in × num_heads × head_dim, d_in × {other}", d_in * heads * k, d_other * heads * k,
+                     d_in * d_other)
     return d_in, heads, kv_heads, k, d_other
 
 
@@ -354,8 +349,13 @@ def qkv_init(
       (64, 192)
     """
     heads, kv_heads = _checks.head_counts(num_heads, num_kv_heads)
-    k = _checks.positive_int("head_dim", head_dim)
+    k = _checks.size("head_dim", head_dim)
     _common(distribution, method, jnp.float32)
+    for name, value in (("alpha", alpha), ("beta", beta), ("value_alpha", value_alpha), ("value_beta", value_beta)):
+        _checks.finite_float(name, value)
+    _checks.choice("sign", sign, (-1, 1))
+    if not isinstance(rotate_heads, bool):
+        raise TypeError(f"rotate_heads must be a bool, got {rotate_heads!r}")
     qk_opts = dict(alpha=alpha, beta=beta, num_kv_heads=kv_heads, distribution=distribution, method=method)
     vo_opts = dict(alpha=value_alpha, beta=value_beta, sign=sign, num_kv_heads=kv_heads, distribution=distribution,
                    method=method, rotate_heads=rotate_heads)
@@ -402,6 +402,10 @@ def constrain(x: Array, out_sharding: Any) -> Array:
 # --------------------------------------------------------------------------- position embeddings
 
 
+#: ``temperature`` must be a positive normal float32 (0 or a negative value gives NaN frequencies).
+_TEMPERATURE_MIN, _TEMPERATURE_MAX = float(jnp.finfo(jnp.float32).tiny), float(jnp.finfo(jnp.float32).max)
+
+
 def _frequencies(n: int, temperature: float) -> Array:
     return 1.0 / (temperature ** (jnp.arange(n, dtype=jnp.float32) / max(n - 1, 1)))
 
@@ -411,13 +415,13 @@ def sincos_1d(*, temperature: float = 10000.0) -> Initializer:
 
     Initializer for shape ``(..., length, dim)`` with ``dim`` even;
     ``ω_i = temperature^{-i/(dim/2 - 1)}``. The key is ignored (deterministic),
-    leading axes broadcast.
+    leading axes broadcast. ``temperature`` must be positive (a normal float32 number).
 
     Example:
       >>> sincos_1d()(None, (16, 32)).shape
       (16, 32)
     """
-    temperature = _checks.finite_float("temperature", temperature)
+    temperature = _checks.real_range("temperature", temperature, _TEMPERATURE_MIN, _TEMPERATURE_MAX)
 
     def init(key: Array, shape: Any, dtype: Any = None, out_sharding: Any = None) -> Array:
         del key
@@ -439,15 +443,16 @@ def sincos_2d(grid: tuple[int, int] | None = None, *, temperature: float = 10000
     ``[sin(x ω), cos(x ω), sin(y ω), cos(y ω)]`` with ``ω_i = temperature^{-i/(dim/4 - 1)}``,
     as in MoCo v3 and big_vision's ``posemb_sincos_2d``, used by the published
     mimetic ViT runs. Initializer for shape ``(..., h*w, dim)``, ``dim`` divisible
-    by 4; ``grid=None`` means a square grid. The key is ignored.
+    by 4; ``grid=None`` means a square grid. The key is ignored. ``temperature`` must be
+    positive (a normal float32 number).
 
     Example:
       >>> sincos_2d((4, 4))(None, (1, 16, 64)).shape
       (1, 16, 64)
     """
-    temperature = _checks.finite_float("temperature", temperature)
+    temperature = _checks.real_range("temperature", temperature, _TEMPERATURE_MIN, _TEMPERATURE_MAX)
     if grid is not None:
-        grid = (_checks.positive_int("grid[0]", grid[0]), _checks.positive_int("grid[1]", grid[1]))
+        grid = (_checks.size("grid[0]", grid[0]), _checks.size("grid[1]", grid[1]))
 
     def init(key: Array, shape: Any, dtype: Any = None, out_sharding: Any = None) -> Array:
         del key

@@ -43,6 +43,7 @@ symmetric PSD); :func:`transfer_covariances` maps layers by relative depth.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,20 +64,28 @@ PSD_TOLERANCE = 1e-5
 
 def gaussian(delta: np.ndarray, sigma: float) -> np.ndarray:
     """The default displacement function ``exp(-|Δ|² / (2σ²))`` of tap offsets ``Δ (..., ndim)``."""
-    return np.exp(-np.sum(np.square(delta), axis=-1) / (2.0 * sigma**2))
+    with np.errstate(over="ignore"):  # a tiny σ: far taps give -inf, exp(-inf) = 0 (the σ → 0 limit)
+        return np.exp(-np.sum(np.square(delta), axis=-1) / (2.0 * sigma**2))
 
 
-def _kernel_dims(kernel_size: Any) -> tuple[int, ...]:
-    """``k`` (square 2-D ``k×k``), ``(k,)`` (1-D) or ``(kh, kw)`` (2-D) as a tuple of positive ints."""
+def _kernel_dims(kernel_size: Any, name: str = "kernel_size") -> tuple[int, ...]:
+    """``k`` (square 2-D ``k×k``), ``(k,)`` (1-D) or ``(kh, kw)`` (2-D) as a tuple of positive ints.
+
+    The ``K×K`` covariance (``K = kh·kw`` taps) must fit :data:`_checks.MAX_ELEMENTS`.
+    """
     if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
-        return (_checks.positive_int("kernel_size", kernel_size),) * 2
-    try:
-        dims = tuple(kernel_size)
-    except TypeError as err:
-        raise TypeError(f"kernel_size must be an int or a tuple of 1 or 2 ints, got {kernel_size!r}") from err
-    if len(dims) not in (1, 2):
-        raise ValueError(f"kernel_size must have 1 or 2 entries (1-D or 2-D filters), got {dims}")
-    return tuple(_checks.positive_int(f"kernel_size[{i}]", d) for i, d in enumerate(dims))
+        dims = (_checks.size(name, kernel_size),) * 2
+    else:
+        try:
+            raw = tuple(kernel_size)
+        except TypeError as err:
+            raise TypeError(f"{name} must be an int or a tuple of 1 or 2 ints, got {kernel_size!r}") from err
+        if len(raw) not in (1, 2):
+            raise ValueError(f"{name} must have 1 or 2 entries (1-D or 2-D filters), got {raw}")
+        dims = tuple(_checks.size(f"{name}[{i}]", d) for i, d in enumerate(raw))
+    taps = math.prod(dims)
+    _checks.elements(f"the {taps}×{taps} covariance of {name} {dims}", taps * taps)
+    return dims
 
 
 def _positive_float(name: str, value: Any) -> float:
@@ -84,6 +93,20 @@ def _positive_float(name: str, value: Any) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value
+
+
+#: ``σ`` range: ``2σ²`` must be a finite, nonzero (normal) float64, or the Gaussian is NaN.
+SIGMA_RANGE = (math.sqrt(sys.float_info.min / 2) * (1 + 1e-12), math.sqrt(sys.float_info.max / 2) * (1 - 1e-12))
+#: ``scale`` range: a positive normal float32 (the filters are drawn in float32).
+SCALE_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+
+
+def _sigma(name: str, value: Any) -> float:
+    return _checks.real_range(name, _positive_float(name, value), *SIGMA_RANGE)
+
+
+def _scale(name: str, value: Any) -> float:
+    return _checks.real_range(name, _positive_float(name, value), *SCALE_RANGE)
 
 
 def _offsets(dims: tuple[int, ...]) -> np.ndarray:
@@ -134,25 +157,33 @@ def conv_filter_covariance(
     float64 NumPy, returned as a float32 array. ``displacement(delta, sigma)`` takes
     offsets ``(K, K, ndim)`` and returns ``(K, K)``; the result must be symmetric PSD.
 
+    ``sigma`` must lie in :data:`SIGMA_RANGE` (``2σ²`` a finite nonzero float64) and
+    ``scale²`` must be a normal float32; otherwise a ``ValueError`` names the argument.
+
     Example:
       >>> cov = conv_filter_covariance(3, sigma=1.0)
       >>> cov.shape, float(cov[0, 0]), round(float(cov[0, 1]), 4)
       ((9, 9), 1.0, 0.6065)
     """
     dims = _kernel_dims(kernel_size)
-    sigma = _positive_float("sigma", sigma)
+    sigma = _sigma("sigma", sigma)
     scale = _positive_float("scale", scale)
+    if not SCALE_RANGE[0] <= scale * scale <= SCALE_RANGE[1]:
+        raise ValueError(f"scale² must be a positive normal float32 (the covariance is float32), i.e. scale in "
+                         f"[{math.sqrt(SCALE_RANGE[0]):.3g}, {math.sqrt(SCALE_RANGE[1]):.3g}], got scale={scale:g}")
+    if not callable(displacement):
+        raise TypeError(f"displacement must be a function (delta, sigma) -> (K, K) array, got {displacement!r}")
     cov = _check_psd("the displacement covariance", _closed_form(dims, sigma, scale, displacement))
     return jnp.asarray(cov, jnp.float32)
 
 
 def layer_sigma(layer: int, num_layers: int, sigma_start: float, sigma_end: float) -> float:
     """``σ_ℓ``: linear from ``sigma_start`` (first layer) to ``sigma_end`` (last layer)."""
-    num_layers = _checks.positive_int("num_layers", num_layers)
+    num_layers = _checks.size("num_layers", num_layers)
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < num_layers:
         raise ValueError(f"layer must be an int in [0, num_layers={num_layers}), got {layer!r}")
-    start = _positive_float("sigma_start", sigma_start)
-    end = _positive_float("sigma_end", sigma_end)
+    start = _sigma("sigma_start", sigma_start)
+    end = _sigma("sigma_end", sigma_end)
     return start if num_layers == 1 else start + (end - start) * int(layer) / (num_layers - 1)
 
 
@@ -182,7 +213,7 @@ def _as_covariance(name: str, covariance: Any, size: int) -> np.ndarray:
     if isinstance(covariance, jax.core.Tracer):
         raise TypeError(f"{name} must be a concrete array (it is used at trace time), got a tracer")
     cov = np.asarray(covariance)
-    if not np.issubdtype(cov.dtype, np.floating):
+    if not jnp.issubdtype(cov.dtype, jnp.floating):  # bfloat16 / float16 included
         raise TypeError(f"{name} must be a floating array, got dtype {cov.dtype}")
     cov = cov.astype(np.float64)
     if cov.shape != (size, size):
@@ -252,6 +283,12 @@ def depthwise_conv_init(
         the scale stays the layer's). ``σ`` is then unused.
       displacement: the filter-generating function of the closed form (:func:`gaussian`).
 
+    Checked (``ValueError``/``TypeError`` naming the argument): ``sigma_start``/``sigma_end``
+    in :data:`SIGMA_RANGE`, ``scale`` a positive normal float32, ``covariance`` a concrete
+    finite symmetric PSD float matrix (bfloat16/float16 accepted), and at ``init``: the key
+    (a typed key or a raw ``uint32[2]``), the shape, the dtype, and ``8·scale`` finite in
+    the output dtype (``float16`` tops at 65504).
+
     The returned ``init(key, shape, dtype=None, out_sharding=None)`` takes a depthwise
     kernel shape, ``(kh, kw, 1, C)`` (``nn.Conv(C, (kh, kw), feature_group_count=C)``) or
     1-D ``(k, 1, C)``. The draw is float32, cast to ``dtype`` (default float32).
@@ -265,7 +302,9 @@ def depthwise_conv_init(
     """
     sigma = layer_sigma(layer, num_layers, sigma_start, sigma_end)
     if scale is not None:
-        scale = _positive_float("scale", scale)
+        scale = _scale("scale", scale)
+    if not callable(displacement):
+        raise TypeError(f"displacement must be a function (delta, sigma) -> (K, K) array, got {displacement!r}")
     if covariance is not None:
         cov = np.asarray(covariance)
         if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
@@ -274,8 +313,14 @@ def depthwise_conv_init(
     roots: dict[tuple[int, ...], np.ndarray] = {}
 
     def init(key: Array, shape: Any, dtype: Any = None, out_sharding: Any = None) -> Array:
+        key = _checks.prng_key("key", key)
         dims, channels = _depthwise_dims("shape", shape)
         dtype = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
+        std = math.sqrt(default_variance(dims)) if scale is None else scale
+        _checks.fits_dtype("scale", 8 * std, dtype, "8 × the per-weight std")
+        if std < float(jnp.finfo(dtype).tiny):
+            raise ValueError(f"scale ({std:.3g}) underflows the output dtype {dtype} (smallest normal value "
+                             f"{float(jnp.finfo(dtype).tiny):.3g}): the filters would be zero")
         if dims not in roots:
             roots[dims] = _root_for(dims, sigma, scale, covariance, displacement)
         return constrain(sample_filters(key, roots[dims], dims, channels, dtype), out_sharding)
@@ -288,6 +333,8 @@ def filter_covariance(kernel: Any, *, center: bool = True) -> Array:
 
     ``kernel``: ``(kh, kw, 1, C)`` or ``(k, 1, C)``. With ``center`` the filters' mean is
     removed and the sum divided by ``C - 1``; otherwise the second moment ``W Wᵀ / C``.
+    A kernel with NaN or inf entries is a ``ValueError``; under ``jax.jit`` (a traced
+    kernel) that check cannot run: call it eagerly to have it.
 
     Example:
       >>> w = depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0)(jax.random.key(0), (3, 3, 1, 4096))
@@ -298,6 +345,7 @@ def filter_covariance(kernel: Any, *, center: bool = True) -> Array:
     dims, channels = _depthwise_dims("kernel", jnp.shape(kernel))
     kernel_dtype = jnp.asarray(kernel).dtype
     _checks.float_dtype("kernel dtype", kernel_dtype)
+    _checks.finite_array("kernel", kernel)
     if center and channels < 2:
         raise ValueError(f"a centered covariance needs at least 2 filters, got kernel shape {jnp.shape(kernel)}")
     w = jnp.asarray(kernel, jnp.float32).reshape(math.prod(dims), channels)
@@ -341,7 +389,7 @@ def resize_covariance(covariance: Any, kernel_size: int | Sequence[int], new_ker
       >>> cov.shape
       (49, 49)
     """
-    old, new = _kernel_dims(kernel_size), _kernel_dims(new_kernel_size)
+    old, new = _kernel_dims(kernel_size), _kernel_dims(new_kernel_size, "new_kernel_size")
     if len(old) != len(new):
         raise ValueError(f"kernel_size {old} and new_kernel_size {new} must have the same number of axes")
     cov = _as_covariance("covariance", covariance, math.prod(old))
@@ -365,25 +413,36 @@ def transfer_covariances(
     depth; one target layer takes the first source layer), resized from ``kernel_size``
     to ``new_kernel_size`` when both are given (:func:`resize_covariance`). Pass each
     result as ``covariance=`` of :func:`depthwise_conv_init`, or the whole list as
-    ``covariances=`` of :func:`mimetic_conv`.
+    ``covariances=`` of :func:`mimetic_conv`. Every source covariance is checked (a
+    concrete, finite, symmetric PSD float matrix of the right size), used or not.
 
     Example:
       >>> src = [conv_filter_covariance(3, s) for s in (0.5, 1.0, 2.0)]
       >>> [c.shape for c in transfer_covariances(src, 5, kernel_size=3, new_kernel_size=5)][:2]
       [(25, 25), (25, 25)]
     """
-    num_layers = _checks.positive_int("num_layers", num_layers)
+    num_layers = _checks.size("num_layers", num_layers)
+    if isinstance(covariances, (str, bytes)) or not isinstance(covariances, Sequence):
+        raise TypeError(f"covariances must be a sequence of K×K arrays, got {type(covariances).__name__}")
     if len(covariances) == 0:
         raise ValueError("covariances must hold at least one source covariance")
     if (kernel_size is None) != (new_kernel_size is None):
         raise ValueError("pass both kernel_size and new_kernel_size to resize, or neither")
     s = len(covariances)
+    taps = None if kernel_size is None else math.prod(_kernel_dims(kernel_size))
+    if kernel_size is not None:
+        _kernel_dims(new_kernel_size, "new_kernel_size")
+    checked = []
+    for i, cov in enumerate(covariances):
+        if np.ndim(cov) != 2:
+            raise ValueError(f"covariances[{i}] must be a K×K matrix, got shape {np.shape(cov)}")
+        checked.append(_as_covariance(f"covariances[{i}]", cov, np.shape(cov)[0] if taps is None else taps))
     out = []
     for layer in range(num_layers):
         src = 0 if num_layers == 1 else int(round(layer * (s - 1) / (num_layers - 1)))
-        cov = covariances[src]
+        cov = checked[src]
         if kernel_size is not None:
             out.append(resize_covariance(cov, kernel_size, new_kernel_size))
         else:
-            out.append(jnp.asarray(_as_covariance(f"covariances[{src}]", cov, np.shape(cov)[0]), jnp.float32))
+            out.append(jnp.asarray(cov, jnp.float32))
     return out

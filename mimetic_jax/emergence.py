@@ -113,15 +113,28 @@ def _pivot(pivot: Any, num_layers: int) -> int:
 def emergence_factors(num_layers: int, alpha: float = DEFAULT_ALPHA, pivot: int | None = None) -> tuple[float, ...]:
     """The per-layer factors ``c_k = α^(k − p)``, ``k = 0 … L−1``, ``p = ⌊L/2⌋`` by default.
 
+    A factor that overflows or underflows float64 (``emergence_factors(400, 1e6)``) is a
+    ``ValueError`` naming ``alpha``.
+
     Example:
         >>> emergence_factors(3, alpha=2.0)
         (0.5, 1.0, 2.0)
         >>> emergence_factors(4, alpha=2.0)
         (0.25, 0.5, 1.0, 2.0)
     """
-    n = _checks.positive_int("num_layers", num_layers)
+    n = _checks.size("num_layers", num_layers)
     a, p = _alpha(alpha), _pivot(pivot, n)
-    return tuple(float(a ** (k - p)) for k in range(n))
+    out = []
+    for k in range(n):
+        try:
+            c = float(a ** (k - p))
+        except OverflowError:
+            c = float("inf")
+        if not 0.0 < c < float("inf"):
+            raise ValueError(f"alpha={a:g} gives layer {k} of {n} the factor alpha ** ({k - p}), which "
+                             f"{'overflows' if c else 'underflows'} float64: use an alpha nearer 1 or fewer layers")
+        out.append(c)
+    return tuple(out)
 
 
 def emergence_init(
@@ -136,7 +149,9 @@ def emergence_init(
     For models built layer by layer (``nn.Dense(..., kernel_init=emergence_init(base, k, L))``).
     ``base`` follows ``init(key, shape, dtype)`` (any ``jax.nn.initializers`` initializer);
     it draws in float32 (float64 if asked), the draw is scaled and cast to ``dtype`` at the
-    end, so one key gives the same weights in every dtype.
+    end, so one key gives the same weights in every dtype. At ``init`` the key (a typed
+    key or a raw ``uint32[2]``), the shape and the dtype are checked, and the factor
+    ``c_layer`` must be finite in ``dtype`` (``float16`` tops at 65504; the draw multiplies it).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -154,7 +169,11 @@ def emergence_init(
     c = emergence_factors(n, alpha, pivot)[int(layer)]
 
     def init(key: jax.Array, shape: Sequence[int], dtype: Any = None, out_sharding: Any = None) -> jax.Array:
+        _checks.prng_key("key", key)
+        shape = _checks.shape_of("shape", shape, range(0, 9))
         dt = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
+        _checks.fits_dtype("alpha", c, _checks.compute_dtype(dt), f"the factor of layer {int(layer)}")
+        _checks.fits_dtype("alpha", c, dt, f"the factor of layer {int(layer)}")
         kwargs = {} if out_sharding is None else {"out_sharding": out_sharding}
         w = base(key, shape, _checks.compute_dtype(dt), **kwargs)  # same draw for every dtype
         return (w * c).astype(dt)
@@ -303,6 +322,9 @@ class EmergenceLayer:
 def _layers(flat: Mapping[Path, Any], tree: Any, alpha: float, order: Any, pivot: Any,
             kernel: str) -> list[EmergenceLayer]:
     a = _alpha(alpha)
+    if not isinstance(kernel, str) or not kernel:
+        raise TypeError(f"kernel must be the leaf name of the weights (a non-empty str such as 'kernel'), "
+                        f"got {kernel!r}")
     kernels = [p for p in flat if p and p[-1] == kernel]
     if not kernels:
         raise ValueError(f"no {kernel!r} leaf found in the tree (leaf names include "
@@ -354,6 +376,9 @@ def emergence_scale(
       a new dict / ``nnx.State`` (same structure, dtypes), or the ``nnx.Module`` updated
       in place. Works under ``jax.jit``.
 
+    Each factor must be finite in its kernel's dtype (``ValueError`` naming ``alpha``);
+    the kernels' values are not inspected (scaling keeps NaN as NaN and makes none).
+
     Example:
       >>> import jax, jax.numpy as jnp, flax.linen as nn
       >>> mlp = nn.Sequential([nn.Dense(8, use_bias=False), nn.relu, nn.Dense(8, use_bias=False),
@@ -368,6 +393,9 @@ def emergence_scale(
     layers = _layers(flat, tree, alpha, order, pivot, kernel)
     for layer in layers:
         for p in layer.paths:
+            dt = jnp.asarray(flat[p]).dtype
+            if jnp.issubdtype(dt, jnp.floating):
+                _checks.fits_dtype("alpha", layer.factor, dt, f"the factor of layer {layer.index} ({path_name(p)})")
             flat[p] = _scale(flat[p], layer.factor)
     return rebuild(tree, flat)
 
@@ -426,14 +454,23 @@ def _log(x: np.ndarray) -> np.ndarray:
 
 
 def _nodes(name: str, a: Any, node: str, batch: int | None) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float64)
+    if _checks.is_traced(a):
+        raise TypeError(f"{name} must be a concrete array (emergence_measure runs eagerly, not under jax.jit), "
+                        "got a tracer")
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a real array, got {type(a).__name__}") from err
     if arr.ndim < 2:
         raise ValueError(f"{name} must have a batch axis and node axes (rank >= 2), got shape {arr.shape}")
     if batch is not None and arr.shape[0] != batch:
         raise ValueError(f"{name} has batch size {arr.shape[0]}, the first activation has {batch}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got NaN or inf entries (a NaN activation is neither active nor "
+                         "inactive)")
     if node == "channel" and arr.ndim > 2:
         arr = arr.mean(axis=tuple(range(1, arr.ndim - 1)))
-    return arr.reshape(arr.shape[0], -1)
+    return arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:])))
 
 
 def emergence_measure(
@@ -477,8 +514,10 @@ def emergence_measure(
       log: return ``log E`` instead of ``E``.
 
     Returns:
-      ``(B,)`` float64 NumPy array: ``E`` (or ``log E``) per example. Runs eagerly (not
-      under ``jax.jit``): it is a diagnostic.
+      ``(B,)`` float64 NumPy array: ``E`` (or ``log E``) per example (``B = 0`` gives an
+      empty array). Runs eagerly (not under ``jax.jit``): it is a diagnostic. Activations
+      and adjacency must be finite (NaN activations are a ``ValueError``); ``E`` beyond
+      float64's range is ``inf``, never NaN.
 
     Example:
       >>> import numpy as np
@@ -494,6 +533,8 @@ def emergence_measure(
                          f"{type(activations).__name__}"
                          + (f" of length {len(activations)}" if isinstance(activations, Sequence) else ""))
     t = _checks.finite_float("threshold", threshold)
+    if not isinstance(log, (bool, np.bool_)):
+        raise TypeError(f"log must be a bool, got {log!r}")
     _checks.choice("paths", paths, ("all", "to_output"))
     _checks.choice("node", node, ("unit", "channel"))
     first = _nodes("activations[0]", activations[0], node, None)
@@ -501,10 +542,17 @@ def emergence_measure(
                         if i > 0]
     active = [v > t for v in layers]
     adj = None if adjacency is None else _adjacency(adjacency, [v.shape[1] for v in layers])
+    log_measure = (lambda: _dense_log_measure(active, paths) if adj is None  # noqa: E731
+                   else _graph_log_measure(active, adj, paths))
     if log:
-        return _dense_log_measure(active, paths) if adj is None else _graph_log_measure(active, adj, paths)
+        return log_measure()
     with np.errstate(over="ignore", invalid="ignore"):
-        return _dense_measure(active, paths) if adj is None else _graph_measure(active, adj, paths)
+        out = _dense_measure(active, paths) if adj is None else _graph_measure(active, adj, paths)
+    bad = np.isnan(out)
+    if bad.any():  # inf · 0 after an overflow: the log form gives E itself (0, or inf when E overflows float64)
+        with np.errstate(over="ignore"):
+            out[bad] = np.exp(log_measure()[bad])
+    return out
 
 
 def _adjacency(adjacency: Sequence[Any], widths: list[int]) -> list[np.ndarray]:
@@ -516,6 +564,8 @@ def _adjacency(adjacency: Sequence[Any], widths: list[int]) -> list[np.ndarray]:
     out = []
     for i, a in enumerate(adjacency):
         m = np.asarray(a)
+        if m.dtype == object or not np.all(np.isfinite(m.astype(np.float64, copy=False))):
+            raise ValueError(f"adjacency[{i}] must be a finite numeric array, got NaN, inf or non-numbers")
         if m.shape != (widths[i], widths[i + 1]):
             raise ValueError(f"adjacency[{i}] must have shape {(widths[i], widths[i + 1])} (nodes of layers {i} and "
                              f"{i + 1}), got {m.shape}")

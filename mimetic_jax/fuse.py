@@ -93,6 +93,13 @@ batch's own sum is a float32 matmul (relative error ~1e-7 of that batch); the er
 then no longer grows with the number of batches. When x64 *is* enabled the pairs are
 float64. :meth:`Moments.update` is pure and jittable.
 
+**Validation.** Every array argument must be a floating array (bfloat16 and float16
+included) with finite entries and the documented shape, and covariances must be
+symmetric PSD; otherwise a ``ValueError``/``TypeError`` names the argument. The value
+checks (finite entries, PSD, a non-empty :class:`Moments`) need concrete arrays: under
+``jax.jit`` traced arrays skip them. Call the functions eagerly (they jit their own
+math) to have every check.
+
 Whole models: :func:`fuse_params` builds a shallower model's parameters from a trained
 deeper model's (linen dicts, ``nnx.State``, ``nnx.Module``): layers ``i, i+1`` fused,
 the others copied.
@@ -179,8 +186,14 @@ def _closed_form_activation(activation: Any) -> str:
 
 
 def _float(name: str, x: Any) -> Array:
-    x = jnp.asarray(x)
+    """``x`` as a floating array with finite entries (the values are checked only when concrete)."""
+    if not _checks.is_traced(x):
+        try:
+            x = jnp.asarray(x)
+        except TypeError as err:
+            raise TypeError(f"{name} must be a floating array, got {type(x).__name__}") from err
     _checks.float_dtype(name, x.dtype)
+    _checks.finite_array(name, x)
     return x
 
 
@@ -245,6 +258,10 @@ def relu_moments(mean: Any, cov: Any) -> tuple[Array, Array]:
     Returns:
         ``(E[relu z] (d,), Cov[relu z] (d, d))`` in float32.
 
+    ``mean`` and ``cov`` must be finite and ``cov`` symmetric PSD; under ``jax.jit`` a
+    traced ``cov`` skips the PSD check and traced values the finite check (call it
+    eagerly to have them).
+
     Example:
         >>> m, c = relu_moments(jnp.zeros(2), jnp.eye(2))
         >>> round(float(m[0]), 4), round(float(c[0, 0]), 4), bool(abs(c[0, 1]) < 1e-6)
@@ -304,6 +321,9 @@ def dense_dense(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any,
 
     Returns:
         ``(w (d_in, d_out), b (d_out,))`` in ``w1``'s dtype.
+
+    Every array must be finite and ``cov`` symmetric PSD (``ValueError`` naming it); under
+    ``jax.jit`` a traced ``cov`` skips the PSD check and traced arrays the finite check.
     """
     activation = _closed_form_activation(activation)
     w1, b1, w2, b2, dtype = _dense_pair(w1, b1, w2, b2)
@@ -328,6 +348,7 @@ def fusion_mse(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any, activ
     ``tr(W₂ᵀ (C_a − D C_z D) W₂)``; zero for ``"identity"``. Compare pairs of layers with it
     (the smallest error is the pair to fuse); :func:`dense_dense_from_data` and the other
     data-driven fits give the same quantity for real data with ``return_mse=True``.
+    Checks as :func:`dense_dense` (under ``jax.jit`` a traced ``cov`` skips the PSD check).
     """
     activation = _closed_form_activation(activation)
     w1, b1, w2, b2, _ = _dense_pair(w1, b1, w2, b2)
@@ -386,14 +407,20 @@ class Moments(NamedTuple):
 
     @classmethod
     def zeros(cls, dim: int) -> Moments:
-        d = _checks.positive_int("dim", dim)
+        """Empty moments of ``dim`` features (``dim²`` entries: bounded by ``2**34``)."""
+        d = _checks.size("dim", dim)
+        _checks.elements("dim × dim", d * d)
         dt = _acc_dtype()
         return cls(jnp.zeros(2, dt), jnp.zeros(d, dt), jnp.zeros((2, d), dt), jnp.zeros((2, d, d), dt))
 
     def update(self, z: Any) -> Moments:
-        """Add the rows of ``z`` ``(n, d)``."""
-        z = jnp.asarray(z)
+        """Add the rows of ``z`` ``(n, d)``: finite, real (checked when concrete; not under ``jax.jit``)."""
+        if not _checks.is_traced(z):
+            z = jnp.asarray(z)
         _checks.array_shape("z", z, (None, self.shift.shape[0]))
+        if not jnp.issubdtype(z.dtype, jnp.integer) and not jnp.issubdtype(z.dtype, jnp.floating):
+            raise TypeError(f"z must be a real array, got dtype {z.dtype}")
+        _checks.finite_array("z", z)
         dt = self.shift.dtype
         z = z.astype(dt)
         n = z.shape[0]
@@ -407,8 +434,14 @@ class Moments(NamedTuple):
         )
 
     def mean_cov(self) -> tuple[Array, Array]:
-        """``(mean (d,), covariance (d, d))``; the covariance divides by the count (population)."""
+        """``(mean (d,), covariance (d, d))``; the covariance divides by the count (population).
+
+        Raises ``ValueError`` when no row was added (a mean of nothing); under ``jax.jit``
+        (a traced count) that check cannot run and the result is NaN.
+        """
         n = self.count[0] + self.count[1]
+        if not _checks.is_traced(n) and not float(n) > 0:
+            raise ValueError("Moments holds no rows: add a batch with update() before mean_cov()")
         mc = self.total[0] / n + self.total[1] / n
         cov = self.outer[0] / n + self.outer[1] / n - mc[:, None] * mc[None, :]
         return self.shift + mc, (cov + cov.T) / 2
@@ -524,7 +557,7 @@ def _ints(name: str, value: Any, n: int) -> tuple[int, ...]:
         raise TypeError(f"{name} must be an int or {n} ints, got {value!r}") from err
     if len(vals) != n:
         raise ValueError(f"{name} must be an int or {n} ints (one per spatial axis), got {value!r}")
-    return tuple(_checks.positive_int(f"{name}[{i}]", v) for i, v in enumerate(vals))
+    return tuple(_checks.size(f"{name}[{i}]", v) for i, v in enumerate(vals))
 
 
 def _pads(name: str, padding: Any, window: Sequence[int], strides: Sequence[int],
@@ -601,6 +634,9 @@ def _conv_pair(k1: Any, b1: Any, k2: Any, b2: Any, strides: Any, padding: Any,
     if size1 is not None and min(size1) < 1:
         raise ValueError(f"k1 of shape {k1.shape} does not fit the input of size {size} with padding {p1}")
     p2 = _pads("padding[1]", padding[1], k2.shape[:-2], s2, size1)
+    if size1 is not None and min(_out_size(size1, k2.shape[:-2], s2, p2)) < 1:
+        raise ValueError(f"k2 of shape {k2.shape} does not fit k1's output of size {size1} with padding {p2} "
+                         f"(input size {size})")
     return k1, b1, k2, b2, s1, s2, p1, p2, size
 
 
@@ -702,7 +738,7 @@ class _ConvConvRows:
 
 def _peek(x: Any, batch_size: int) -> tuple[Iterable[Any], tuple[int, ...]]:
     """``(batches, shape of one example)`` without consuming an iterator's first batch."""
-    _checks.positive_int("batch_size", batch_size)
+    _checks.size("batch_size", batch_size)
     it = iter(_batches(x, batch_size))
     try:
         first = next(it)
@@ -745,6 +781,9 @@ def conv_conv_from_data(k1: Any, b1: Any, k2: Any, b2: Any, x: Any, *, strides: 
     dtype = k1.dtype
     fused = _fused_conv(jnp.zeros(()), jnp.zeros(()), s1, s2, p1, p2, dtype)
     window = tuple(a + s * (b - 1) for a, s, b in zip(k1.shape[:-2], s1, k2.shape[:-2]))
+    if min(_out_size(size, window, fused.strides, fused.padding)) < 1:
+        raise ValueError(f"x's spatial size {size} is smaller than the fused window {window} with padding "
+                         f"{fused.padding}: there is no output position to fit")
     params = tuple(v.astype(jnp.float32) for v in (k1, b1, k2, b2))
     rows = _ConvConvRows(act, s1, p1, s2, p2, window, fused.strides, fused.padding)
     moments, dx = _stream(rows, params, batches, batch_size, example)
@@ -948,6 +987,8 @@ def fuse_params(deep: Any, shallow: Any, index: int, *, inputs: Any = None, mean
     ls = _resolve_layers(flat_s, shallow_layers, "shallow")
     if len(ls) != len(ld) - 1:
         raise ValueError(f"shallow must have one layer fewer than deep, got {len(ls)} and {len(ld)} layers")
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"index must be an int layer position, got {index!r} of type {type(index).__name__}")
     index = int(index)
     if not 0 <= index < len(ld) - 1:
         raise ValueError(f"index must lie in [0, {len(ld) - 2}] (deep has {len(ld)} layers), got {index}")

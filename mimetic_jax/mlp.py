@@ -48,6 +48,11 @@ def mean_shift_init(mean: float, base: Initializer = jax.nn.initializers.lecun_n
     ``base``. After a unit-scale LayerNorm this does not change the forward pass at init
     (see the module docstring); after BatchNorm it does.
 
+    Checked (``ValueError``/``TypeError`` naming the argument): ``mean`` finite and
+    ``base`` callable here; at ``init`` the key (a typed key or a raw ``uint32[2]``), the
+    shape (rank 2 to 5, bounded size), the dtype, and ``mean`` finite in that dtype
+    (``float16`` tops at 65504; ``base``'s own draw adds to it).
+
     Example:
       >>> import flax.linen as nn
       >>> dense = nn.Dense(256, kernel_init=mean_shift_init(0.05))
@@ -60,8 +65,10 @@ def mean_shift_init(mean: float, base: Initializer = jax.nn.initializers.lecun_n
         raise TypeError(f"base must be an initializer (key, shape, dtype) -> array, got {base!r}")
 
     def init(key: Array, shape: Any, dtype: Any = None, out_sharding: Any = None) -> Array:
+        _checks.prng_key("key", key)
         dims = _checks.shape_of("shape", shape, (2, 3, 4, 5))
         dtype = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
+        _checks.fits_dtype("mean", mean, dtype)
         w = base(key, dims, jnp.float32) + jnp.float32(mean)
         return constrain(w.astype(dtype), out_sharding)
 

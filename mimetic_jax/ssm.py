@@ -53,9 +53,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mimetic_jax import _checks
-from mimetic_jax.attention import _typed_key, constrain, query_key
+from mimetic_jax.attention import constrain, query_key
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -71,7 +72,7 @@ def _range(name: str, value: Any) -> tuple[float, float]:
         low, high = value
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a pair (low, high), got {value!r}") from None
-    low, high = _checks.finite_float(f"{name}[0]", low), _checks.finite_float(f"{name}[1]", high)
+    low, high = _checks.finite_float(f"low ({name}[0])", low), _checks.finite_float(f"high ({name}[1])", high)
     if low > high:
         raise ValueError(f"{name} must have low <= high, got {value!r}")
     return low, high
@@ -91,6 +92,9 @@ def a_log_init(low: float = A_LOG_RANGE[0], high: float = A_LOG_RANGE[1]) -> Ini
     keeps at least ``exp(−L Δ e^{high})`` of an input over ``L`` steps
     (:func:`min_retention`): 0.31 for ``high = −4``, ``Δ = 1``, ``L = 64``.
 
+    ``low <= high``, both finite, and at ``init`` both finite in the output dtype
+    (``float16`` tops at 65504); the key must be a typed key or a raw ``uint32[2]``.
+
     Example:
       >>> import jax
       >>> a = a_log_init()(jax.random.key(0), (64, 8))
@@ -100,10 +104,13 @@ def a_log_init(low: float = A_LOG_RANGE[0], high: float = A_LOG_RANGE[1]) -> Ini
     low, high = _range("a_log_range", (low, high))
 
     def init(key: Array, shape: Any, dtype: Any = None, out_sharding: Any = None) -> Array:
+        key = _checks.prng_key("key", key)
         dims = _checks.shape_of("shape", shape, range(0, 9))
         dtype = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
+        _checks.fits_dtype("low", low, dtype)
+        _checks.fits_dtype("high", high, dtype)
         ct = _checks.compute_dtype(dtype)
-        out = jax.random.uniform(_typed_key(key), dims, ct, low, high).astype(dtype)
+        out = jax.random.uniform(key, dims, ct, low, high).astype(dtype)
         return constrain(out, out_sharding)
 
     return init
@@ -113,6 +120,8 @@ def dt_bias_init(delta: float = DELTA) -> Initializer:
     r"""Initializer for the Δ bias (Mamba-1 ``dt_proj`` bias, Mamba-2 ``dt_bias``): constant ``softplus⁻¹(Δ)``.
 
     With the input-dependent part at zero, ``Δ = softplus(bias) = delta`` exactly.
+    ``delta`` must be positive and ``softplus⁻¹(delta)`` finite in the output dtype
+    (``float16``: ``delta <= 65504``). The key is ignored (deterministic).
 
     Example:
       >>> import jax
@@ -127,6 +136,7 @@ def dt_bias_init(delta: float = DELTA) -> Initializer:
         del key
         dims = _checks.shape_of("shape", shape, range(0, 9))
         dtype = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
+        _checks.fits_dtype("delta", value, dtype, "softplus⁻¹(delta)")
         return constrain(jnp.full(dims, value, dtype), out_sharding)
 
     return init
@@ -186,6 +196,10 @@ def bc_kernels(
     Returns:
       ``(w_b, w_c)``, each ``(d_in, num_groups, d_state)``.
 
+    Raises ``ValueError``/``TypeError`` naming the argument for a bad key, size (each at
+    most ``2**31 − 1``, each array at most ``2**34`` elements, checked before anything is
+    allocated), option or dtype.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> w_b, w_c = bc_kernels(jax.random.key(0), 128, 16)
@@ -193,9 +207,13 @@ def bc_kernels(
       >>> bool(jnp.diagonal(p).mean() > 3 * jnp.abs(p - jnp.diag(jnp.diagonal(p))).mean())
       True
     """
-    d_in = _checks.positive_int("d_in", d_in)
-    n = _checks.positive_int("d_state", d_state)
+    d_in = _checks.size("d_in", d_in)
+    n = _checks.size("d_state", d_state)
+    groups = _checks.size("num_groups", num_groups)
     _checks.not_wider("d_state", n, "the B/C projection input width d_in", d_in)
+    _checks.elements("d_in × num_groups × d_state, d_in × d_in", d_in * groups * n, d_in * d_in)
+    alpha, beta = _checks.finite_float("alpha", alpha), _checks.finite_float("beta", beta)
+    key = _checks.prng_key("key", key)
     w_c, w_b = query_key(key, d_in, num_groups, n, alpha=alpha, beta=beta, distribution=distribution,
                          method=method, dtype=dtype)
     return w_b, w_c
@@ -206,12 +224,24 @@ def min_retention(a_log: Array, delta: float | Array, length: int) -> Array:
 
     The fraction of an input the state still holds ``length`` steps later, for the
     fastest-decaying channel, with a constant step ``Δ`` (``delta`` may be an array of
-    per-channel steps: its largest value is used).
+    per-channel steps: its largest value is used). ``a_log`` and ``delta`` must be finite
+    and ``delta > 0``; under ``jax.jit`` (traced arrays) these value checks cannot run:
+    call it eagerly to have them. ``length`` is any positive int (``10**12`` included).
 
     Example:
       >>> import jax.numpy as jnp
       >>> round(float(min_retention(jnp.array([-8.0, -4.0]), 1.0, 64)), 2)
       0.31
     """
+    length = _checks.positive_int("length", length)
+    for name, value in (("a_log", a_log), ("delta", delta)):
+        if not jnp.issubdtype(jnp.result_type(value), jnp.number) or jnp.issubdtype(jnp.result_type(value),
+                                                                                     jnp.complexfloating):
+            raise TypeError(f"{name} must be a real number or array, got dtype {jnp.result_type(value)}")
+        if np.size(value) == 0:
+            raise ValueError(f"{name} must not be empty, got shape {np.shape(value)}")
+        _checks.finite_array(name, value)
+    if not _checks.is_traced(delta) and not bool(np.all(np.asarray(delta) > 0)):
+        raise ValueError(f"delta must be > 0 (the step size Δ), got {delta!r}")
     rate = jnp.max(jnp.exp(jnp.asarray(a_log, jnp.float32))) * jnp.max(jnp.asarray(delta, jnp.float32))
-    return jnp.exp(-_checks.positive_int("length", length) * rate)
+    return jnp.exp(-float(length) * rate)
