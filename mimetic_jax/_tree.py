@@ -103,10 +103,23 @@ def module_at(tree: Any, path: Path) -> Any:
     return obj
 
 
+def _search(arg: str, pattern: Any, text: str) -> bool:
+    if not isinstance(pattern, str):
+        raise TypeError(f"{arg} must be a regular expression (a str) or None, got {pattern!r}")
+    try:
+        return re.search(pattern, text) is not None
+    except re.error as e:
+        raise ValueError(f"{arg}={pattern!r} is not a valid regular expression: {e}") from None
+
+
 def selected(name: str, include: str | None, exclude: str | None) -> bool:
-    """Whether a path name passes a transform's ``include``/``exclude`` regular expressions (``re.search``)."""
-    return (include is None or re.search(include, name) is not None) and (
-        exclude is None or re.search(exclude, name) is None)
+    """Whether a path name passes a transform's ``include``/``exclude`` regular expressions (``re.search``).
+
+    A pattern that is not a string is a ``TypeError``, one that does not compile a
+    ``ValueError``, each naming the argument.
+    """
+    return (include is None or _search("include", include, name)) and (
+        exclude is None or not _search("exclude", exclude, name))
 
 
 def _str_key(path: Path) -> tuple[str, ...]:

@@ -259,6 +259,8 @@ def mimetic_conv(
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
     key = _typed_key(key)
+    for site in sites:
+        _checks.float_dtype(f"kernel {site.name!r} dtype", jnp.result_type(flat[site.path]))
     layer = 0
     for site in sites:
         dims, channels = site.shape[:-2], site.shape[-1]

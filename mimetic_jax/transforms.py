@@ -626,6 +626,7 @@ def mimetic_attention(
         raise ValueError("nothing to do: query_key and value_output are both False")
     opts = dict(alpha=alpha, beta=beta, value_alpha=value_alpha, value_beta=value_beta, sign=sign,
                 distribution=distribution, method=method, rotate_heads=rotate_heads)
+    key = _checks.prng_key("key", key)
     flat = flatten(tree)
     blocks, partial = _find_with_partials(flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes,
                                           tree=tree, config=config)
@@ -633,8 +634,10 @@ def mimetic_attention(
         if allow_empty:
             return tree
         raise _nothing_found(flat, layouts, partial, include, exclude)
-    key = jax.random.wrap_key_data(key) if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key) \
-        else key
+    for block in blocks:
+        for n in block.layout.names:
+            _checks.float_dtype(f"kernel {path_name(block.kernel_path(n))!r} dtype",
+                                jnp.result_type(flat[block.kernel_path(n)]))
     groups: dict[tuple, list[int]] = {}
     for i, block in enumerate(blocks):
         groups.setdefault(_signature(block, flat), []).append(i)

@@ -1,0 +1,84 @@
+"""Bad input to the whole-model transforms: a TypeError/ValueError naming the argument, before anything is drawn."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mimetic_jax as mj
+from mimetic_jax.models import ConvMixer
+
+KEY = jax.random.key(0)
+
+
+def _attention(dtype=jnp.float32):
+    params = nn.MultiHeadDotProductAttention(num_heads=2).init(KEY, jnp.ones((1, 4, 16)))
+    return jax.tree.map(lambda x: x.astype(dtype), params)
+
+
+def _convmixer(dtype=jnp.float32):
+    v = ConvMixer(10, width=8, depth=2).init(KEY, jnp.zeros((1, 8, 8, 1)))
+    return jax.tree.map(lambda x: x.astype(dtype), v)
+
+
+TRANSFORMS = {
+    "attention": lambda tree, key: mj.mimetic_attention(tree, key),
+    "conv": lambda tree, key: mj.mimetic_conv(tree, key),
+    "mimetic": lambda tree, key: mj.mimetic(tree, key, preset="vit"),
+}
+TREES = {"attention": _attention, "conv": _convmixer, "mimetic": _attention}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+@pytest.mark.parametrize("bad_key", [None, 0, np.zeros(2, np.int32), np.zeros(4, np.uint32)],
+                         ids=["None", "int", "int32[2]", "uint32[4]"])
+def test_a_bad_key_is_a_type_error_naming_key(name, bad_key):
+    with pytest.raises(TypeError, match="key must be a PRNG key"):
+        TRANSFORMS[name](TREES[name](), bad_key)
+
+
+def test_a_batch_of_keys_is_a_value_error_pointing_at_vmap():
+    with pytest.raises(ValueError, match="key must be a single PRNG key.*jax.vmap"):
+        mj.mimetic_attention(_attention(), jax.random.split(KEY, 3))
+
+
+@pytest.mark.parametrize("name", ["attention", "conv"])
+def test_integer_kernels_are_rejected_instead_of_truncated(name):
+    with pytest.raises(TypeError, match="kernel .* dtype must be a floating dtype"):
+        TRANSFORMS[name](TREES[name](jnp.int32), KEY)
+
+
+def test_half_precision_kernels_are_accepted_and_kept():
+    for dtype in (jnp.bfloat16, jnp.float16):
+        out = mj.mimetic_attention(_attention(dtype), KEY)
+        assert {x.dtype for x in jax.tree.leaves(out)} == {jnp.dtype(dtype)}
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(out))
+
+
+def test_include_and_exclude_must_be_valid_regular_expressions():
+    with pytest.raises(ValueError, match=r"include='\[' is not a valid regular expression"):
+        mj.mimetic_attention(_attention(), KEY, include="[")
+    with pytest.raises(ValueError, match=r"exclude='\(' is not a valid regular expression"):
+        mj.mimetic_conv(_convmixer(), KEY, exclude="(")
+    with pytest.raises(TypeError, match="include must be a regular expression"):
+        mj.find_mlp_layers(_convmixer(), include=3)
+
+
+def test_head_counts_and_stacked_axes_are_checked_by_name():
+    flat = {"attn": {n: {"kernel": jnp.zeros((16, 16))} for n in ("q_proj", "k_proj", "v_proj", "o_proj")}}
+    with pytest.raises(ValueError, match="num_heads must be a positive int"):
+        mj.mimetic_attention(flat, KEY, num_heads=0)
+    with pytest.raises(ValueError, match="num_kv_heads must be a positive int"):
+        mj.mimetic_attention(flat, KEY, num_heads=4, num_kv_heads=-1)
+    with pytest.raises(ValueError, match="stacked_axes must be an int >= 0, got -1"):
+        mj.mimetic_attention(flat, KEY, num_heads=4, stacked_axes=-1)
+    with pytest.raises(ValueError, match="config has no head count"):
+        mj.mimetic_attention(flat, KEY, config={"hidden_size": 16})
+
+
+def test_an_option_no_rule_takes_is_a_type_error_naming_it():
+    with pytest.raises(TypeError, match=r"option\(s\) \['sigma_start'\] that no rule's transform takes"):
+        mj.mimetic(_attention(), KEY, rules=[mj.Rule("attention")], sigma_start=1.0)
