@@ -479,8 +479,8 @@ def _fuse_conv_valid(size, stride, dtype, seed):
 
 
 test_fuse_conv_valid, test_fuse_conv_valid_slow = prop(
-    examples=1, size=st.sampled_from([5, 6]), stride=st.sampled_from([1, 2]), dtype=st.sampled_from([jnp.float32, jnp.bfloat16]),
-    seed=SEEDS)(_fuse_conv_valid)
+    examples=1, size=st.sampled_from([5, 6]), stride=st.sampled_from([1, 2]),
+    dtype=st.sampled_from([jnp.float32, jnp.bfloat16]), seed=SEEDS)(_fuse_conv_valid)
 
 
 @FAST
