@@ -361,6 +361,7 @@ def mimetic_mlp(
     for site in sites:
         old = flat[site.path]
         _checks.float_dtype(f"kernel {site.name} dtype", old.dtype)
+        _checks.fits_dtype("mean", mean, old.dtype, f"the shift of kernel {site.name}")
         new = (old.astype(jnp.float32) + jnp.float32(mean)).astype(old.dtype)
         flat[site.path] = put_like(new, old)
     return rebuild(tree, flat)

@@ -347,10 +347,10 @@ def mimetic(
       >>> [(e.label, len(e.paths)) for e in rep.entries]
       [('attention', 8), ('mlp', 2)]
     """
+    key = _typed_key(key)
     rule_list = _rules(preset, rules)
     _shared_options(options, rule_list)
     plan = _plan(tree, rule_list, options)
-    key = _typed_key(key)
     for i, (rule, _) in enumerate(rule_list):
         if plan.entries[i].skipped:
             continue

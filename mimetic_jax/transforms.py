@@ -622,6 +622,10 @@ def mimetic_attention(
       True
     """
     _checks.choice("method", method, METHODS)
+    alpha, beta = _checks.finite_float("alpha", alpha), _checks.finite_float("beta", beta)
+    value_alpha = _checks.finite_float("value_alpha", value_alpha)
+    value_beta = _checks.finite_float("value_beta", value_beta)
+    _checks.choice("sign", sign, (-1, 1))
     if not (query_key or value_output):
         raise ValueError("nothing to do: query_key and value_output are both False")
     opts = dict(alpha=alpha, beta=beta, value_alpha=value_alpha, value_beta=value_beta, sign=sign,

@@ -82,3 +82,44 @@ def test_head_counts_and_stacked_axes_are_checked_by_name():
 def test_an_option_no_rule_takes_is_a_type_error_naming_it():
     with pytest.raises(TypeError, match=r"option\(s\) \['sigma_start'\] that no rule's transform takes"):
         mj.mimetic(_attention(), KEY, rules=[mj.Rule("attention")], sigma_start=1.0)
+
+
+def test_value_options_are_named_as_themselves():
+    with pytest.raises(ValueError, match="value_alpha must be finite, got nan"):
+        mj.mimetic_attention(_attention(), KEY, value_alpha=float("nan"))
+    with pytest.raises(ValueError, match="value_beta must be finite, got inf"):
+        mj.mimetic_attention(_attention(), KEY, value_beta=float("inf"))
+    with pytest.raises(ValueError, match="sign must be one of"):
+        mj.mimetic_attention(_attention(), KEY, sign=2)
+
+
+def test_a_mean_that_overflows_a_half_precision_kernel_is_an_error():
+    tree = {"block": {"mlp_in": {"kernel": jnp.zeros((4, 8), jnp.float16)}}}
+    with pytest.raises(ValueError, match="mean overflows the output dtype float16"):
+        mj.mimetic_mlp(tree, mean=7e4)
+
+
+def test_the_key_is_checked_before_the_rules():
+    with pytest.raises(TypeError, match="key must be a PRNG key"):
+        mj.mimetic({"nothing": jnp.zeros(2)}, None, preset="vit")
+
+
+def test_finders_and_masks_name_bad_arguments():
+    v = _convmixer()
+    for fn in (mj.find_depthwise_convs, mj.find_mlp_layers, mj.filter_covariances, mj.freeze_mask):
+        with pytest.raises(TypeError, match="include must be a regular expression"):
+            fn(v, include=3)
+        with pytest.raises(ValueError, match="stacked_axes must be an int >= 0"):
+            fn(v, stacked_axes=-2)
+    with pytest.raises(ValueError, match="unknown preset 'vitt'"):
+        mj.mimetic_plan(v, preset="vitt")
+    with pytest.raises(TypeError, match="tree must be a linen variable dict"):
+        mj.find_ssm_blocks(7)
+    with pytest.raises(ValueError, match="ngroups must be"):
+        mj.find_ssm_blocks(v, ngroups=0)
+    with pytest.raises(TypeError, match="AttentionLayout out must be a name"):
+        mj.AttentionLayout(out=3, qkv="qkv")
+    with pytest.raises(ValueError, match="packing must be 'qkv' or 'heads'"):
+        mj.AttentionLayout(out="o", qkv="qkv", packing="interleaved")
+    with pytest.raises(TypeError, match="transposed must be a bool"):
+        mj.AttentionLayout(out="o", qkv="qkv", transposed="yes")
