@@ -170,6 +170,8 @@ def test_transformers_flax_models_get_mimetic_attention_with_no_custom_layout(fa
             np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
     out = forward(new)
     assert np.all(np.isfinite(np.asarray(out)))
+    scores = mj.analyze(new, config=model.config)  # analysis reads the same blocks, none skipped
+    assert len(scores.attention) == count and min(min(a.qk_diag_ratio) for a in scores.attention) > 1
 
 
 def test_mimetic_one_call_on_llama_takes_the_transform_options(monkeypatch):
