@@ -141,3 +141,11 @@ def test_plot_analysis_without_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r'matplotlib.*pip install "mimetic_jax\[experiments\]"'):
         mimetic_jax.plot_analysis(mimetic_jax.Analysis())
+
+
+def test_the_two_command_modules_do_not_import_each_other():
+    # cli runs cli_ssm's task; what both need lives in experiments._common, so cli_ssm never imports cli.
+    experiments = PACKAGE / "experiments"
+    assert "mimetic_jax.experiments.cli" not in {m for m, _ in _imports(experiments / "cli_ssm.py")}
+    assert "mimetic_jax.experiments.cli_ssm" not in {m for m, _ in _imports(experiments / "_common.py")}
+    assert "mimetic_jax.experiments.cli" not in {m for m, _ in _imports(experiments / "_common.py")}
