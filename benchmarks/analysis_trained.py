@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import mimetic_jax as mj
-from mimetic_jax.models import ConvMixer, ViT
-from mimetic_jax.tasks import load_dataset
-from mimetic_jax.training import paired_inits, stack_trees, train_models, unstack_tree
+from mimetic_jax.experiments.models import ConvMixer, ViT
+from mimetic_jax.experiments.tasks import load_dataset
+from mimetic_jax.experiments.training import paired_inits, stack_trees, train_models, unstack_tree
 
 INITS = ("default", "mimetic")
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from mimetic_jax import depthwise_conv_init, mimetic_conv
 from mimetic_jax.conv_transforms import DEFAULT_SIGMA_END, DEFAULT_SIGMA_START
-from mimetic_jax.models import ConvNeXt
+from mimetic_jax.experiments.models import ConvNeXt
 
 TARGET_RATIO = 1.2
 DIMS, DEPTHS = (96, 192, 384, 768), (3, 3, 9, 3)

@@ -34,9 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimetic_jax import freeze_mask, mimetic_attention, mimetic_conv, mimetic_mlp
-from mimetic_jax.models import ConvMixer, ViT
-from mimetic_jax.tasks import load_dataset
-from mimetic_jax.training import checkpoint_steps, stack_trees, train_models
+from mimetic_jax.experiments.models import ConvMixer, ViT
+from mimetic_jax.experiments.tasks import load_dataset
+from mimetic_jax.experiments.training import checkpoint_steps, stack_trees, train_models
 
 SWEEP_SEED0 = 1000
 SIGMAS = [(0.5, 0.5), (0.5, 2.0), (1.0, 1.0), (1.0, 3.0), (2.0, 2.0), (0.5, 4.0)]

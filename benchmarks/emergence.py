@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimetic_jax import emergence_measure, emergence_scale, forward_order
-from mimetic_jax.tasks import load_digits
-from mimetic_jax.training import stack_trees, train_models
+from mimetic_jax.experiments.tasks import load_digits
+from mimetic_jax.experiments.training import stack_trees, train_models
 
 PUBLISHED_ALPHA = 1.1  # the public implementation's value
 BASES = {"xavier": nn.initializers.glorot_uniform(), "kaiming": nn.initializers.he_normal()}

@@ -46,8 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimetic_jax import fuse
-from mimetic_jax.tasks import load_dataset
-from mimetic_jax.training import checkpoint_steps, stack_trees, train_models, unstack_tree
+from mimetic_jax.experiments.tasks import load_dataset
+from mimetic_jax.experiments.training import checkpoint_steps, stack_trees, train_models, unstack_tree
 
 ARMS = ("shallow-random", "fused-data", "fused-gauss", "deep")
 KERNEL = {"digits": (3, 3), "mnist1d": (1, 3)}

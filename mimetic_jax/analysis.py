@@ -273,7 +273,7 @@ def analyze(
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from mimetic_jax import mimetic
-      >>> from mimetic_jax.models import ViT
+      >>> from mimetic_jax.experiments.models import ViT
       >>> v = ViT(10, width=32, depth=1, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> a = analyze(mimetic(v, jax.random.key(1), preset="vit"))
       >>> min(a.attention[0].qk_diag_ratio) > 2, a.attention[0].vo_diag_mean < 0
@@ -310,9 +310,12 @@ def analyze(
 def plot_analysis(analysis: Analysis, *, title: str | None = None):
     """A matplotlib figure with one panel per score family :func:`analyze` found (layers on the x axis).
 
+    matplotlib is not a dependency of the library: without it this raises an ``ImportError``
+    naming it and the ``experiments`` extra, which brings it.
+
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from mimetic_jax.models import ViT
+      >>> from mimetic_jax.experiments.models import ViT
       >>> v = ViT(10, width=16, depth=2, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> fig = plot_analysis(analyze(v))
       >>> len(fig.axes)
@@ -320,7 +323,11 @@ def plot_analysis(analysis: Analysis, *, title: str | None = None):
     """
     if not isinstance(analysis, Analysis):
         raise TypeError(f"plot_analysis takes an Analysis (from analyze()), got {type(analysis).__name__}")
-    from matplotlib.figure import Figure  # no pyplot: no global state, any backend
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global state, any backend
+    except ImportError as err:
+        raise ImportError(f"plot_analysis needs matplotlib, which is not installed ({err}); install it with "
+                          'pip install matplotlib, or pip install "mimetic_jax[experiments]"') from None
 
     panels = []
     if analysis.attention:

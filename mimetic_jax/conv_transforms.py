@@ -168,7 +168,7 @@ def find_depthwise_convs(tree: Any, *, include: str | None = DEPTHWISE_NAMES, ex
     """The depthwise conv kernels :func:`mimetic_conv` would change, in layer order.
 
     Example:
-      >>> from mimetic_jax.models import ConvMixer
+      >>> from mimetic_jax.experiments.models import ConvMixer
       >>> v = ConvMixer(10, width=16, depth=3).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> [s.name for s in find_depthwise_convs(v)]
       ['params/block_0/depthwise/kernel', 'params/block_1/depthwise/kernel', 'params/block_2/depthwise/kernel']
@@ -181,7 +181,7 @@ def find_mlp_layers(tree: Any, *, include: str | None = MLP_NAMES, exclude: str 
     """The first-MLP-layer kernels :func:`mimetic_mlp` would change, in layer order.
 
     Example:
-      >>> from mimetic_jax.models import ViT
+      >>> from mimetic_jax.experiments.models import ViT
       >>> v = ViT(10, width=16, depth=2, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> [s.name for s in find_mlp_layers(v)]
       ['params/block_0/mlp_in/kernel', 'params/block_1/mlp_in/kernel']
@@ -238,7 +238,7 @@ def mimetic_conv(
       a new dict/``nnx.State`` (the input is not changed), or the ``nnx.Module`` updated in place.
 
     Example:
-      >>> from mimetic_jax.models import ConvMixer
+      >>> from mimetic_jax.experiments.models import ConvMixer
       >>> v = ConvMixer(10, width=16, depth=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> v2 = mimetic_conv(v, jax.random.key(1))
       >>> v2["params"]["block_1"]["depthwise"]["kernel"].shape
@@ -283,7 +283,7 @@ def filter_covariances(tree: Any, *, center: bool = True, include: str | None = 
     """The filter covariance (:func:`~mimetic_jax.conv.filter_covariance`) of every depthwise layer, in layer order.
 
     Example:
-      >>> from mimetic_jax.models import ConvMixer
+      >>> from mimetic_jax.experiments.models import ConvMixer
       >>> v = ConvMixer(10, width=16, depth=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> [c.shape for c in filter_covariances(v)]
       [(25, 25), (25, 25)]
@@ -304,11 +304,11 @@ def freeze_mask(tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: st
 
         optimizer = optax.chain(optax.adamw(1e-3), optax.masked(optax.set_to_zero(), freeze_mask(params)))
 
-    (``mimetic_jax.training.train_models(..., frozen=freeze_mask(variables))`` does this.)
+    (``mimetic_jax.experiments.training.train_models(..., frozen=freeze_mask(variables))`` does this.)
     For an ``nnx.Module`` the mask has the structure of ``nnx.state(module, nnx.Param)``.
 
     Example:
-      >>> from mimetic_jax.models import ConvMixer
+      >>> from mimetic_jax.experiments.models import ConvMixer
       >>> v = ConvMixer(10, width=16, depth=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> m = freeze_mask(v["params"])
       >>> m["block_0"]["depthwise"]["kernel"], m["block_0"]["depthwise"]["bias"], m["stem"]["kernel"]
@@ -343,7 +343,7 @@ def mimetic_mlp(
     (see :mod:`mimetic_jax.mlp`). Arguments and return value as in :func:`mimetic_conv`.
 
     Example:
-      >>> from mimetic_jax.models import ViT
+      >>> from mimetic_jax.experiments.models import ViT
       >>> v = ViT(10, width=16, depth=1, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> w0 = v["params"]["block_0"]["mlp_in"]["kernel"]
       >>> w1 = mimetic_mlp(v, mean=0.1)["params"]["block_0"]["mlp_in"]["kernel"]

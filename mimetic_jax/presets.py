@@ -341,7 +341,7 @@ def mimetic(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from mimetic_jax.models import ViT
+      >>> from mimetic_jax.experiments.models import ViT
       >>> v = ViT(10, width=16, depth=2, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> v, rep = mimetic(v, jax.random.key(1), preset="vit", report=True)
       >>> [(e.label, len(e.paths)) for e in rep.entries]

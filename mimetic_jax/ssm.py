@@ -43,7 +43,7 @@ init solved it and mimetic init did not: sweep the learning rate.
 
 The whole-model transform that finds Mamba blocks and applies these is
 :func:`mimetic_jax.mimetic_ssm`; the reference blocks are in
-:mod:`mimetic_jax.models.mamba`.
+:mod:`mimetic_jax.experiments.models.mamba`.
 """
 from __future__ import annotations
 

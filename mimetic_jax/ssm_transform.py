@@ -275,7 +275,7 @@ def mimetic_ssm(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from mimetic_jax.models import MambaLM
+      >>> from mimetic_jax.experiments.models import MambaLM
       >>> model = MambaLM(vocab_size=16, d_model=32, n_layer=2, d_state=8)
       >>> params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
       >>> params = mimetic_ssm(params, jax.random.key(1))

@@ -266,9 +266,9 @@ print("output:", nnx_encoder(x).shape)'''),
 kernels re-drawn mimetically; `train_models` trains all of them side by side (one `vmap`ped
 program, same data order within a pair). The same comparison from the command line:
 `mimetic-jax compare --seeds 2 --steps 150 --width 32 --depth 2 --heads 2`."""),
-        ("code", '''from mimetic_jax.models import ViT
-from mimetic_jax.tasks import load_digits
-from mimetic_jax.training import checkpoint_steps, paired_inits, stack_trees, train_models
+        ("code", '''from mimetic_jax.experiments.models import ViT
+from mimetic_jax.experiments.tasks import load_digits
+from mimetic_jax.experiments.training import checkpoint_steps, paired_inits, stack_trees, train_models
 
 data = load_digits()
 model = ViT(data.num_classes, width=WIDTH, depth=DEPTH, num_heads=HEADS, patch_size=(2, 2))
@@ -313,9 +313,9 @@ paired training comparison on digits.""",
         ("code", PLOT_HELPER + '''
 import jax.numpy as jnp
 import mimetic_jax as mj
-from mimetic_jax.models import ViT, query_key_products, value_output_products
-from mimetic_jax.tasks import load_digits
-from mimetic_jax.training import checkpoint_steps, init_params, stack_trees, train_models
+from mimetic_jax.experiments.models import ViT, query_key_products, value_output_products
+from mimetic_jax.experiments.tasks import load_digits
+from mimetic_jax.experiments.training import checkpoint_steps, init_params, stack_trees, train_models
 
 data = load_digits()
 model = ViT(data.num_classes, width=WIDTH, depth=DEPTH, num_heads=HEADS, patch_size=(2, 2))
@@ -350,8 +350,8 @@ for name, p in inits.items():
 
 Per seed, one `model.init` draw; the mimetic model is that draw with only the attention kernels
 replaced; both see the same minibatches. All models train in one vmapped program
-(`mimetic_jax.training.train_models`: AdamW, warm-up, cosine)."""),
-        ("code", '''from mimetic_jax.training import paired_inits
+(`mimetic_jax.experiments.training.train_models`: AdamW, warm-up, cosine)."""),
+        ("code", '''from mimetic_jax.experiments.training import paired_inits
 
 seeds = list(range(SEEDS))
 default, exact, keys = paired_inits(model, data.x_train, seeds, method="exact")
@@ -370,7 +370,7 @@ plt.show()'''),
 
 The diagonal of the default model's $W_q W_k^\\top$ after training, against its value at init
 (the paper's observation is that trained heads move towards the mimetic pattern)."""),
-        ("code", '''from mimetic_jax.training import unstack_tree
+        ("code", '''from mimetic_jax.experiments.training import unstack_tree
 
 def mean_qk_diag(p):
     return np.mean([diag_stats(h)[0] for block in query_key_products(p) for h in block])
@@ -404,9 +404,9 @@ kernels change; `freeze_mask` keeps them fixed during training.""",
 import flax.linen as nn
 import jax.numpy as jnp
 import mimetic_jax as mj
-from mimetic_jax.models import ConvMixer
-from mimetic_jax.tasks import load_digits
-from mimetic_jax.training import checkpoint_steps, stack_trees, train_models
+from mimetic_jax.experiments.models import ConvMixer
+from mimetic_jax.experiments.tasks import load_digits
+from mimetic_jax.experiments.training import checkpoint_steps, stack_trees, train_models
 
 data = load_digits()
 model = ConvMixer(data.num_classes, width=WIDTH, depth=DEPTH, kernel_size=KERNEL)
@@ -500,9 +500,9 @@ pairs, then queries of the keys; the model must output each key's value.""",
         ("code", PLOT_HELPER + '''
 import jax.numpy as jnp
 import mimetic_jax as mj
-from mimetic_jax.models import MambaLM
-from mimetic_jax.tasks import sequence_dataset
-from mimetic_jax.training import checkpoint_steps, stack_trees, train_models
+from mimetic_jax.experiments.models import MambaLM
+from mimetic_jax.experiments.tasks import sequence_dataset
+from mimetic_jax.experiments.training import checkpoint_steps, stack_trees, train_models
 
 data = sequence_dataset("mqar", seed=0, num_train=max(STEPS, 1) * BATCH, num_test=256,
                         seq_len=SEQ_LEN, num_pairs=PAIRS, vocab_size=VOCAB)
@@ -580,8 +580,8 @@ over an $\\alpha$ sweep, and training of the scaled MLPs vs $\\alpha = 1$ on dig
 import flax.linen as nn
 import jax.numpy as jnp
 import mimetic_jax as mj
-from mimetic_jax.tasks import load_digits
-from mimetic_jax.training import stack_trees, train_models
+from mimetic_jax.experiments.tasks import load_digits
+from mimetic_jax.experiments.training import stack_trees, train_models
 
 
 class MLP(nn.Module):
@@ -666,8 +666,8 @@ a Gaussian); every other layer is copied. The fused shallow net then trains on."
 import flax.linen as nn
 import jax.numpy as jnp
 from mimetic_jax import fuse
-from mimetic_jax.tasks import load_digits
-from mimetic_jax.training import checkpoint_steps, stack_trees, train_models, unstack_tree
+from mimetic_jax.experiments.tasks import load_digits
+from mimetic_jax.experiments.training import checkpoint_steps, stack_trees, train_models, unstack_tree
 
 
 class MLP(nn.Module):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mimetic_jax as mj
-from mimetic_jax.models import ConvMixer, MambaLM, ViT, query_key_products, value_output_products
+from mimetic_jax.experiments.models import ConvMixer, MambaLM, ViT, query_key_products, value_output_products
 from mimetic_jax.ssm import A_LOG_RANGE, DELTA
 
 WIDTH = 64  # d: default-init scores are N(0, 1/d), so |score| < 4/sqrt(d) = 0.5 at 4 sigma

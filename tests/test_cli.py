@@ -1,14 +1,16 @@
-"""Tests of the ``mimetic-jax`` command line (mimetic_jax.cli, mimetic_jax.cli_ssm)."""
+"""Tests of the ``mimetic-jax`` command line (mimetic_jax.experiments.cli, mimetic_jax.experiments.cli_ssm)."""
 from __future__ import annotations
 
 import json
+import pathlib
 import runpy
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from mimetic_jax.cli import build_parser, format_table, main, parse_patch, resolve_options, summarize
+from mimetic_jax.experiments.cli import build_parser, format_table, main, parse_patch, resolve_options, summarize
 
 TINY_VIT = ["--width", "16", "--depth", "1", "--heads", "2", "--batch-size", "32"]
 TINY_SSM = ["--width", "16", "--depth", "1", "--state", "4"]
@@ -119,7 +121,7 @@ def test_a_missing_extra_exits_1_naming_the_package_and_the_extra(tmp_path, monk
         main(["compare", "--dataset", "mnist1d", "--out", str(tmp_path)])
     assert exc.value.code == 1
     err = capsys.readouterr().err
-    assert "--dataset mnist1d needs the package 'mnist1d'" in err and 'pip install "mimetic_jax[cli]"' in err
+    assert "--dataset mnist1d needs the package 'mnist1d'" in err and 'pip install "mimetic_jax[experiments]"' in err
     assert "Traceback" not in err and not (tmp_path / "results.json").exists()
 
 
@@ -143,7 +145,7 @@ def test_help_describes_every_task_and_groups_the_options(capsys):
     text = capsys.readouterr().out
     for words in ("ViT", "ConvMixer", "copying", "multi-query associative recall", "results.json", "results.md",
                   "compare.png", "options of --task image only", "options of --task copying and --task mqar only",
-                  'pip install "mimetic_jax[cli]"'):
+                  'pip install "mimetic_jax[experiments]"'):
         assert words in text
     for option in ("--dataset", "--seeds", "--steps", "--width", "--depth", "--heads", "--patch", "--lr",
                    "--batch-size", "--method", "--out", "--checkpoints", "--state", "--ssm-version", "--schemes"):
@@ -179,3 +181,32 @@ def test_parse_patch():
     for bad in ("", "x", "0", "2x0", "1x2x3", "a"):
         with pytest.raises(ValueError, match="--patch"):
             parse_patch(bad, "digits")
+
+
+def _base_install(tmp_path, blocked: tuple[str, ...]):
+    """Run ``python -m mimetic_jax compare`` with ``blocked`` unimportable, as in an install without extras.
+
+    The packages are blocked after ``import mimetic_jax``: optax comes with flax (which imports it)
+    in every install; the harness must still report it as the extra's.
+    """
+    argv = ["mimetic-jax", "compare", "--steps", "2", "--checkpoints", "1", "--seeds", "1", "--no-progress",
+            "--out", str(tmp_path / "run")]
+    script = (f"import runpy, sys, mimetic_jax\nfor name in {blocked!r}:\n    sys.modules[name] = None\n"
+              f"sys.argv = {argv!r}\nrunpy.run_module('mimetic_jax', run_name='__main__', alter_sys=True)\n")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=pathlib.Path(__file__).resolve().parent.parent)
+
+
+def test_a_base_install_command_prints_which_extra_to_install(tmp_path):
+    run = _base_install(tmp_path, ("optax", "sklearn", "matplotlib", "tqdm", "mnist1d"))
+    assert run.returncode == 1, run.stderr
+    assert 'pip install "mimetic_jax[experiments]"' in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_harness_module_missing_past_the_checks_is_reported_as_the_extra(tmp_path):
+    # sklearn imports, its datasets module does not: the import inside the task fails, not require().
+    run = _base_install(tmp_path, ("sklearn.datasets",))
+    assert run.returncode == 1, run.stderr
+    assert "'sklearn'" in run.stderr and 'pip install "mimetic_jax[experiments]"' in run.stderr
+    assert "Traceback" not in run.stderr

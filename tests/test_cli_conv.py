@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mimetic_jax.cli import UsageError, main, parse_schemes
+from mimetic_jax.experiments.cli import UsageError, main, parse_schemes
 
 
 @pytest.mark.slow

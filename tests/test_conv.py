@@ -22,7 +22,7 @@ from mimetic_jax import (
     transfer_covariances,
 )
 from mimetic_jax.conv import _root_for, gaussian, layer_sigma
-from mimetic_jax.models import ConvMixer, ConvNeXt
+from mimetic_jax.experiments.models import ConvMixer, ConvNeXt
 
 KEY = jax.random.key(0)
 
@@ -307,7 +307,7 @@ def test_error_bad_layer_and_empty_tree():
 
 
 def test_depthwise_conv_module_equals_grouped_nn_conv():
-    from mimetic_jax.models import DepthwiseConv
+    from mimetic_jax.experiments.models import DepthwiseConv
 
     x = jax.random.normal(KEY, (2, 6, 7, 8))
     k = (4, 3)  # an even size checks SAME padding's extra tap at the end
@@ -320,8 +320,8 @@ def test_depthwise_conv_module_equals_grouped_nn_conv():
 
 @pytest.mark.slow
 def test_train_models_updates_batch_stats_and_keeps_frozen_filters():
-    from mimetic_jax.tasks import Dataset
-    from mimetic_jax.training import stack_trees, train_models
+    from mimetic_jax.experiments.tasks import Dataset
+    from mimetic_jax.experiments.training import stack_trees, train_models
 
     rng = np.random.default_rng(0)
     data = Dataset(name="toy", x_train=rng.normal(size=(32, 4, 4, 1)).astype(np.float32),

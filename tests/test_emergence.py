@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 import mimetic_jax as mj
-from mimetic_jax.models import ViT
+from mimetic_jax.experiments.models import ViT
 
 
 def bias_free_mlp(depth: int, width: int = 16, out: int = 3) -> nn.Sequential:

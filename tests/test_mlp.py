@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mimetic_jax import find_mlp_layers, mean_shift_init, mimetic_mlp
-from mimetic_jax.models import ConvMixer, ConvNeXt, ConvNeXtBlock, ViT
+from mimetic_jax.experiments.models import ConvMixer, ConvNeXt, ConvNeXtBlock, ViT
 
 KEY = jax.random.key(0)
 

@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 import mimetic_jax as mj
 from mimetic_jax._tree import flatten, path_name
-from mimetic_jax.models import ConvMixer, ConvNeXt, MambaLM, ViT
+from mimetic_jax.experiments.models import ConvMixer, ConvNeXt, MambaLM, ViT
 
 IMG = jnp.zeros((1, 8, 8, 1))
 TOK = jnp.zeros((1, 8), jnp.int32)

@@ -10,10 +10,10 @@ import pytest
 from flax import nnx
 
 import mimetic_jax as mj
-from mimetic_jax.models import MambaLM
-from mimetic_jax.models.mamba import linear_recurrence, linear_recurrence_sequential
-from mimetic_jax.tasks import copying, mqar, sequence_dataset
-from mimetic_jax.training import cross_entropy
+from mimetic_jax.experiments.models import MambaLM
+from mimetic_jax.experiments.models.mamba import linear_recurrence, linear_recurrence_sequential
+from mimetic_jax.experiments.tasks import copying, mqar, sequence_dataset
+from mimetic_jax.experiments.training import cross_entropy
 
 
 def _zeros_like_init(model):

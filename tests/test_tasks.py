@@ -1,4 +1,4 @@
-"""Tests of mimetic_jax.tasks: offline data sets."""
+"""Tests of mimetic_jax.experiments.tasks: offline data sets."""
 from __future__ import annotations
 
 import random
@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from mimetic_jax.tasks import DATASETS, Dataset, load_dataset, load_digits, load_mnist1d
+from mimetic_jax.experiments.tasks import DATASETS, Dataset, load_dataset, load_digits, load_mnist1d
 
 
 def test_digits_shapes_and_dtypes():

@@ -1,4 +1,4 @@
-"""Tests of mimetic_jax.training: the shared, vmapped training loop."""
+"""Tests of mimetic_jax.experiments.training: the shared, vmapped training loop."""
 from __future__ import annotations
 
 import jax
@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mimetic_jax.models import ViT
-from mimetic_jax.tasks import load_digits
-from mimetic_jax.training import (
+from mimetic_jax.experiments.models import ViT
+from mimetic_jax.experiments.tasks import load_digits
+from mimetic_jax.experiments.training import (
     batch_indices,
     checkpoint_steps,
     cross_entropy,

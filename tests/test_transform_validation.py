@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mimetic_jax as mj
-from mimetic_jax.models import ConvMixer
+from mimetic_jax.experiments.models import ConvMixer
 
 KEY = jax.random.key(0)
 

@@ -1,4 +1,4 @@
-"""Tests of mimetic_jax.models.vit: the reference Vision Transformer."""
+"""Tests of mimetic_jax.experiments.models.vit: the reference Vision Transformer."""
 from __future__ import annotations
 
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from mimetic_jax.models import ViT, query_key_products, value_output_products
+from mimetic_jax.experiments.models import ViT, query_key_products, value_output_products
 
 
 # Compiling is what costs time on CPU: one jitted init and apply serve most tests, and

@@ -12,7 +12,7 @@ and see the same data order. Three tasks:
   ``mlp`` (:func:`~mimetic_jax.mimetic_mlp`), comma separated (default ``attention`` for the
   ViT, ``conv`` for the ConvMixer).
 * ``--task copying`` / ``--task mqar``: a small Mamba language model on a synthetic recall
-  task, default init against :func:`mimetic_jax.mimetic_ssm` (see :mod:`mimetic_jax.cli_ssm`).
+  task, default init against :func:`mimetic_jax.mimetic_ssm` (see :mod:`mimetic_jax.experiments.cli_ssm`).
 
 An option that the chosen task (or model) does not use is an error, not silently ignored.
 Every task prints a markdown table of test accuracy at the checkpoints (mean ± std over
@@ -24,8 +24,9 @@ seeds, the spread only with two seeds or more) and writes to ``--out``:
 * ``compare.png``: accuracy curves, the paired difference per seed, and what the scheme
   changes at init.
 
-The extras come from ``pip install "mimetic_jax[cli]"`` (scikit-learn, matplotlib, tqdm, mnist1d);
-a missing one is reported by name, not as a traceback.
+The harness's packages come with ``pip install "mimetic_jax[experiments]"`` (optax,
+scikit-learn, matplotlib, tqdm, mnist1d; ``[cli]`` is the same set); in a base install a missing
+one is reported by name with that command, not as a traceback.
 
 Example:
     $ mimetic-jax compare --dataset digits --seeds 3
@@ -36,16 +37,25 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mimetic_jax.experiments._common import (
+    EXTRA,
+    HARNESS_PACKAGES,
+    MissingExtra,
+    UsageError,
+    format_table,
+    plot_comparison,
+    require,
+    summarize,
+    write_outputs,
+)
 
 __all__ = ["DEFAULT_PATCH", "EXTRA", "MissingExtra", "TASKS", "UsageError", "build_parser", "check_options",
            "format_table", "main", "parse_patch", "parse_schemes", "plot_comparison", "require", "resolve_options",
@@ -57,8 +67,6 @@ DEFAULT_PATCH = {"digits": (2, 2), "mnist1d": (1, 4)}
 MODELS = ("vit", "convmixer")
 SCHEMES = {"vit": ("attention", "mlp"), "convmixer": ("conv", "mlp")}
 """Schemes ``--schemes`` accepts per model (the first is the default)."""
-EXTRA = 'pip install "mimetic_jax[cli]"'
-"""The install command of the command line's extras (named in the error when one is missing)."""
 
 #: Option defaults of every task (``None`` in the parser: "not given").
 COMMON_DEFAULTS = {"seeds": 3, "steps": 400, "checkpoints": 8, "width": 64, "weight_decay": 0.05,
@@ -71,14 +79,6 @@ TASK_DEFAULTS = {"image": {"lr": 1e-3, "batch_size": 128, "depth": 4, "model": "
 VIT_DEFAULTS = {"heads": 4, "method": "exact"}
 TASK_ONLY = {"model": "image", "schemes": "image", "dataset": "image", "patch": "image", "heads": "image",
              "method": "image", "state": "copying, mqar", "ssm_version": "copying, mqar"}
-
-
-class UsageError(ValueError):
-    """A combination of options that cannot work; reported like an argparse error (exit code 2)."""
-
-
-class MissingExtra(ImportError):
-    """A package of the ``cli`` extra is not installed; the message names it and the install command."""
 
 
 def _flag(dest: str) -> str:
@@ -131,10 +131,11 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
 
     Example:
         >>> args = build_parser().parse_args(["compare", "--task", "mqar", "--dataset", "mnist1d"])
-        >>> resolve_options(args)
-        Traceback (most recent call last):
-        ...
-        mimetic_jax.cli.UsageError: --dataset is an option of --task image only; --task mqar does not use it
+        >>> try:
+        ...     resolve_options(args)
+        ... except UsageError as err:
+        ...     print(err)
+        --dataset is an option of --task image only; --task mqar does not use it
     """
     task = args.task
     for dest, owner in TASK_ONLY.items():
@@ -185,16 +186,6 @@ def check_options(args: argparse.Namespace, image_shape: Sequence[int], num_trai
     return patch
 
 
-def require(*modules: str, why: str) -> None:
-    """Import ``modules`` or raise :class:`MissingExtra` naming the missing one, ``why`` and :data:`EXTRA`."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise MissingExtra(f"{why} needs the package {name.split('.')[0]!r}, which is not installed "
-                               f"({err}); install the command line's extras with: {EXTRA}") from None
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -225,7 +216,7 @@ tasks:
 Every task prints a markdown table (mean ± std over seeds; the spread only with two seeds or
 more) and writes results.json, results.md (the table) and compare.png (accuracy curves, the
 paired difference per seed, and what the init changes) to --out. An option that the task does
-not use is an error. Needs the extras: pip install "mimetic_jax[cli]"."""
+not use is an error. Needs the extra: pip install "mimetic_jax[experiments]"."""
 
 _EPILOG = """\
 examples:
@@ -291,144 +282,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ----------------------------------------------------------------------------------------- outputs
-
-
-def summarize(acc: np.ndarray) -> dict[str, Any]:
-    """``acc`` ``(seeds, checkpoints)`` -> per-seed values, mean, and sample std (ddof=1; ``None`` with one seed).
-
-    Example:
-        >>> summarize(np.array([[0.5, 1.0]]))["std"] is None
-        True
-        >>> [round(s, 4) for s in summarize(np.array([[0.5, 1.0], [0.7, 1.0]]))["std"]]
-        [0.1414, 0.0]
-    """
-    acc = np.asarray(acc, dtype=np.float64)
-    std = acc.std(axis=0, ddof=1).tolist() if acc.shape[0] >= 2 else None
-    return {"per_seed": acc.tolist(), "mean": acc.mean(axis=0).tolist(), "std": std}
-
-
-def _cell(values: np.ndarray, sign: bool = False) -> str:
-    mean = f"{100 * values.mean():+.2f}" if sign else f"{100 * values.mean():.2f}"
-    return f"{mean} ± {100 * values.std(ddof=1):.2f}" if values.shape[0] >= 2 else mean
-
-
-def format_table(steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray) -> str:
-    """Markdown table of test accuracy (%) per checkpoint and the paired difference mimetic − default.
-
-    Each cell is the mean over seeds, with ``± std`` (ddof=1) only when there are at least two seeds.
-
-    Example:
-        >>> print(format_table(np.array([10]), np.array([[0.5]]), np.array([[0.75]])))
-        | step | default (%) | mimetic (%) | mimetic − default (pp) |
-        |---:|---:|---:|---:|
-        | 10 | 50.00 | 75.00 | +25.00 |
-    """
-    default, mimetic = np.asarray(default), np.asarray(mimetic)
-    diff = mimetic - default
-    lines = ["| step | default (%) | mimetic (%) | mimetic − default (pp) |", "|---:|---:|---:|---:|"]
-    lines += [f"| {int(s)} | {_cell(default[:, i])} | {_cell(mimetic[:, i])} | {_cell(diff[:, i], sign=True)} |"
-              for i, s in enumerate(steps)]
-    return "\n".join(lines)
-
-
-def _machine() -> dict[str, Any]:
-    import jax
-
-    device = jax.devices()[0]
-    return {"backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
-            "device_count": jax.device_count(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
-            "python": sys.version.split()[0]}
-
-
-def _machine_text(machine: dict[str, Any]) -> str:
-    where = (f"{machine['cpu_count']}-core CPU" if machine["backend"] == "cpu"
-             else f"{machine['device_count']} x {machine['device']}")
-    return f"{where}, JAX {machine['jax']}"
-
-
-def _seeds_text(n: int) -> str:
-    return "1 seed (no spread)" if n == 1 else f"{n} seeds, paired, mean ± std (ddof=1)"
-
-
-def write_outputs(out: Path, results: dict[str, Any], default: np.ndarray, mimetic: np.ndarray,
-                  init_panel: Callable[[Any], None] | None, *, start: float) -> dict[str, Any]:
-    """Print the table and write ``results.json``, ``results.md`` and ``compare.png`` to ``out``.
-
-    ``results`` holds ``title``, ``metric``, ``budget`` (text), ``steps``, ``seeds``, ``config``,
-    ``train_seconds``; the summaries, the machine and the output paths are added here.
-    ``init_panel(spec)`` draws the init-structure panel (see :func:`plot_comparison`); ``start``
-    is the ``time.perf_counter()`` of the run's start (for ``total_seconds``).
-    """
-    steps = np.asarray(results["steps"])
-    results = dict(results)
-    results["default"], results["mimetic"] = summarize(default), summarize(mimetic)
-    results["difference"] = summarize(np.asarray(mimetic) - np.asarray(default))
-    results["spread"] = "sample std over seeds (ddof=1); null with one seed"
-    results["machine"] = _machine()
-    results["outputs"] = {"json": "results.json", "table": "results.md", "figure": "compare.png"}
-    n = len(results["seeds"])
-    caption = (f"{results['metric'].capitalize()} (%) at each checkpoint; {_seeds_text(n)}; mimetic − default is "
-               f"the paired difference per seed in percentage points. {results['budget']}. Measured on "
-               f"{_machine_text(results['machine'])} ({results['train_seconds']:.0f} s of training).")
-    table = format_table(steps, default, mimetic)
-    print(f"{results['title']}\n\n{caption}\n\n{table}\n")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(f"## {results['title']}\n\n{caption}\n\n{table}\n")
-    plot_comparison(out / "compare.png", steps, default, mimetic, title=results["title"],
-                    subtitle=f"{_seeds_text(n)}; {results['budget']}; {_machine_text(results['machine'])}",
-                    ylabel=f"{results['metric']} (%)", init_panel=init_panel)
-    results["total_seconds"] = time.perf_counter() - start
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'compare.png'} "
-          f"({results['total_seconds']:.0f} s)")
-    return results
-
-
-def plot_comparison(path: Path, steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray, *, title: str,
-                    subtitle: str, ylabel: str, init_panel: Callable[[Any], None] | None = None) -> None:
-    """Write the figure: accuracy curves (mean, ± std band from 2 seeds), paired differences, init panel.
-
-    ``init_panel(subfigure)`` draws into the right third of the figure (a matplotlib ``SubFigure``).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    default, mimetic = 100 * np.asarray(default), 100 * np.asarray(mimetic)
-    n = default.shape[0]
-    fig = plt.figure(figsize=(14.0 if init_panel else 9.0, 4.6), layout="constrained")
-    if init_panel is not None:
-        curves, right = fig.subfigures(1, 2, width_ratios=[2.0, 1.25], wspace=0.02)
-    else:
-        curves, right = fig, None
-    ax, dax = curves.subplots(1, 2)
-    for acc, label, color in ((default, "default init", "tab:blue"), (mimetic, "mimetic init", "tab:orange")):
-        mean = acc.mean(axis=0)
-        ax.plot(steps, mean, marker="o", ms=3, color=color, label=f"{label}, mean of {n}" if n > 1 else label)
-        if n > 1:
-            std = acc.std(axis=0, ddof=1)
-            ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
-    ax.set(xlabel="training step", ylabel=ylabel, title="test accuracy" + (" (band: ± std)" if n > 1 else ""))
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    diff = mimetic - default
-    for s in range(n):
-        dax.plot(steps, diff[s], color="gray", lw=0.8, alpha=0.7, label="per seed" if s == 0 and n > 1 else None)
-    dax.plot(steps, diff.mean(axis=0), marker="o", ms=3, color="black", label="mean" if n > 1 else "seed 0")
-    dax.axhline(0.0, color="tab:red", lw=0.8, ls="--")
-    dax.set(xlabel="training step", ylabel="mimetic − default (percentage points)",
-            title="paired difference (same init draw and data order)")
-    dax.grid(alpha=0.3)
-    dax.legend(loc="best", fontsize=8)
-    if init_panel is not None:
-        init_panel(right)
-    fig.suptitle(f"{title}\n{subtitle}", fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _heatmap_panel(maps_default: np.ndarray, maps_mimetic: np.ndarray, what: str, labels: Sequence[str]):
     """An init panel: rows default / mimetic, one heat map per entry of ``labels``, one colour scale per row."""
 
@@ -471,7 +324,7 @@ def _scheme_transform(schemes: Sequence[str], method: str | None):
 def _image_init_panel(model: str, default: Any, mimetic: Any):
     """ViT: per-head ``W_q^h W_k^hT`` of the first block; ConvMixer: filter covariance of the first depthwise layer."""
     if model == "vit":
-        from mimetic_jax.models import query_key_products
+        from mimetic_jax.experiments.models import query_key_products
 
         qk_default, qk_mimetic = np.asarray(query_key_products(default)[0]), np.asarray(query_key_products(mimetic)[0])
         return _heatmap_panel(qk_default, qk_mimetic,
@@ -495,7 +348,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
     Raises:
         UsageError: if the options do not fit the data (see :func:`check_options`).
-        MissingExtra: if a package of the ``cli`` extra is missing.
+        MissingExtra: if a package of the ``experiments`` extra is missing.
     """
     require("sklearn" if args.dataset == "digits" else "mnist1d", why=f"--dataset {args.dataset}")
     require("matplotlib", why="the figure compare.png")
@@ -503,9 +356,9 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         require("tqdm", why="the progress bar (or pass --no-progress)")
     import jax
 
-    from mimetic_jax.models import ConvMixer, ViT
-    from mimetic_jax.tasks import load_dataset
-    from mimetic_jax.training import checkpoint_steps, paired_inits, stack_trees, train_models
+    from mimetic_jax.experiments.models import ConvMixer, ViT
+    from mimetic_jax.experiments.tasks import load_dataset
+    from mimetic_jax.experiments.training import checkpoint_steps, paired_inits, stack_trees, train_models
 
     start = time.perf_counter()
     schemes = tuple(args.schemes.split(","))
@@ -575,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mimetic-jax`` and ``python -m mimetic_jax``; returns the exit code.
 
     Bad options exit through ``argparse`` (``SystemExit`` with code 2); a missing package of
-    the ``cli`` extra exits with code 1 and a message naming it.
+    the ``experiments`` extra (a base install: ``pip install mimetic_jax`` brings jax, flax and
+    numpy only) exits with code 1 and a message naming it and :data:`EXTRA`.
 
     Example:
         >>> main(["compare", "--steps", "20", "--seeds", "1", "--out", "/tmp/run"])  # doctest: +SKIP
@@ -586,8 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "compare":
         try:
             resolve_options(args)
+            require("optax", why="the training loop (mimetic_jax.experiments.training)")
             if args.task != "image":
-                from mimetic_jax.cli_ssm import run_compare_sequence
+                from mimetic_jax.experiments.cli_ssm import run_compare_sequence
 
                 run_compare_sequence(args)
             else:
@@ -596,6 +451,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(err))
         except MissingExtra as err:
             parser.exit(1, f"{parser.prog}: error: {err}\n")
+        except ModuleNotFoundError as err:
+            # A harness package imported past require() (a transitive import): same message.
+            if (err.name or "").split(".")[0] not in HARNESS_PACKAGES:
+                raise
+            parser.exit(1, f"{parser.prog}: error: the package {err.name.split('.')[0]!r} is not installed "
+                           f"({err}); install the experiments extra with: {EXTRA}\n")
     return 0
 
 

@@ -17,8 +17,8 @@ seed"): any difference between them comes from their parameters alone.
 
 Example:
     >>> import jax
-    >>> from mimetic_jax.models import ViT
-    >>> from mimetic_jax.tasks import load_digits
+    >>> from mimetic_jax.experiments.models import ViT
+    >>> from mimetic_jax.experiments.tasks import load_digits
     >>> data = load_digits()
     >>> model = ViT(num_classes=10, width=32, depth=1, num_heads=2)
     >>> keys = jax.random.split(jax.random.key(0), 2)
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mimetic_jax.tasks import Dataset
+from mimetic_jax.experiments.tasks import Dataset
 
 __all__ = [
     "History",
@@ -86,7 +86,7 @@ def init_params(model: nn.Module, key: jax.Array, sample_x: jax.Array | np.ndarr
     """Initialize a linen model's variables from one example of ``sample_x`` (jitted).
 
     Example:
-        >>> from mimetic_jax.models import ViT
+        >>> from mimetic_jax.experiments.models import ViT
         >>> v = init_params(ViT(10, width=16, depth=1), jax.random.key(0), np.zeros((3, 8, 8, 1)))
         >>> sorted(v)
         ['params']
@@ -350,7 +350,7 @@ def train_models(
         params_stack: the ``M`` models' parameters stacked along a leading axis
             (:func:`stack_trees`).
         data_keys: ``(M,)`` PRNG keys of the models' data orders; equal keys, equal orders.
-        dataset: a :class:`~mimetic_jax.tasks.Dataset`.
+        dataset: a :class:`~mimetic_jax.experiments.tasks.Dataset`.
         steps: number of optimizer steps.
         learning_rate: peak learning rate of the warm-up + cosine schedule.
         batch_size: training minibatch size.

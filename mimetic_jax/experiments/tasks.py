@@ -15,10 +15,10 @@ Synthetic sequence tasks (for state space models, SPEC §4), jittable and seedab
 :func:`copying` and :func:`mqar` (multi-query associative recall) draw batches of token
 sequences with a loss mask on the answer positions; :func:`sequence_dataset` turns them
 into a :class:`Dataset` of token sequences whose labels are ``-1`` off the answers (the
-masked loss of :mod:`mimetic_jax.training`).
+masked loss of :mod:`mimetic_jax.experiments.training`).
 
 Example:
-    >>> from mimetic_jax.tasks import load_dataset
+    >>> from mimetic_jax.experiments.tasks import load_dataset
     >>> data = load_dataset("digits")
     >>> data.x_train.shape[1:], data.num_classes
     ((8, 8, 1), 10)
@@ -355,7 +355,7 @@ def sequence_dataset(name: str, *, seed: int = 0, num_train: int = 8192, num_tes
     """A :class:`Dataset` of ``num_train + num_test`` fresh examples of a sequence task.
 
     ``x`` are the ``(N, L)`` int32 input tokens, ``y`` the ``(N, L)`` int32 targets with
-    ``-1`` off the answer positions (the loss mask of :func:`mimetic_jax.training.cross_entropy`;
+    ``-1`` off the answer positions (the loss mask of :func:`mimetic_jax.experiments.training.cross_entropy`;
     accuracy is over answer positions), ``num_classes`` the vocabulary size. Train and test
     come from ``jax.random.key(seed)`` split in two.
 

@@ -1,12 +1,12 @@
 """``mimetic-jax compare --task copying|mqar``: default vs mimetic SSM init on a recall task.
 
-Trains a small Mamba language model (:class:`mimetic_jax.models.MambaLM`, ``--depth``
+Trains a small Mamba language model (:class:`mimetic_jax.experiments.models.MambaLM`, ``--depth``
 layers, ``--width`` = ``d_model``, state ``--state``, Mamba ``--ssm-version``) with its
 default init and with :func:`mimetic_jax.mimetic_ssm` (package defaults), paired by seed:
 for seed ``s`` both start from the same ``model.init`` parameters (the mimetic one has only
 its SSM parts replaced) and see the same data order. Copying: 16 tokens, vocabulary 16;
-MQAR: length 64, 8 pairs, vocabulary 64 (:mod:`mimetic_jax.tasks`). Writes the same outputs
-as the image task (:func:`mimetic_jax.cli.write_outputs`): the markdown table of masked-token
+MQAR: length 64, 8 pairs, vocabulary 64 (:mod:`mimetic_jax.experiments.tasks`). Writes the same outputs
+as the image task (:func:`mimetic_jax.experiments.cli.write_outputs`): the markdown table of masked-token
 test accuracy, ``results.json``, ``results.md`` and ``compare.png``, whose init panel shows how
 much of a token the state of block 0 keeps after a sequence length.
 
@@ -20,6 +20,8 @@ import time
 from typing import Any
 
 import numpy as np
+
+from mimetic_jax.experiments._common import UsageError, require, write_outputs
 
 __all__ = ["TASK_OPTIONS", "retention", "run_compare_sequence"]
 
@@ -37,7 +39,7 @@ def retention(params: Any, length: int, layer: int = 0) -> np.ndarray:
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> from mimetic_jax.models import MambaLM
+        >>> from mimetic_jax.experiments.models import MambaLM
         >>> p = MambaLM(vocab_size=8, d_model=16, n_layer=1, d_state=4, version=1).init(
         ...     jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
         >>> r = retention(p, 16); r.shape, bool(((0 <= r) & (r <= 1)).all())
@@ -67,16 +69,14 @@ def _retention_panel(default: Any, mimetic: Any, length: int):
 
 
 def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
-    """Train default vs mimetic Mamba LMs as ``args`` say (after :func:`mimetic_jax.cli.resolve_options`).
+    """Train default vs mimetic Mamba LMs as ``args`` say (after :func:`mimetic_jax.experiments.cli.resolve_options`).
 
     Returns the dictionary written to ``results.json``.
 
     Raises:
         UsageError: if an option does not fit the task.
-        MissingExtra: if a package of the ``cli`` extra is missing.
+        MissingExtra: if a package of the ``experiments`` extra is missing.
     """
-    from mimetic_jax.cli import UsageError, require, write_outputs
-
     if args.ssm_version == 2 and (2 * args.width) % 16:
         raise UsageError(f"--width must make 2 * width a multiple of the Mamba-2 head size 16, got {args.width}")
     if args.state > (args.width if args.ssm_version == 2 else 2 * args.width):
@@ -87,10 +87,10 @@ def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    from mimetic_jax.models import MambaLM
+    from mimetic_jax.experiments.models import MambaLM
     from mimetic_jax.ssm_transform import mimetic_ssm
-    from mimetic_jax.tasks import sequence_dataset
-    from mimetic_jax.training import checkpoint_steps, stack_trees, train_models
+    from mimetic_jax.experiments.tasks import sequence_dataset
+    from mimetic_jax.experiments.training import checkpoint_steps, stack_trees, train_models
 
     start = time.perf_counter()
     data = sequence_dataset(args.task, seed=0, num_train=args.steps * args.batch_size, num_test=512,
