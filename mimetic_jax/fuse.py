@@ -80,6 +80,46 @@ to ``1 − 1e-6``).
   position's ``z₂`` on the fused kernel's input patch (all channels, so cross-channel
   correlations are fitted), moments streamed over the data and positions.
 
+**Joint fit, not per channel pair** (ours, a departure). The authors' code fits a conv
+pair's fused kernel one (input channel ``m``, output channel ``n``) pair at a time: the
+slice ``h[m→n]`` is the regression of output channel ``n`` on input channel ``m``'s
+window *alone*, and the slices are then summed over ``m`` in the fused conv (with a fused
+window they choose, 3 taps in their HAR code, an absolute ridge 1e-3, and one bias per
+output position, as their convs have). Ours solves one
+least-squares problem per output channel over the whole patch, all input channels
+together, on the composed receptive field, one bias per channel. For one window, the joint fit
+minimizes the MSE over *every* kernel of that window (and bias), so on the data it is fitted
+to its MSE is never larger than the per-pair kernel's (ridge → 0). They coincide when the
+input channels are uncorrelated (the normal equations decouple); with correlated channels
+each per-pair regression also picks up its neighbours' signal and the sum counts it several
+times (``tests/test_fuse.py``: per-pair MSE 5.1× the joint one with channel correlations
+0.6–0.8, 1.004× with independent channels).
+
+**Across pooling** (``pool=`` :class:`Pool`, after the activation: ``conv₁ → σ → pool →
+conv₂``, as the authors' conv–pool–conv experiments). The fused conv's window, stride and
+padding are those of the three sliding windows in sequence: ``w₁ + s₁(w_p − 1) +
+s₁s_p(w₂ − 1)``, stride ``s₁ s_p s₂``, padding ``p₁ + s₁p_p + s₁s_p p₂``.
+
+* :func:`conv_conv_from_data` (max or average pooling): the least-squares affine conv
+  from that patch to ``z₂``. A linear MMSE fit needs no linearity of what lies between
+  ``x`` and ``z₂``, so max pooling is as sound here as ReLU is (the authors' code also fuses
+  across max pooling this way). Tested against a direct float64 ``numpy.linalg.lstsq``.
+* :func:`conv_conv` (closed form, white stationary Gaussian input): average pooling only.
+  It is linear, a channel-diagonal conv with weights ``1/|w_p|``, so by Stein's lemma the
+  LMMSE kernel is still the composition ``k₁D ∘ avg ∘ k₂`` (exact in the interior, borders
+  as without pooling). Max pooling is **not supported** there (``ValueError``): ``max`` of
+  rectified correlated Gaussians has no closed-form cross-covariance with ``x`` that we
+  know of, and Bussgang's ``D`` does not pass through it.
+* Not supported: pooling between a conv and a dense layer (``conv_dense*``), and in the
+  dense pair.
+
+**Across BatchNorm.** Inference-mode BatchNorm (running statistics) is a per-channel
+affine map; :func:`fold_batchnorm` folds it into the layer before it (``layer → BN →
+σ``: exact) or after it (``σ → BN → layer``: exact for dense layers and unpadded convs),
+and the pair is then fused as usual. BatchNorm in training mode (batch statistics) is not
+an affine map of one example and is not supported; :func:`fuse_params` does not look for
+BatchNorm layers: fold them first and use the pair functions.
+
 Strides are an int or one int per spatial axis; padding is ``"VALID"``, ``"SAME"``
 (as ``lax``/Flax define it: ``lo = ⌊total/2⌋``), an int, or one int or ``(lo, hi)`` pair
 per axis. ``"SAME"`` needs the input's spatial size to be known (``input_size``).
