@@ -401,6 +401,21 @@ def test_conv_batchnorm_relu_maxpool_conv_fuses_after_folding_as_direct_least_sq
     np.testing.assert_allclose(float(mse), ref_mse, rtol=1e-3)
 
 
+def test_fold_batchnorm_keeps_the_kernel_dtype_and_is_the_same_under_jit():
+    kernel, bias = jax.random.normal(jax.random.key(63), (3, 3, 2, 4)), jax.random.normal(jax.random.key(64), (4,))
+    stats = {k: v for k, v in bn_stats(jax.random.key(65), 4).items() if k != "epsilon"}
+    eager = fuse.fold_batchnorm(kernel, bias, **stats)
+    jitted = jax.jit(lambda k, b, s: fuse.fold_batchnorm(k, b, **s))(kernel, bias, stats)
+    for a, b in zip(eager, jitted):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    k16, b16 = fuse.fold_batchnorm(kernel.astype(jnp.bfloat16), bias.astype(jnp.bfloat16), **stats)
+    assert k16.dtype == b16.dtype == jnp.bfloat16
+    ref = fuse.fold_batchnorm(kernel.astype(jnp.bfloat16).astype(jnp.float32),
+                              bias.astype(jnp.bfloat16).astype(jnp.float32), **stats)
+    np.testing.assert_array_equal(k16, ref[0].astype(jnp.bfloat16))  # computed in float32, cast once at the end
+    np.testing.assert_array_equal(b16, ref[1].astype(jnp.bfloat16))
+
+
 def test_fold_batchnorm_errors_name_the_argument():
     kernel = jnp.ones((3, 3, 2, 4))
     with pytest.raises(ValueError, match=r"mean must have shape \(4\)"):
