@@ -1,8 +1,8 @@
 """Emergence-promoting layer scaling and the emergence measure (SPEC §5).
 
 Paper: Li, George & Silva, "Advancing Neural Network Performance through
-Emergence-Promoting Initialization Scheme", arXiv 2407.19044 (code: github.com/
-johnnyjingzeli/EmergenceInit). Measure: Li et al., "A Categorical Framework for
+Emergence-Promoting Initialization Scheme", arXiv 2407.19044 (its repository,
+github.com/johnnyjingzeli/EmergenceInit, holds no code). Measure: Li et al., "A Categorical Framework for
 Quantifying Emergent Effects in Network Topology", arXiv 2311.17403.
 
 **Scaling.** Draw the usual (Xavier/Kaiming/Flax default) weights, then multiply the
@@ -32,12 +32,13 @@ which found no α whose effect on accuracy differs from no scaling beyond seed n
 no other value had a better claim.
 
 **Why the measure falls with α** (measured, not a convention of the measure). Without
-BatchNorm the scales compound through the ReLU layers: hidden layer ``l``'s
-pre-activations are scaled by ``Π_{k ≤ l} c_k`` (``α^(−2), α^(−3), α^(−3), α^(−2)`` for
-``L = 5``), so fewer hidden units exceed the activity threshold (0.05) and the hidden
+BatchNorm the scales compound through the ReLU layers: with zero biases (as at init)
+hidden layer ``l``'s pre-activations are scaled by ``Π_{k ≤ l} c_k`` (``α^(−2), α^(−3),
+α^(−3), α^(−2)`` for ``L = 5``), so fewer hidden units exceed the activity threshold (0.05) and the hidden
 layers lose active units, which lowers ``E``. It is not a matter of which paths are
 counted: ``paths="all"`` and ``paths="to_output"`` fall alike, and with ``threshold=0``
-(activity = sign, invariant to positive scaling) ``E`` does not move with α at all.
+(activity = sign, invariant to positive scaling) ``E`` of a bias-free net does not move
+with α at all (``tests/test_emergence.py``; figures in the README).
 
 * :func:`emergence_factors` — the ``c_k`` for ``L`` layers;
 * :func:`emergence_init` — a per-layer initializer (``base`` times ``c_layer``);
