@@ -1,8 +1,8 @@
 """Emergence-promoting layer scaling and the emergence measure (SPEC §5).
 
 Paper: Li, George & Silva, "Advancing Neural Network Performance through
-Emergence-Promoting Initialization Scheme", arXiv 2407.19044 (code: github.com/
-johnnyjingzeli/EmergenceInit). Measure: Li et al., "A Categorical Framework for
+Emergence-Promoting Initialization Scheme", arXiv 2407.19044 (its repository,
+github.com/johnnyjingzeli/EmergenceInit, holds no code). Measure: Li et al., "A Categorical Framework for
 Quantifying Emergent Effects in Network Topology", arXiv 2311.17403.
 
 **Scaling.** Draw the usual (Xavier/Kaiming/Flax default) weights, then multiply the
@@ -13,11 +13,32 @@ kernel of layer ``k`` of ``L`` (forward order, ``k = 0 … L-1``) by
 so input-side layers shrink and output-side layers grow (``α > 1``); biases and
 normalization parameters are untouched. ``Σ_k (k − ⌊L/2⌋) = 0`` for odd ``L``, so a
 bias-free ReLU MLP of odd depth computes exactly the same function after scaling (ReLU is
-positively homogeneous); for even ``L`` the product is ``α^(−L/2)``. The public
-implementation uses ``α = 1.1``; the paper reports that with BatchNorm larger ``α`` are
-usable. :data:`DEFAULT_ALPHA` is the published 1.1: our sweep (``benchmarks/emergence.py``,
-MLP/CNN on digits, with and without BatchNorm, α ∈ {1.1, 1.25, 1.5, 2}) found no α whose
-effect on accuracy differs from no scaling beyond seed noise.
+positively homogeneous: ``relu(c z) = c relu(z)`` for ``c > 0``, so the output is scaled by
+``Π_k c_k``); for even ``L`` the product is ``α^(−L/2)``, so an even-depth net starts at
+``α^(−L/2)`` of its function.
+
+**Symmetric pivot** (ours, ``pivot="symmetric"``): ``c_k = α^(k − (L−1)/2)``, the exponents
+``−(L−1)/2, …, (L−1)/2`` sum to 0 for every ``L``, so ``Π_k c_k = 1`` and a bias-free ReLU
+MLP keeps its function at init for even depth too (for odd ``L`` it is the default). The
+paper fixes no rule for even depth; the default ``⌊L/2⌋`` is kept as the reference
+construction.
+
+**α.** The paper's own value was not available to us and the authors' repository
+(github.com/johnnyjingzeli/EmergenceInit) holds no code; ``α = 1.1`` is the value of a
+third-party implementation. The paper reports that with BatchNorm larger ``α`` are usable.
+:data:`DEFAULT_ALPHA` = 1.1 is backed by our own sweep (``benchmarks/emergence.py``,
+README table: MLP/CNN on digits, with and without BatchNorm, α ∈ {1.1, 1.25, 1.5, 2}),
+which found no α whose effect on accuracy differs from no scaling beyond seed noise, so
+no other value had a better claim.
+
+**Why the measure falls with α** (measured, not a convention of the measure). Without
+BatchNorm the scales compound through the ReLU layers: with zero biases (as at init)
+hidden layer ``l``'s pre-activations are scaled by ``Π_{k ≤ l} c_k`` (``α^(−2), α^(−3),
+α^(−3), α^(−2)`` for ``L = 5``), so fewer hidden units exceed the activity threshold (0.05) and the hidden
+layers lose active units, which lowers ``E``. It is not a matter of which paths are
+counted: ``paths="all"`` and ``paths="to_output"`` fall alike, and with ``threshold=0``
+(activity = sign, invariant to positive scaling) ``E`` of a bias-free net does not move
+with α at all (``tests/test_emergence.py``; figures in the README).
 
 * :func:`emergence_factors` — the ``c_k`` for ``L`` layers;
 * :func:`emergence_init` — a per-layer initializer (``base`` times ``c_layer``);
@@ -83,8 +104,9 @@ __all__ = [
 ]
 
 DEFAULT_ALPHA: float = 1.1
-"""Default ``α``: the public implementation's 1.1. Our sweep (``benchmarks/emergence.py``, README) found no
-α in {1.1, 1.25, 1.5, 2} distinguishable from no scaling (|Δ accuracy| ≤ 0.4 pp, p ≥ 0.15), so it kept 1.1."""
+"""Default ``α`` = 1.1, the value of a third-party implementation (the authors' repository holds no code).
+What backs it is our sweep (``benchmarks/emergence.py``, README table): no α in {1.1, 1.25, 1.5, 2} was
+distinguishable from no scaling (|Δ accuracy| ≤ 0.4 pp, p ≥ 0.15), so no other value had a better claim."""
 
 _NUMBERED = re.compile(r"^(.*)_(\d+)$")
 _LIST_ITEM = re.compile(r"^([a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*)_(\d+)$")
@@ -100,18 +122,32 @@ def _alpha(alpha: Any) -> float:
     return a
 
 
-def _pivot(pivot: Any, num_layers: int) -> int:
+def _pivot(pivot: Any, num_layers: int) -> int | float:
     if pivot is None:
         return num_layers // 2
+    if isinstance(pivot, str):
+        if pivot != "symmetric":
+            raise ValueError(f"pivot must be an int layer index, None or 'symmetric', got {pivot!r}")
+        half = num_layers - 1
+        return half // 2 if half % 2 == 0 else half / 2  # (L-1)/2, an int when L is odd
     if isinstance(pivot, bool) or not isinstance(pivot, (int, np.integer)):
-        raise TypeError(f"pivot must be an int layer index or None, got {pivot!r} of type {type(pivot).__name__}")
+        raise TypeError(f"pivot must be an int layer index, None or 'symmetric', got {pivot!r} of type "
+                        f"{type(pivot).__name__}")
     if not 0 <= pivot < num_layers:
         raise ValueError(f"pivot must be a layer index in [0, {num_layers - 1}] ({num_layers} layers), got {pivot}")
     return int(pivot)
 
 
-def emergence_factors(num_layers: int, alpha: float = DEFAULT_ALPHA, pivot: int | None = None) -> tuple[float, ...]:
+def emergence_factors(num_layers: int, alpha: float = DEFAULT_ALPHA,
+                      pivot: int | str | None = None) -> tuple[float, ...]:
     """The per-layer factors ``c_k = α^(k − p)``, ``k = 0 … L−1``, ``p = ⌊L/2⌋`` by default.
+
+    ``pivot`` is a layer index ``p`` (its factor is 1), ``None`` (``⌊L/2⌋``, the default) or
+    ``"symmetric"`` (ours): ``p = (L − 1)/2``, so the exponents are symmetric about 0 and
+    ``Π_k c_k = α^(Σ_k (k − (L−1)/2)) = α^0 = 1`` for every ``L`` (up to float rounding);
+    for odd ``L`` it equals the default, for even ``L`` no layer has factor 1. With it a
+    bias-free ReLU MLP computes the same function after scaling at any depth, where the
+    default leaves even-depth nets at ``α^(−L/2)`` of theirs (module docstring).
 
     A factor that overflows or underflows float64 (``emergence_factors(400, 1e6)``) is a
     ``ValueError`` naming ``alpha``.
@@ -121,6 +157,13 @@ def emergence_factors(num_layers: int, alpha: float = DEFAULT_ALPHA, pivot: int 
         (0.5, 1.0, 2.0)
         >>> emergence_factors(4, alpha=2.0)
         (0.25, 0.5, 1.0, 2.0)
+        >>> emergence_factors(4, alpha=4.0, pivot="symmetric")
+        (0.125, 0.5, 2.0, 8.0)
+
+    References:
+        Li, George & Silva, "Advancing Neural Network Performance through
+        Emergence-Promoting Initialization Scheme", arXiv 2407.19044 (the scaling; the
+        symmetric pivot is ours).
     """
     n = _checks.size("num_layers", num_layers)
     a, p = _alpha(alpha), _pivot(pivot, n)
@@ -131,7 +174,7 @@ def emergence_factors(num_layers: int, alpha: float = DEFAULT_ALPHA, pivot: int 
         except OverflowError:
             c = float("inf")
         if not 0.0 < c < float("inf"):
-            raise ValueError(f"alpha={a:g} gives layer {k} of {n} the factor alpha ** ({k - p}), which "
+            raise ValueError(f"alpha={a:g} gives layer {k} of {n} the factor alpha ** ({k - p:g}), which "
                              f"{'overflows' if c else 'underflows'} float64: use an alpha nearer 1 or fewer layers")
         out.append(c)
     return tuple(out)
@@ -142,7 +185,7 @@ def emergence_init(
     layer: int,
     num_layers: int,
     alpha: float = DEFAULT_ALPHA,
-    pivot: int | None = None,
+    pivot: int | str | None = None,
 ) -> Callable[..., jax.Array]:
     """Initializer for layer ``layer`` of ``num_layers``: ``base``'s draw times ``c_layer``.
 
@@ -336,7 +379,7 @@ def _layers(flat: Mapping[Path, Any], tree: Any, alpha: float, order: Any, pivot
     return [EmergenceLayer(k, tuple((*m, kernel) for m in u), c) for k, (u, c) in enumerate(zip(units, factors))]
 
 
-def emergence_layers(tree: Any, *, alpha: float = DEFAULT_ALPHA, order: Any = None, pivot: int | None = None,
+def emergence_layers(tree: Any, *, alpha: float = DEFAULT_ALPHA, order: Any = None, pivot: int | str | None = None,
                      kernel: str = "kernel") -> list[EmergenceLayer]:
     """The layers :func:`emergence_scale` would scale, in forward order, with their factors.
 
@@ -356,7 +399,7 @@ def emergence_scale(
     *,
     alpha: float = DEFAULT_ALPHA,
     order: Sequence[Any] | None = None,
-    pivot: int | None = None,
+    pivot: int | str | None = None,
     kernel: str = "kernel",
 ) -> Any:
     """Scale the kernels of layer ``k`` of ``L`` by ``α^(k − pivot)`` (Li, George & Silva 2024).
@@ -369,7 +412,9 @@ def emergence_scale(
         or a *list* of paths sharing one index; every kernel under an entry gets that
         entry's factor, kernels under no entry are left unchanged. An entry that holds no
         kernel is a ``ValueError``. :func:`forward_order` returns a usable ``order``.
-      pivot: the layer whose factor is 1; default ``⌊L/2⌋``.
+      pivot: the layer whose factor is 1; default ``⌊L/2⌋``. ``"symmetric"`` (ours):
+        ``c_k = α^(k − (L−1)/2)``, whose product is 1 for every ``L``, so a bias-free ReLU
+        MLP keeps its function at even depth too (:func:`emergence_factors`).
       kernel: the leaf name of the weights to scale (biases, norm scales untouched).
 
     Returns:

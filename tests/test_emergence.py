@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import flax.linen as nn
@@ -68,6 +69,82 @@ def test_factors_are_alpha_to_k_minus_floor_half_depth(depth, expected):
 
 def test_explicit_pivot_moves_the_unit_factor():
     assert mj.emergence_factors(3, alpha=2.0, pivot=0) == pytest.approx((1, 2, 4))
+
+
+@pytest.mark.parametrize("depth", range(1, 9))
+def test_symmetric_pivot_factors_multiply_to_one_for_every_depth(depth):
+    for alpha in (1.1, 1.5, 3.0):
+        factors = mj.emergence_factors(depth, alpha=alpha, pivot="symmetric")
+        assert math.prod(factors) == pytest.approx(1.0, rel=1e-13, abs=0)
+        # exponents k - (L-1)/2: consecutive ratios are alpha, symmetric about the middle
+        assert [b / a for a, b in itertools.pairwise(factors)] == pytest.approx([alpha] * (depth - 1), rel=1e-13)
+        assert [a * b for a, b in zip(factors, factors[::-1])] == pytest.approx([1.0] * depth, rel=1e-13)
+
+
+@pytest.mark.parametrize("depth", [1, 3, 5, 7])
+def test_symmetric_pivot_is_bit_identical_to_the_default_for_odd_depth(depth):
+    assert mj.emergence_factors(depth, 1.37, "symmetric") == mj.emergence_factors(depth, 1.37)
+
+
+def test_default_pivot_is_unchanged_by_the_symmetric_option():
+    assert mj.emergence_factors(4, alpha=2.0) == (0.25, 0.5, 1.0, 2.0)
+    assert mj.emergence_factors(6, alpha=2.0) == (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+@pytest.mark.parametrize("depth", [2, 4, 6])
+def test_symmetric_pivot_keeps_an_even_depth_bias_free_relu_mlp_function(depth):
+    mlp, alpha = bias_free_mlp(depth), 1.5
+    params = mlp.init(jax.random.key(0), X)
+    scaled = mj.emergence_scale(params, alpha=alpha, pivot="symmetric")
+    before, after = kernels(params), kernels(scaled)
+    assert all(not np.allclose(before[k], after[k]) for k in before)  # every layer is scaled
+    ref = mlp.apply(params, X)
+    np.testing.assert_allclose(mlp.apply(scaled, X), ref, rtol=1e-5, atol=1e-6)
+    # the default pivot does not: it scales the output by alpha^(-L/2)
+    default = mlp.apply(mj.emergence_scale(params, alpha=alpha), X)
+    np.testing.assert_allclose(default, alpha ** (-depth / 2) * ref, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(default, ref, rtol=1e-2)
+
+
+def test_symmetric_pivot_reaches_emergence_init_and_emergence_layers():
+    base = jax.nn.initializers.lecun_normal()
+    key = jax.random.key(3)
+    w = mj.emergence_init(base, layer=0, num_layers=4, alpha=4.0, pivot="symmetric")(key, (3, 3))
+    np.testing.assert_allclose(w, base(key, (3, 3)) / 8, rtol=1e-6)
+    params = bias_free_mlp(4).init(jax.random.key(0), X)
+    factors = [l.factor for l in mj.emergence_layers(params, alpha=4.0, pivot="symmetric")]
+    assert factors == pytest.approx([1 / 8, 1 / 2, 2, 8], rel=1e-12)
+
+
+@pytest.mark.parametrize("pivot", ["middle", "SYMMETRIC", ""])
+def test_unknown_pivot_string_is_an_error(pivot):
+    with pytest.raises(ValueError, match=r"pivot must be an int layer index, None or 'symmetric', got"):
+        mj.emergence_factors(4, 1.1, pivot)
+
+
+def test_measure_falls_with_alpha_through_lost_active_units_not_the_path_convention():
+    """Module docstring: the scales compound through the ReLU layers, hidden units drop below the threshold."""
+    mlp = bias_free_mlp(5, width=64)
+    x = jax.random.normal(jax.random.key(11), (64, 5))
+    params = mlp.init(jax.random.key(2), x)
+
+    def activations(p):
+        out, h = [x], x
+        for i, w in enumerate(kernels(p).values()):  # forward order
+            h = h @ w if i == 4 else jax.nn.relu(h @ w)
+            out.append(h)
+        np.testing.assert_allclose(h, mlp.apply(p, x), rtol=1e-5, atol=1e-6)
+        return out
+
+    acts = {a: activations(mj.emergence_scale(params, alpha=a)) for a in (1.0, 2.0)}
+    active = {a: [float((h > 0.05).mean()) for h in v[1:-1]] for a, v in acts.items()}
+    assert all(s < b for s, b in zip(active[2.0], active[1.0]))  # every hidden layer loses active units
+    for paths in ("all", "to_output"):  # both readings of "paths" fall
+        e = {a: mj.emergence_measure(v, paths=paths, log=True).mean() for a, v in acts.items()}
+        assert e[2.0] < e[1.0] - 1.0
+    # activity by sign (threshold 0) is invariant to positive scaling: then E does not move at all
+    e0 = {a: mj.emergence_measure(v, threshold=0.0) for a, v in acts.items()}
+    np.testing.assert_array_equal(e0[2.0], e0[1.0])
 
 
 def test_biases_and_norm_parameters_are_untouched():

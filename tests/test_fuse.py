@@ -227,6 +227,239 @@ def test_conv_conv_composition_equals_least_squares_for_white_input(rank):
     np.testing.assert_allclose(fit.bias, closed.bias, atol=3 * tol * np.prod(fit.kernel.shape[:-1]) ** 0.5)
 
 
+# --------------------------------------------------------------------------- across pooling and BatchNorm
+
+
+def direct_patch_lstsq(x, z2, window, strides, pads):
+    """Reference: float64 ``numpy.linalg.lstsq`` of each output position's z2 on its zero-padded input patch.
+
+    Returns the kernel ``(*window, c0, c2)``, the bias, the fit's MSE (summed over outputs), its predictions and
+    the number of rows.
+    """
+    x, z2 = np.asarray(x, np.float64), np.asarray(z2, np.float64)
+    xp = np.pad(x, [(0, 0), *pads, (0, 0)])
+    sizes = [(xp.shape[1 + i] - w) // s + 1 for i, (w, s) in enumerate(zip(window, strides))]
+    assert tuple(sizes) == z2.shape[1:-1]
+    cols = [xp[(slice(None), *(slice(p * s, p * s + w) for p, s, w in zip(pos, strides, window)))].reshape(len(x), -1)
+            for pos in np.ndindex(*sizes)]
+    a = np.stack(cols, 1).reshape(-1, cols[0].shape[1])  # rows (example, position), features (*window, c0)
+    y = z2.reshape(-1, z2.shape[-1])
+    design = np.concatenate([a, np.ones((len(a), 1))], axis=1)
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    pred = design @ coef
+    kernel = coef[:-1].reshape(*window, x.shape[-1], y.shape[-1])
+    return kernel, coef[-1], ((y - pred) ** 2).sum(1).mean(), pred, len(a)
+
+
+def flax_pool(h, pool):
+    op = nn.max_pool if pool.kind == "max" else nn.avg_pool
+    rank = h.ndim - 2
+    window = (pool.window,) * rank if isinstance(pool.window, int) else tuple(pool.window)
+    strides = (pool.strides,) * rank if isinstance(pool.strides, int) else tuple(pool.strides)
+    return op(h, window, strides=strides, padding=pool.padding)
+
+
+def pooled_pair_output(x, k1, b1, k2, b2, strides, padding, pool):
+    """conv -> ReLU -> pool -> conv with Flax's own layers (independent of fuse's pooling code)."""
+    h = flax_pool(jax.nn.relu(flax_conv(x, k1, b1, strides[0], padding[0])), pool)
+    return flax_conv(h, k2, b2, strides[1], padding[1])
+
+
+POOL_CASES = {
+    "2d-valid": {"rank": 2, "w1": (3, 3), "w2": (2, 2), "strides": ((1, 1), (1, 1)), "padding": ("VALID", "VALID"),
+                 "window": (2, 2), "pool_strides": (2, 2), "pool_padding": "VALID", "n": 48, "size": 10},
+    "1d-same-strided": {"rank": 1, "w1": (3,), "w2": (3,), "strides": ((2,), (1,)), "padding": ("SAME", "SAME"),
+                        "window": (3,), "pool_strides": (2,), "pool_padding": "SAME", "n": 200, "size": 31},
+}
+
+
+@pytest.mark.parametrize("case", list(POOL_CASES))
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_conv_pool_conv_data_fit_equals_direct_least_squares(kind, case):
+    c = POOL_CASES[case]
+    k1, b1, k2, b2 = conv_pair(jax.random.key(40), c["w1"], c["w2"], c0=2, c1=3, c2=2)
+    pool = fuse.Pool(kind, c["window"], c["pool_strides"], c["pool_padding"])
+    x = np.asarray(jax.random.normal(jax.random.key(41), (c["n"],) + (c["size"],) * c["rank"] + (2,)))
+    fit, mse = fuse.conv_conv_from_data(k1, b1, k2, b2, x, strides=c["strides"], padding=c["padding"],
+                                        pool=pool, ridge=0.0, return_mse=True, batch_size=16)
+    z2 = pooled_pair_output(x, k1, b1, k2, b2, c["strides"], c["padding"], pool)
+    # the fused geometry: composed window w1 + s1 (wp - 1) + s1 sp (w2 - 1), stride s1 sp s2, pads p1 + s1 pp + s1 sp p2
+    s1, sp = c["strides"][0], c["pool_strides"]
+    want = tuple(a + s * (p - 1) + s * q * (b - 1) for a, s, p, q, b in zip(c["w1"], s1, c["window"], sp, c["w2"]))
+    assert fit.kernel.shape == want + (2, 2)
+    assert fit.strides == tuple(s * q for s, q in zip(s1, sp))
+    kernel, bias, ref_mse, pred, rows = direct_patch_lstsq(x, z2, want, fit.strides, fit.padding)
+    # both are the exact least-squares solution on the same sample: they must agree far inside the
+    # coefficients' sampling error sqrt(mse / (rows var x)) (var x = 1), here to a tenth of it
+    tol = 0.1 * np.sqrt(ref_mse / rows)
+    np.testing.assert_allclose(fit.kernel, kernel, atol=tol)
+    np.testing.assert_allclose(fit.bias, bias, atol=tol * np.sqrt(np.prod(want) * 2))
+    np.testing.assert_allclose(float(mse), ref_mse, rtol=1e-3)
+    # the FusedConv, run as an nn.Conv, gives the least-squares predictions at every output position
+    fused = flax_conv(x, fit.kernel, fit.bias, fit.strides, fit.padding)
+    assert fused.shape == z2.shape
+    np.testing.assert_allclose(np.asarray(fused).reshape(pred.shape), pred, atol=20 * tol * np.sqrt(np.prod(want) * 2))
+    assert ref_mse < 0.5 * float(np.var(np.asarray(z2).reshape(-1, 2), axis=0).sum())  # a real fit, not a trivial one
+
+
+def test_avg_pool_closed_form_equals_least_squares_for_white_gaussian_input():
+    k1, b1, k2, b2 = conv_pair(jax.random.key(42), (3,), (3,))
+    pool = fuse.Pool("avg", 2, 2)
+    mean, var, n, size = jnp.array([0.3, -0.2]), 1.5, 3000, 40
+    x = mean + np.sqrt(var) * jax.random.normal(jax.random.key(43), (n, size, 2))
+    closed = fuse.conv_conv(k1, b1, k2, b2, mean=mean, cov=var, pool=pool)
+    fit, mse = fuse.conv_conv_from_data(k1, b1, k2, b2, x, pool=pool, ridge=0.0, return_mse=True)
+    assert closed.kernel.shape == fit.kernel.shape == (3 + 1 + 2 * 2, 2, 3)
+    assert closed.strides == fit.strides == (2,) and closed.padding == fit.padding
+    rows = n * ((size - 2) // 2 - 2)
+    tol = 6 * np.sqrt(float(mse) / (rows * var))  # 6 sigma of the regression coefficients
+    np.testing.assert_allclose(fit.kernel, closed.kernel, atol=tol)
+    np.testing.assert_allclose(fit.bias, closed.bias, atol=3 * tol * np.prod(fit.kernel.shape[:-1]) ** 0.5)
+
+
+def test_identity_avg_pool_closed_form_is_the_exact_composition():
+    k1, b1, k2, b2 = conv_pair(jax.random.key(44), (3, 2), (2, 3))
+    pool = fuse.Pool("avg", (2, 3), (2, 1))
+    x = jax.random.normal(jax.random.key(45), (3, 17, 15, 2))
+    f = fuse.conv_conv(k1, b1, k2, b2, strides=((1, 2), 1), pool=pool, activation="identity")
+    h = nn.avg_pool(flax_conv(x, k1, b1, (1, 2), "VALID"), (2, 3), strides=(2, 1))
+    pair = flax_conv(h, k2, b2, (1, 1), "VALID")
+    np.testing.assert_allclose(flax_conv(x, f.kernel, f.bias, f.strides, f.padding), pair, atol=1e-5)
+
+
+def test_max_pool_has_no_closed_form_and_bad_pools_are_errors():
+    k1, b1, k2, b2 = conv_pair(jax.random.key(46), (3,), (3,))
+    with pytest.raises(ValueError, match="pool.kind must be 'avg' for the closed form conv_conv: max pooling is not"):
+        fuse.conv_conv(k1, b1, k2, b2, pool=fuse.Pool("max", 2, 2))
+    with pytest.raises(ValueError, match="pool.kind must be one of"):
+        fuse.conv_conv(k1, b1, k2, b2, pool=fuse.Pool("min", 2, 2))
+    with pytest.raises(TypeError, match="pool must be None or a Pool"):
+        fuse.conv_conv(k1, b1, k2, b2, pool="max")
+    with pytest.raises(ValueError, match="pool.padding='SAME' needs the input's spatial size"):
+        fuse.conv_conv(k1, b1, k2, b2, pool=fuse.Pool("avg", 2, 2, "SAME"))
+    with pytest.raises(ValueError, match="pool window .* does not fit"):
+        fuse.conv_conv(k1, b1, k2, b2, pool=fuse.Pool("avg", 9, 1), input_size=(10,))
+    w1, bb1, w2, bb2 = dense_pair(jax.random.key(47))
+    with pytest.raises(ValueError, match="pool is supported between two convs only"):
+        fuse.fuse_params({"a": {"kernel": w1, "bias": bb1}, "b": {"kernel": w2, "bias": bb2}},
+                         {"c": {"kernel": w1[:, :5], "bias": bb2}}, 0, mean=0.0, cov=1.0,
+                         pool=fuse.Pool("avg", 2, 2))
+
+
+def flax_batchnorm(h, stats):
+    bn = nn.BatchNorm(use_running_average=True, epsilon=stats["epsilon"])
+    return bn.apply({"params": {"scale": stats["scale"], "bias": stats["offset"]},
+                     "batch_stats": {"mean": stats["mean"], "var": stats["var"]}}, h)
+
+
+def bn_stats(key, c, epsilon=1e-3):
+    k = jax.random.split(key, 4)
+    return {"mean": jax.random.normal(k[0], (c,)), "var": jax.random.uniform(k[1], (c,), minval=0.2, maxval=3.0),
+            "scale": 1 + 0.3 * jax.random.normal(k[2], (c,)), "offset": 0.5 * jax.random.normal(k[3], (c,)),
+            "epsilon": epsilon}
+
+
+@pytest.mark.parametrize("rank", [0, 1, 2])
+def test_fold_batchnorm_on_the_output_side_is_exact(rank):
+    shape = {0: (5, 4), 1: (3, 5, 4), 2: (3, 2, 5, 4)}[rank]
+    kernel, bias = jax.random.normal(jax.random.key(50), shape), jax.random.normal(jax.random.key(51), (4,))
+    stats = bn_stats(jax.random.key(52), 4)
+    x = jax.random.normal(jax.random.key(53), (6,) + (9,) * rank + (5,))
+    layer = (lambda x, k, b: x @ k + b) if rank == 0 else (lambda x, k, b: flax_conv(x, k, b, (1,) * rank, "SAME"))
+    for b in (bias, None):
+        kf, bf = fuse.fold_batchnorm(kernel, b, **{k: v for k, v in stats.items()})
+        ref = flax_batchnorm(layer(x, kernel, jnp.zeros(4) if b is None else b), stats)
+        np.testing.assert_allclose(layer(x, kf, bf), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [0, 2])
+def test_fold_batchnorm_on_the_input_side_is_exact_for_dense_and_valid_convs(rank):
+    shape = (5, 4) if rank == 0 else (3, 2, 5, 4)
+    kernel, bias = jax.random.normal(jax.random.key(54), shape), jax.random.normal(jax.random.key(55), (4,))
+    stats = bn_stats(jax.random.key(56), 5)
+    h = jax.random.normal(jax.random.key(57), (6,) + (9,) * rank + (5,))
+    layer = (lambda x, k, b: x @ k + b) if rank == 0 else (lambda x, k, b: flax_conv(x, k, b, (1,) * rank, "VALID"))
+    kf, bf = fuse.fold_batchnorm(kernel, bias, side="input", **stats)
+    np.testing.assert_allclose(layer(h, kf, bf), layer(flax_batchnorm(h, stats), kernel, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_batchnorm_relu_maxpool_conv_fuses_after_folding_as_direct_least_squares():
+    k1, _, k2, b2 = conv_pair(jax.random.key(58), (3, 3), (3, 3), c0=2, c1=3, c2=2)
+    stats = bn_stats(jax.random.key(59), 3, epsilon=1e-5)
+    pool = fuse.Pool("max", 2, 2)
+    x = np.asarray(jax.random.normal(jax.random.key(60), (40, 12, 12, 2)))
+    # the deep pair as a model runs it: conv (no bias) -> BatchNorm (inference) -> ReLU -> max pool -> conv
+    h = flax_pool(jax.nn.relu(flax_batchnorm(flax_conv(x, k1, jnp.zeros(3), (1, 1), "VALID"), stats)), pool)
+    z2 = flax_conv(h, k2, b2, (1, 1), "VALID")
+    kf, bf = fuse.fold_batchnorm(k1, None, mean=stats["mean"], var=stats["var"], scale=stats["scale"],
+                                 offset=stats["offset"])
+    fit, mse = fuse.conv_conv_from_data(kf, bf, k2, b2, x, pool=pool, ridge=0.0, return_mse=True)
+    kernel, bias, ref_mse, _, rows = direct_patch_lstsq(x, z2, fit.kernel.shape[:-2], fit.strides, fit.padding)
+    tol = 0.1 * np.sqrt(ref_mse / rows)  # a tenth of the coefficients' sampling error (var x = 1)
+    np.testing.assert_allclose(fit.kernel, kernel, atol=tol)
+    np.testing.assert_allclose(fit.bias, bias, atol=tol * np.sqrt(kernel[..., 0].size))
+    np.testing.assert_allclose(float(mse), ref_mse, rtol=1e-3)
+
+
+def test_fold_batchnorm_keeps_the_kernel_dtype_and_is_the_same_under_jit():
+    kernel, bias = jax.random.normal(jax.random.key(63), (3, 3, 2, 4)), jax.random.normal(jax.random.key(64), (4,))
+    stats = {k: v for k, v in bn_stats(jax.random.key(65), 4).items() if k != "epsilon"}
+    eager = fuse.fold_batchnorm(kernel, bias, **stats)
+    jitted = jax.jit(lambda k, b, s: fuse.fold_batchnorm(k, b, **s))(kernel, bias, stats)
+    for a, b in zip(eager, jitted):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    k16, b16 = fuse.fold_batchnorm(kernel.astype(jnp.bfloat16), bias.astype(jnp.bfloat16), **stats)
+    assert k16.dtype == b16.dtype == jnp.bfloat16
+    ref = fuse.fold_batchnorm(kernel.astype(jnp.bfloat16).astype(jnp.float32),
+                              bias.astype(jnp.bfloat16).astype(jnp.float32), **stats)
+    np.testing.assert_array_equal(k16, ref[0].astype(jnp.bfloat16))  # computed in float32, cast once at the end
+    np.testing.assert_array_equal(b16, ref[1].astype(jnp.bfloat16))
+
+
+def test_fold_batchnorm_errors_name_the_argument():
+    kernel = jnp.ones((3, 3, 2, 4))
+    with pytest.raises(ValueError, match=r"mean must have shape \(4\)"):
+        fuse.fold_batchnorm(kernel, None, mean=jnp.zeros(2), var=jnp.ones(4))
+    with pytest.raises(ValueError, match=r"var must have shape \(2\)"):
+        fuse.fold_batchnorm(kernel, None, mean=jnp.zeros(2), var=jnp.ones(4), side="input")
+    with pytest.raises(ValueError, match="var \\+ epsilon must be > 0"):
+        fuse.fold_batchnorm(kernel, None, mean=jnp.zeros(4), var=jnp.zeros(4), epsilon=0.0)
+    with pytest.raises(ValueError, match="side must be one of"):
+        fuse.fold_batchnorm(kernel, None, mean=jnp.zeros(4), var=jnp.ones(4), side="both")
+    with pytest.raises(ValueError, match="kernel must be a dense"):
+        fuse.fold_batchnorm(jnp.ones(4), None, mean=jnp.zeros(4), var=jnp.ones(4))
+    with pytest.raises(ValueError, match=r"bias must have shape \(4\)"):
+        fuse.fold_batchnorm(kernel, jnp.ones(3), mean=jnp.zeros(4), var=jnp.ones(4))
+    with pytest.raises(ValueError, match="epsilon must be >= 0"):
+        fuse.fold_batchnorm(kernel, None, mean=jnp.zeros(4), var=jnp.ones(4), epsilon=-1.0)
+
+
+@pytest.mark.parametrize("correlated", [True, False])
+def test_joint_channel_fit_has_at_most_the_mse_of_per_channel_pair_fits(correlated):
+    k1, b1, k2, b2 = conv_pair(jax.random.key(61), (3,), (3,), c0=3, c1=4, c2=2)
+    z = np.asarray(jax.random.normal(jax.random.key(62), (400, 24, 3)))
+    mix = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.6, 0.0, 0.8]]) if correlated else np.eye(3)
+    x = z @ mix.T  # unit-variance channels, correlation 0.8 / 0.6 with channel 0, or independent
+    fit, mse = fuse.conv_conv_from_data(k1, b1, k2, b2, x, ridge=0.0, return_mse=True)
+    window = fit.kernel.shape[:-2]
+    z2 = flax_conv(jax.nn.relu(flax_conv(x, k1, b1, (1,), "VALID")), k2, b2, (1,), "VALID")
+    # per pair: slice h[m -> n] from channel m alone (its own intercept), the slices summed, one common bias
+    y = np.asarray(z2, np.float64).reshape(-1, 2)
+    kernel = np.zeros(fit.kernel.shape)
+    for m in range(3):
+        kernel[..., m, :] = direct_patch_lstsq(x[..., m:m + 1], z2, window, (1,), ((0, 0),))[0][..., 0, :]
+    pred = np.array(flax_conv(x, jnp.asarray(kernel, jnp.float32), jnp.zeros(2), (1,), "VALID"), np.float64).reshape(-1, 2)
+    pred += (y - pred).mean(0)  # the best common bias
+    pair_mse = ((y - pred) ** 2).sum(1).mean()
+    joint_mse = direct_patch_lstsq(x, z2, window, (1,), ((0, 0),))[2]
+    np.testing.assert_allclose(float(mse), joint_mse, rtol=1e-3)
+    assert joint_mse <= pair_mse * (1 + 1e-9)  # the joint fit minimizes over every kernel of this shape
+    if correlated:  # summing per-channel regressions counts shared signal once per correlated channel
+        assert joint_mse < 0.5 * pair_mse
+    else:  # independent channels: the per-pair normal equations decouple, up to sampling error
+        assert pair_mse < 1.1 * joint_mse
+
+
 def conv_matrix(k1, shape, strides, padding):
     """The conv as an explicit matrix (reference only)."""
     d = int(np.prod(shape))
