@@ -1,8 +1,8 @@
 """Does training grow the structure mimetic init puts in at the start? (ViT, ConvMixer on digits)
 
 ViT (``--models vit``, results ``analysis_trained``): :func:`mimetic_jax.analyze` scores of a
-small ViT (``mimetic_jax.models.ViT``, patch 2x2) on scikit-learn's digits, at init and after
-``--steps`` steps of the shared training loop (``mimetic_jax.training.train_models``: AdamW, warm-up + cosine, batch 128),
+small ViT (``mimetic_jax.experiments.models.ViT``, patch 2x2) on scikit-learn's digits, at init and after
+``--steps`` steps of the shared training loop (``mimetic_jax.experiments.training.train_models``: AdamW, warm-up + cosine, batch 128),
 for the default Flax init and for ``mimetic(params, key, preset="vit")``, paired by seed
 (``paired_inits``: same init draw apart from the mimetic kernels, same data order).
 

@@ -9,7 +9,7 @@ first run, median of later runs; the layers' calls alternate between the two arm
 * layers: ``[lecun_normal()(k_i, shape_i)]`` (Flax's default conv init) against
   ``[depthwise_conv_init(i, 18, σ defaults)(k_i, shape_i)]``;
 * whole model: ``ConvNeXt-T.init`` against ``mimetic_conv(ConvNeXt-T.init(...))``
-  (``mimetic_jax.models.ConvNeXt``, 28.6 M parameters, init input one 32×32 image).
+  (``mimetic_jax.experiments.models.ConvNeXt``, 28.6 M parameters, init input one 32×32 image).
 
 Target (issue 3): covariance / default <= 1.2 for the layers. The box has 2 CPU cores
 shared with other jobs: the load average is recorded with each timing.

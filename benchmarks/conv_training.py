@@ -17,7 +17,7 @@ What it measures (scikit-learn's digits, 8x8 images; a small honest budget: the 
 
 Pairing: for seed ``s`` every variant starts from the same ``model.init`` draw (only the
 layers its scheme touches re-drawn or shifted) and sees the same minibatches in the same
-order. Training: ``mimetic_jax.training.train_models`` (AdamW, wd 0.05 on kernels,
+order. Training: ``mimetic_jax.experiments.training.train_models`` (AdamW, wd 0.05 on kernels,
 warm-up 10 %, cosine to 0; BatchNorm statistics updated in training, running averages at
 test time); frozen filters get a zero final update (``freeze_mask``). One learning rate
 for all (no per-init sweep: budget).

@@ -12,7 +12,7 @@ CNN conv 3x3 8 → 8 (stride 2) → 16 → 16, global average pool, Dense 10 (5 
 because vmapped convolutions of 30 models are slow on a shared 2-core CPU). With
 BatchNorm, a ``BatchNorm`` sits between each hidden layer and its ReLU. BatchNorm always
 normalizes with the statistics of the batch it sees, at test time too (the whole 450-image
-test set is one batch), so the shared loop (``mimetic_jax.training.train_models``) needs no
+test set is one batch), so the shared loop (``mimetic_jax.experiments.training.train_models``) needs no
 mutable state; the running averages are never used. This is ours, for the comparison of
 inits; it is not how a deployed BatchNorm model is evaluated.
 

@@ -1,7 +1,7 @@
 """Mimetic SSM init on copying and MQAR: default vs mimetic vs each part alone, paired seeds.
 
 What it measures: masked-token test accuracy (and the fraction of test sequences with
-every answer right) of a small Mamba language model (``mimetic_jax.models.MambaLM``:
+every answer right) of a small Mamba language model (``mimetic_jax.experiments.models.MambaLM``:
 ``--layers`` layers, ``d_model``, state ``N``; Mamba-1 by default, ``--versions 1 2``
 for both) trained with
 
@@ -16,11 +16,11 @@ against ``mimetic``; that sweep set the defaults of ``mimetic_ssm`` (README).
 
 All inits of a seed start from the same ``model.init`` parameters (only the re-initialized
 leaves differ) and see the same minibatches in the same order; all models of a
-configuration train in one vmapped ``mimetic_jax.training.train_models`` program (AdamW,
+configuration train in one vmapped ``mimetic_jax.experiments.training.train_models`` program (AdamW,
 weight decay 0.05 on kernels, linear warm-up 10 %, cosine to 0, the masked loss), at equal
 steps. Training data: ``steps × batch`` fresh examples (each seen once), test: 512 others.
 
-Tasks (``mimetic_jax.tasks``): copying ``n`` tokens (vocabulary 16) for ``n`` in
+Tasks (``mimetic_jax.experiments.tasks``): copying ``n`` tokens (vocabulary 16) for ``n`` in
 ``--copy-lengths``; MQAR (sequence length 64, 8 pairs, vocabulary 64) for the state sizes
 ``--mqar-states``.
 

@@ -1,10 +1,10 @@
 """Paired-seed training benchmark: mimetic self-attention init vs default init.
 
-What it measures: test accuracy of a small ViT (``mimetic_jax.models.ViT``, the CLI
+What it measures: test accuracy of a small ViT (``mimetic_jax.experiments.models.ViT``, the CLI
 defaults: width 64, depth 4, 4 heads, patch 2x2 on digits and 1x4 on MNIST-1D) trained
 with its default Flax init and with ``mimetic_attention(params, key, method="exact")``
 (the published recipe of Trockman & Kolter 2023), at equal steps, on scikit-learn's
-digits and on MNIST-1D (``mimetic_jax.tasks.load_dataset``).
+digits and on MNIST-1D (``mimetic_jax.experiments.tasks.load_dataset``).
 
 Protocol (per data set):
 
@@ -14,7 +14,7 @@ Protocol (per data set):
 2. Main run: ``--seeds`` seed pairs (seeds 0, 1, ...; disjoint from the sweep's) trained
    ``--steps`` steps, each init at its own best learning rate.
 
-Pairing (``mimetic_jax.training.paired_inits``, as ``mimetic-jax compare`` does): for seed
+Pairing (``mimetic_jax.experiments.training.paired_inits``, as ``mimetic-jax compare`` does): for seed
 ``s`` both models start from the same ``model.init`` parameters (the mimetic one has only
 its attention kernels replaced) and draw the same minibatches in the same order. All
 models of one learning rate train in one vmapped ``train_models`` program. Training:
