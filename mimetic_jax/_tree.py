@@ -47,6 +47,20 @@ def _key_name(entry: Any) -> Any:
     return str(entry)
 
 
+def _to_pure_dict(state: Any) -> Any:
+    """``nnx.to_pure_dict`` where Flax has it (the ``State`` method is deprecated), else the method."""
+    fn = getattr(nnx, "to_pure_dict", None)
+    return fn(state) if fn is not None else state.to_pure_dict()
+
+
+def _replace_by_pure_dict(state: Any, pure: Any) -> None:
+    fn = getattr(nnx, "replace_by_pure_dict", None)
+    if fn is not None:
+        fn(state, pure)
+    else:
+        state.replace_by_pure_dict(pure)
+
+
 def _is_mapping_tree(tree: Any) -> bool:
     return isinstance(tree, (Mapping, nnx.State, nnx.Module))
 
@@ -54,9 +68,9 @@ def _is_mapping_tree(tree: Any) -> bool:
 def as_pure_dict(tree: Any) -> Any:
     """A nested dict of arrays for a linen params dict, an ``nnx.State`` or an ``nnx.Module``."""
     if isinstance(tree, nnx.Module):
-        return nnx.state(tree, nnx.Param).to_pure_dict()
+        return _to_pure_dict(nnx.state(tree, nnx.Param))
     if isinstance(tree, nnx.State):
-        return tree.to_pure_dict()
+        return _to_pure_dict(tree)
     if isinstance(tree, Mapping):
         return tree
     return traverse_util.unflatten_dict(flatten(tree))
@@ -189,7 +203,7 @@ def rebuild(tree: Any, flat: dict[Path, Any]) -> Any:
     if isinstance(tree, (nnx.State, nnx.Module)):
         state = nnx.state(tree, nnx.Param) if isinstance(tree, nnx.Module) else tree
         new_state = jax.tree.map(lambda x: x, state)
-        new_state.replace_by_pure_dict(pure)
+        _replace_by_pure_dict(new_state, pure)
         if isinstance(tree, nnx.Module):
             nnx.update(tree, new_state)
             return tree

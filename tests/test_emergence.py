@@ -275,7 +275,7 @@ def test_nnx_state_returns_a_new_state():
     state = nnx.state(net, nnx.Param)
     new = mj.emergence_scale(state, alpha=2.0)
     assert isinstance(new, nnx.State)
-    k_old, k_new = kernels(state.to_pure_dict()), kernels(new.to_pure_dict())
+    k_old, k_new = kernels(nnx.to_pure_dict(state)), kernels(nnx.to_pure_dict(new))
     assert [float(np.median(k_new[k] / k_old[k])) for k in k_old] == pytest.approx([0.5, 1.0])
 
 

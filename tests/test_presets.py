@@ -121,7 +121,7 @@ def test_a_rule_with_a_key_gets_fold_in_of_its_index():
 
 def test_nnx_module_is_updated_in_place_by_rules():
     m = nnx.MultiHeadAttention(4, 32, decode=False, rngs=nnx.Rngs(0))
-    before = jax.tree.map(np.array, nnx.state(m, nnx.Param).to_pure_dict())
+    before = jax.tree.map(np.array, nnx.to_pure_dict(nnx.state(m, nnx.Param)))
     out, report = mj.mimetic(m, jax.random.key(1), rules=[mj.Rule("attention", {"value_output": False})], report=True)
     assert out is m
     assert _changed(before, m) == report.paths == {"query/kernel", "key/kernel"}
