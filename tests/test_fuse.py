@@ -337,6 +337,8 @@ def test_max_pool_has_no_closed_form_and_bad_pools_are_errors():
         fuse.conv_conv(k1, b1, k2, b2, pool="max")
     with pytest.raises(ValueError, match="pool.padding='SAME' needs the input's spatial size"):
         fuse.conv_conv(k1, b1, k2, b2, pool=fuse.Pool("avg", 2, 2, "SAME"))
+    with pytest.raises(ValueError, match="pool.padding must be smaller than the pool window"):
+        fuse.conv_conv_from_data(k1, b1, k2, b2, np.zeros((2, 12, 2), np.float32), pool=fuse.Pool("max", 2, 2, 2))
     with pytest.raises(ValueError, match="pool window .* does not fit"):
         fuse.conv_conv(k1, b1, k2, b2, pool=fuse.Pool("avg", 9, 1), input_size=(10,))
     w1, bb1, w2, bb2 = dense_pair(jax.random.key(47))
