@@ -686,6 +686,9 @@ def _pool_spec(pool: Any, rank: int, size: tuple | None) -> tuple[str, tuple, tu
     window = _ints("pool.window", pool.window, rank)
     strides = _ints("pool.strides", pool.strides, rank)
     pads = _pads("pool.padding", pool.padding, window, strides, size)
+    if any(lo >= w or hi >= w for (lo, hi), w in zip(pads, window)):
+        raise ValueError(f"pool.padding must be smaller than the pool window {window} on each side (a window of "
+                         f"padding only has no value), got {pads}")
     return kind, window, strides, pads
 
 

@@ -327,6 +327,18 @@ def test_identity_avg_pool_closed_form_is_the_exact_composition():
     np.testing.assert_allclose(flax_conv(x, f.kernel, f.bias, f.strides, f.padding), pair, atol=1e-5)
 
 
+def test_fuse_params_passes_the_pool_to_the_conv_pair():
+    k1, b1, k2, b2 = conv_pair(jax.random.key(48), (3,), (3,), c0=2, c1=3, c2=2)
+    pool = fuse.Pool("max", 2, 2)
+    x = np.asarray(jax.random.normal(jax.random.key(49), (64, 20, 2)))
+    direct = fuse.conv_conv_from_data(k1, b1, k2, b2, x, pool=pool)
+    deep = {"a": {"kernel": k1, "bias": b1}, "b": {"kernel": k2, "bias": b2}}
+    shallow = {"c": {"kernel": jnp.zeros(direct.kernel.shape), "bias": jnp.zeros(2)}}
+    out = fuse.fuse_params(deep, shallow, 0, inputs=x, pool=pool)
+    np.testing.assert_array_equal(out["c"]["kernel"], direct.kernel)
+    np.testing.assert_array_equal(out["c"]["bias"], direct.bias)
+
+
 def test_max_pool_has_no_closed_form_and_bad_pools_are_errors():
     k1, b1, k2, b2 = conv_pair(jax.random.key(46), (3,), (3,))
     with pytest.raises(ValueError, match="pool.kind must be 'avg' for the closed form conv_conv: max pooling is not"):
@@ -337,6 +349,8 @@ def test_max_pool_has_no_closed_form_and_bad_pools_are_errors():
         fuse.conv_conv(k1, b1, k2, b2, pool="max")
     with pytest.raises(ValueError, match="pool.padding='SAME' needs the input's spatial size"):
         fuse.conv_conv(k1, b1, k2, b2, pool=fuse.Pool("avg", 2, 2, "SAME"))
+    with pytest.raises(ValueError, match="pool.padding must be smaller than the pool window"):
+        fuse.conv_conv_from_data(k1, b1, k2, b2, np.zeros((2, 12, 2), np.float32), pool=fuse.Pool("max", 2, 2, 2))
     with pytest.raises(ValueError, match="pool window .* does not fit"):
         fuse.conv_conv(k1, b1, k2, b2, pool=fuse.Pool("avg", 9, 1), input_size=(10,))
     w1, bb1, w2, bb2 = dense_pair(jax.random.key(47))
