@@ -563,8 +563,8 @@ by
 
 $$c_k = \\alpha^{\\,k - p}, \\qquad p = \\lfloor L/2 \\rfloor,$$
 
-so input-side layers shrink and output-side layers grow ($\\alpha > 1$; the public code uses
-$\\alpha = 1.1$). For a bias-free ReLU MLP of odd depth the function is unchanged (ReLU is
+so input-side layers shrink and output-side layers grow ($\\alpha > 1$; a third-party
+implementation uses $\\alpha = 1.1$, the authors' repository holds no code). For a bias-free ReLU MLP of odd depth the function is unchanged (ReLU is
 positively homogeneous), but the pattern of active units is not.
 
 **Emergence measure.** With node $x$ *active* on an example when its value exceeds 0.05,
@@ -642,7 +642,7 @@ for a, c in curves.items():
           f"{100 * (c[:, -1] - acc[0, :, -1]).mean():+.1f} pp)")'''),
         ("md", """The package's own sweep (`benchmarks/emergence.py`: MLPs and CNNs, with and without
 BatchNorm) found no $\\alpha$ whose effect on accuracy differs from no scaling beyond seed noise;
-the default stays the published $\\alpha = 1.1$."""),
+the default stays $\\alpha = 1.1$, the value of a third-party implementation."""),
     ],
 )
 
