@@ -34,10 +34,11 @@ approximation of a random target
       large matrices, so we estimate them once per configuration from a few
       reference-size SVDs on the host (``spectral_template``, cached), and
       build ``V = Q``, ``U = E Q diag(c) + P diag(√(1-c²))`` with ``Q, P``
-      Haar and ``P ⟂ EQ``. Then the product has the exact recipe's expected
-      singular values (exactly), diagonal mean ``Σ c_i s_i / d`` and
-      Frobenius norm; the benchmark ``benchmarks/product_statistics.py``
-      compares the rest.
+      Haar and ``P ⟂ EQ`` (:func:`complement_basis`). Then the product has
+      the exact recipe's expected singular values (exactly), diagonal mean
+      ``Σ c_i s_i / d`` and Frobenius norm; the benchmarks
+      ``benchmarks/product_statistics.py`` and ``attention_regimes.py``
+      compare the rest.
     * *Exact regime* (``max/2 < r < min``, e.g. a head of 128 at ``d = 192``):
       ``P`` has no room beside ``EQ``, and the projection of the rotation regime
       onto a random ``r``-dimensional subspace keeps only ``β r/d`` of the
@@ -187,6 +188,25 @@ def orthonormalize(x: Array) -> Array:
     ``2 r <= n``, where a Gaussian ``X`` has condition number below about 6.
     """
     return x @ _lower_inverse(_cholesky(x.T @ x)).T
+
+
+def complement_basis(basis: Array, x: Array) -> Array:
+    """Orthonormal basis of the columns of ``x`` projected off the orthonormal columns of ``basis``.
+
+    For a Gaussian ``x`` (``n × r``) it is Haar-distributed in the orthogonal complement of
+    ``basis`` (``n × b``, ``b + r <= n``). The projected ``x`` is a Gaussian in ``n − b``
+    dimensions: when ``2r <= n − b`` it is well conditioned and goes through
+    :func:`orthonormalize` (matrix products); otherwise its condition number has a heavy
+    tail (unbounded when ``r = n − b``: a square Gaussian), which Cholesky QR squares in
+    float32, so the basis comes from a Householder QR of ``[basis, x]`` (columns after
+    ``basis``, signs fixed as in :func:`haar_columns`): orthonormal and orthogonal to
+    ``basis`` to rounding, whatever the conditioning.
+    """
+    b, r = basis.shape[1], x.shape[1]
+    if b + 2 * r <= x.shape[0]:
+        return orthonormalize(x - basis @ (basis.T @ x))
+    q, upper = _qr(jnp.concatenate([basis, x], axis=1))
+    return q[:, b:] * jnp.sign(jnp.diagonal(upper)[b:])
 
 
 def haar_columns(key: Array, n: int, r: int, dtype=jnp.float32) -> Array:
@@ -340,7 +360,7 @@ def _template_factors(key, rows, cols, rank, alpha, beta, distribution, dtype, b
     q = haar_columns(kq, cols, rank, dtype)
     eq = _tile_rows(embed_rows(q, rows), blocks) * jnp.asarray(1.0 / math.sqrt(blocks), dtype)  # Ẽ Q
     x = jax.random.normal(kp, (blocks * rows, rank), dtype)
-    p = orthonormalize(x - eq @ (eq.T @ x))
+    p = complement_basis(eq, x)
     root = jnp.asarray(np.sqrt(s), dtype)
     u = eq * jnp.asarray(c, dtype) + p * jnp.asarray(np.sqrt(1.0 - c**2), dtype)
     balance = jnp.asarray(blocks**0.25, dtype)  # as in exact_factors (× 1 when blocks == 1)
