@@ -39,8 +39,8 @@ What is ours (not in the paper or its public code), each derived below and teste
   g^{1/4}`` (``U_k^{(h)}`` the rows of head ``h``), so a query factor has on average the
   key factor's norm. The heads of a group are exchangeable: every one gets the same
   expected diagonal (0.271 each at ``d = 192``, 4 heads of 48, 2 key heads, where
-  taking ``V`` from the group's first head alone gave 0.313 to that head and 0.175 to
-  the other, with a larger total error: 0.532 against 0.592 of ``Σ_h ‖A_h‖²``;
+  taking ``V`` from the group's first head alone gave 0.314 to that head and 0.175 to
+  the other, with a larger total error: 0.532 against 0.591 of ``Σ_h ‖A_h‖²``;
   ``benchmarks/results/attention_regimes.md``). With ``g = 1`` this is the published
   per-head SVD, bit for bit. ``method="fast"`` builds the same structure without
   drawing the targets (:mod:`mimetic_jax._linalg`, ``blocks``). Value/out:
