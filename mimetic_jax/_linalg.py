@@ -381,8 +381,9 @@ def fast_factors(
     """Factors ``(left, right)`` whose product mimics the best rank-``r`` approximation of ``αZ + βI``.
 
     See the module docstring for the three regimes (:func:`fast_regime`). In the
-    rotation and template regimes about ``(rows + cols)·r`` random numbers, one
-    Cholesky QR of an ``n × r`` matrix, no ``rows × cols`` target. Random factors are
+    rotation and template regimes about ``(rows + cols)·r`` random numbers, one QR
+    of an ``n × r`` matrix (Cholesky QR, or Householder near the template boundary:
+    :func:`complement_basis`), no ``rows × cols`` target. Random factors are
     Gaussian whatever ``distribution`` (for uniform ``Z`` they are Gaussian in the
     limit by the central limit theorem); ``distribution`` enters through the
     template. In the exact regime: the exact factors of the target drawn from
