@@ -15,30 +15,55 @@ approximation of a random target
     ``rows·cols`` random numbers and a full SVD per target.
 
 ``fast_factors`` (this project's construction)
-    Draws about one random number per weight and never forms ``A``. Two
-    regimes, both invariant under rotations like the exact recipe:
+    Draws about one random number per weight and never forms ``A``. Three
+    regimes, chosen by :func:`fast_regime` from the sizes alone, each invariant
+    under rotations like the exact recipe:
 
-    * *Rotation regime* (``r = min(rows, cols)``, or ``2r > max(rows, cols)``):
-      with ``Q`` Haar-orthonormal on the smaller side, ``AᵀQ = βEᵀQ + αZᵀQ``
-      and ``ZᵀQ`` is again iid Gaussian (rotation invariance), so
-      ``left = c Q``, ``right = (βEᵀQ + αG)/c`` gives ``left @ right.T =
-      Q Qᵀ A`` without drawing ``Z``. At full rank this *is* the target, with
-      exactly the target's law for Gaussian ``Z`` *whatever the law of* ``Q``, as
-      long as it is orthogonal and independent of ``G``; so at full rank ``Q`` comes
-      from rounds of small Haar Kronecker factors (:func:`kronecker_orthogonal`,
-      approximately Haar, ``O(n²√n)`` in a few products) instead of the ``O(n³)``
-      QR. Below full rank it is the projection onto a random subspace, weaker on
-      the diagonal than the best one. ``c`` balances the two factors' Frobenius norms.
+    * *Rotation regime* (``r = min(rows, cols)``, full rank): with ``Q``
+      orthogonal on the smaller side, ``AᵀQ = βEᵀQ + αZᵀQ`` and ``ZᵀQ`` is again
+      iid Gaussian (rotation invariance), so ``left = c Q``, ``right = (βEᵀQ +
+      αG)/c`` gives ``left @ right.T = Q Qᵀ A = A`` without drawing ``Z``: exactly
+      the target's law for Gaussian ``Z`` *whatever the law of* ``Q``, as long as it
+      is orthogonal and independent of ``G``; so ``Q`` comes from rounds of small
+      Haar Kronecker factors (:func:`kronecker_orthogonal`, approximately Haar,
+      ``O(n²√n)`` in a few products) instead of the ``O(n³)`` QR. ``c`` balances
+      the two factors' Frobenius norms.
     * *Template regime* (``r < min`` and ``2r <= max``): the exact factors are
       ``U_r √s`` and ``V_r √s`` whose statistics are set by the singular values
       ``s_i`` and the alignments ``c_i = u_iᵀ E v_i``. Both concentrate for
       large matrices, so we estimate them once per configuration from a few
       reference-size SVDs on the host (``spectral_template``, cached), and
       build ``V = Q``, ``U = E Q diag(c) + P diag(√(1-c²))`` with ``Q, P``
-      Haar and ``P ⟂ EQ``. Then the product has the exact recipe's expected
-      singular values (exactly), diagonal mean ``Σ c_i s_i / d`` and
-      Frobenius norm; the benchmark ``benchmarks/product_statistics.py``
-      compares the rest.
+      Haar and ``P ⟂ EQ`` (:func:`complement_basis`). Then the product has
+      the exact recipe's expected singular values (exactly), diagonal mean
+      ``Σ c_i s_i / d`` and Frobenius norm; the benchmarks
+      ``benchmarks/product_statistics.py`` and ``attention_regimes.py``
+      compare the rest.
+    * *Exact regime* (``max/2 < r < min``, e.g. a head of 128 at ``d = 192``):
+      ``P`` has no room beside ``EQ``, and the projection of the rotation regime
+      onto a random ``r``-dimensional subspace keeps only ``β r/d`` of the
+      identity (0.47 instead of the exact recipe's 0.62 at ``d = 192``, ``r = 128``:
+      25 % low). Here the factors hold ``(rows + cols) r > rows·cols`` numbers
+      anyway, so ``fast_factors`` draws the target and returns the exact factors,
+      the same arrays as ``exact_factors`` of ``identity_target`` with the same key.
+
+``blocks > 1``: a shared right factor for several targets (ours)
+    Grouped-query attention: ``g`` targets ``A_1 … A_g`` (rows × cols each, one
+    per query head of a group) share one key factor. The best shared right space
+    of rank ``r`` (least squares over the group, Eckart–Young) is the top-``r``
+    right singular space ``V`` of the vertical stack ``[A_1; …; A_g]`` (the top
+    eigenvectors of ``Σ A_hᵀ A_h``); each left factor is then its own target's
+    least-squares fit ``A_h V (…)⁻¹`` and each product ``A_h V Vᵀ``. The heads are
+    exchangeable, so every head of a group has the same expected diagonal. With
+    the stack's SVD ``U S Vᵀ`` we return ``left = U √S g^{1/4}`` (the stack of the
+    ``g`` left factors) and ``right = V √S g^{-1/4}``, which balances one head's
+    factor against the shared one; for ``g = 1`` this is ``exact_factors``.
+    The fast version applies the same three regimes to the stack, whose identity
+    part is ``β√g Ẽ`` with ``Ẽ = [E; …; E]/√g`` (orthonormal columns when
+    ``rows >= cols``): full rank ``r = cols`` is the rotation regime with the
+    block-tiled identity (every head exactly its target's law), ``r < cols`` the
+    template regime with the stack's template (``2r <= g·rows`` always holds), and
+    ``rows < cols`` (where ``Ẽ`` is not orthonormal) the exact regime.
 
 Batched LAPACK on CPU (a workaround, ours)
     jaxlib 0.10's CPU LAPACK kernels (``gesdd``, ``geqrf``, ``potrf``, ``trsm``, ...)
@@ -137,6 +162,15 @@ def identity_target(
     return jnp.asarray(alpha, dtype) * z + jnp.asarray(beta, dtype) * jnp.eye(rows, cols, dtype=dtype)
 
 
+def stacked_targets(
+    keys: Array, rows: int, cols: int, alpha: float, beta: float, distribution: str, dtype=jnp.float32
+) -> Array:
+    """``identity_target`` of each key, stacked vertically: ``(len(keys)·rows, cols)``."""
+    draw = functools.partial(identity_target, rows=rows, cols=cols, alpha=alpha, beta=beta,
+                             distribution=distribution, dtype=dtype)
+    return jax.vmap(draw)(keys).reshape(-1, cols)
+
+
 def embed_rows(x: Array, rows: int) -> Array:
     """``I_{rows×n} @ x`` for ``x`` of shape ``(n, r)``: zero-pad or truncate the rows."""
     n = x.shape[0]
@@ -154,6 +188,25 @@ def orthonormalize(x: Array) -> Array:
     ``2 r <= n``, where a Gaussian ``X`` has condition number below about 6.
     """
     return x @ _lower_inverse(_cholesky(x.T @ x)).T
+
+
+def complement_basis(basis: Array, x: Array) -> Array:
+    """Orthonormal basis of the columns of ``x`` projected off the orthonormal columns of ``basis``.
+
+    For a Gaussian ``x`` (``n × r``) it is Haar-distributed in the orthogonal complement of
+    ``basis`` (``n × b``, ``b + r <= n``). The projected ``x`` is a Gaussian in ``n − b``
+    dimensions: when ``2r <= n − b`` it is well conditioned and goes through
+    :func:`orthonormalize` (matrix products); otherwise its condition number has a heavy
+    tail (unbounded when ``r = n − b``: a square Gaussian), which Cholesky QR squares in
+    float32, so the basis comes from a Householder QR of ``[basis, x]`` (columns after
+    ``basis``, signs fixed as in :func:`haar_columns`): orthonormal and orthogonal to
+    ``basis`` to rounding, whatever the conditioning.
+    """
+    b, r = basis.shape[1], x.shape[1]
+    if b + 2 * r <= x.shape[0]:
+        return orthonormalize(x - basis @ (basis.T @ x))
+    q, upper = _qr(jnp.concatenate([basis, x], axis=1))
+    return q[:, b:] * jnp.sign(jnp.diagonal(upper)[b:])
 
 
 def haar_columns(key: Array, n: int, r: int, dtype=jnp.float32) -> Array:
@@ -210,22 +263,18 @@ def kronecker_orthogonal(key: Array, n: int, dtype=jnp.float32) -> Array:
     return q
 
 
-def exact_factors(a: Array, rank: int) -> tuple[Array, Array]:
-    """``(U_r √S_r, V_r √S_r)`` from the SVD of ``a``: their product is the best rank-``r`` approximation."""
+def exact_factors(a: Array, rank: int, blocks: int = 1) -> tuple[Array, Array]:
+    """``(U_r √S_r, V_r √S_r)`` from the SVD of ``a``: their product is the best rank-``r`` approximation.
+
+    ``blocks = g > 1``: ``a`` is the vertical stack of ``g`` targets and the factors are
+    ``(U_r √S_r g^{1/4}, V_r √S_r g^{-1/4})``: a shared right factor spanning the best
+    common right space, and the stack of the ``g`` least-squares left factors (module
+    docstring).
+    """
     u, s, vt = _svd(a)
     root = jnp.sqrt(s[:rank])
-    return u[:, :rank] * root, vt[:rank].T * root
-
-
-def fit_left(a_right: Array, right: Array) -> Array:
-    """Least-squares ``L`` minimizing ``‖L rightᵀ − A‖`` given ``A @ right``, for orthogonal
-    columns of ``right``.
-
-    ``L = A R (RᵀR)⁻¹`` and ``RᵀR`` is diagonal here, so this is a column scaling;
-    zero columns stay zero instead of dividing by zero.
-    """
-    sq = jnp.sum(right * right, axis=0)
-    return a_right * jnp.where(sq > 0, 1.0 / jnp.where(sq > 0, sq, 1.0), 0.0)
+    balance = jnp.asarray(blocks**0.25, root.dtype)  # × 1 when blocks == 1
+    return u[:, :rank] * (root * balance), vt[:rank].T * (root / balance)
 
 
 def _numpy_target(rng: np.random.Generator, rows: int, cols: int, alpha: float, beta: float, distribution: str):
@@ -239,54 +288,83 @@ def _numpy_target(rng: np.random.Generator, rows: int, cols: int, alpha: float, 
 
 @functools.lru_cache(maxsize=256)
 def spectral_template(
-    rows: int, cols: int, rank: int, alpha: float, beta: float, distribution: str
+    rows: int, cols: int, rank: int, alpha: float, beta: float, distribution: str, blocks: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Expected top-``rank`` singular values ``s_i`` and alignments ``u_iᵀ E v_i`` of the exact recipe.
+    """Expected top-``rank`` singular values ``s_i`` and alignments ``u_iᵀ Ẽ v_i`` of the exact recipe.
 
-    Estimated on the host from SVDs of reference targets of the same aspect ratio,
-    largest side at most ``TEMPLATE_SIZE`` (the spectrum of ``α Z + β I`` with
-    ``Var Z = 1/d`` does not depend on ``d`` in the large-``d`` limit), averaged
-    over enough samples to pool ``TEMPLATE_POOL`` values, and interpolated in the
-    quantile ``(i + ½)/min(rows, cols)``. Deterministic (fixed NumPy seed) and
-    cached, so it costs nothing under ``jit`` after the first trace.
+    Of the vertical stack of ``blocks`` independent ``rows × cols`` targets (one target
+    when ``blocks = 1``), ``Ẽ = [E; …; E]/√blocks``. Estimated on the host from SVDs of
+    reference targets of the same aspect ratio, largest side of a block at most
+    ``TEMPLATE_SIZE`` (the spectrum of ``α Z + β I`` with ``Var Z = 1/d`` does not
+    depend on ``d`` in the large-``d`` limit), averaged over enough samples to pool
+    ``TEMPLATE_POOL`` values, and interpolated in the quantile
+    ``(i + ½)/min(blocks·rows, cols)``. Deterministic (fixed NumPy seed) and cached, so
+    it costs nothing under ``jit`` after the first trace.
     """
     scale = min(1.0, TEMPLATE_SIZE / max(rows, cols))
     r0, c0 = max(1, round(rows * scale)), max(1, round(cols * scale))
-    m0 = min(r0, c0)
+    m0 = min(blocks * r0, c0)
+    e0 = min(r0, c0)  # the identity's width inside one block
     samples = min(16, max(1, math.ceil(TEMPLATE_POOL / m0)))
     rng = np.random.default_rng(20230516)
     s_sum = np.zeros(m0)
     c_sum = np.zeros(m0)
     for _ in range(samples):
-        u, s, vt = np.linalg.svd(_numpy_target(rng, r0, c0, alpha, beta, distribution), full_matrices=False)
+        stack = np.concatenate([_numpy_target(rng, r0, c0, alpha, beta, distribution) for _ in range(blocks)])
+        u, s, vt = np.linalg.svd(stack, full_matrices=False)
         s_sum += s
-        c_sum += np.einsum("ji,ij->i", u[:m0], vt[:, :m0])
+        u_e = u.reshape(blocks, r0, m0)[:, :e0].sum(axis=0) / math.sqrt(blocks)  # Ẽᵀ u_i
+        c_sum += np.einsum("ji,ij->i", u_e, vt[:, :e0])
     q0 = (np.arange(m0) + 0.5) / m0
-    q = (np.arange(rank) + 0.5) / min(rows, cols)
+    q = (np.arange(rank) + 0.5) / min(blocks * rows, cols)
     return np.interp(q, q0, s_sum / samples), np.clip(np.interp(q, q0, c_sum / samples), -1.0, 1.0)
 
 
-def _rotation_factors(key, rows, cols, rank, alpha, beta, dtype):
-    # Requires rows >= cols: Q lives on the (smaller) column side.
+def fast_regime(rows: int, cols: int, rank: int, blocks: int = 1) -> str:
+    """Which construction :func:`fast_factors` uses: ``"rotation"``, ``"template"`` or ``"exact"``.
+
+    ``blocks = 1``: rotation at full rank ``r = min(rows, cols)``, template when
+    ``2r <= max(rows, cols)``, exact in between (where a template has no room and a
+    random subspace keeps too little of the identity). ``blocks > 1`` (a shared
+    right factor): exact when ``rows < cols``, else rotation at ``r = cols`` and
+    template below. See the module docstring.
+    """
+    if blocks > 1:
+        if rows < cols:
+            return "exact"
+        return "rotation" if rank == cols else "template"
+    if rank == min(rows, cols):
+        return "rotation"
+    return "template" if 2 * rank <= max(rows, cols) else "exact"
+
+
+def _tile_rows(x: Array, blocks: int) -> Array:
+    """``[x; …; x]`` (``blocks`` copies stacked vertically)."""
+    return x if blocks == 1 else jnp.tile(x, (blocks, 1))
+
+
+def _rotation_factors(key, rows, cols, alpha, beta, dtype, blocks):
+    # Requires rows >= cols and rank == cols: Q is a full rotation of the (smaller) column side.
     kq, kg = jax.random.split(key)
-    q = kronecker_orthogonal(kq, cols, dtype) if rank == cols else haar_columns(kq, cols, rank, dtype)
-    g = noise(kg, (rows, rank), max(rows, cols), "normal", dtype)
+    q = kronecker_orthogonal(kq, cols, dtype)
+    g = noise(kg, (blocks * rows, cols), max(rows, cols), "normal", dtype)
     c = (beta**2 + alpha**2 * rows / max(rows, cols)) ** 0.25 or 1.0
-    left = (jnp.asarray(beta, dtype) * embed_rows(q, rows) + jnp.asarray(alpha, dtype) * g) / c
+    left = (jnp.asarray(beta, dtype) * _tile_rows(embed_rows(q, rows), blocks) + jnp.asarray(alpha, dtype) * g) / c
     return left, q * jnp.asarray(c, dtype)
 
 
-def _template_factors(key, rows, cols, rank, alpha, beta, distribution, dtype):
-    # Requires rows >= cols and 2 * rank <= rows.
-    s, c = spectral_template(rows, cols, rank, alpha, beta, distribution)
+def _template_factors(key, rows, cols, rank, alpha, beta, distribution, dtype, blocks):
+    # Requires rows >= cols and 2 * rank <= blocks * rows.
+    s, c = spectral_template(rows, cols, rank, alpha, beta, distribution, blocks)
     kq, kp = jax.random.split(key)
     q = haar_columns(kq, cols, rank, dtype)
-    eq = embed_rows(q, rows)
-    x = jax.random.normal(kp, (rows, rank), dtype)
-    p = orthonormalize(x - eq @ (eq.T @ x))
+    eq = _tile_rows(embed_rows(q, rows), blocks) * jnp.asarray(1.0 / math.sqrt(blocks), dtype)  # Ẽ Q
+    x = jax.random.normal(kp, (blocks * rows, rank), dtype)
+    p = complement_basis(eq, x)
     root = jnp.asarray(np.sqrt(s), dtype)
     u = eq * jnp.asarray(c, dtype) + p * jnp.asarray(np.sqrt(1.0 - c**2), dtype)
-    return u * root, q * root
+    balance = jnp.asarray(blocks**0.25, dtype)  # as in exact_factors (× 1 when blocks == 1)
+    return u * (root * balance), q * (root / balance)
 
 
 def fast_factors(
@@ -298,18 +376,29 @@ def fast_factors(
     beta: float,
     distribution: str = "normal",
     dtype=jnp.float32,
+    blocks: int = 1,
 ) -> tuple[Array, Array]:
     """Factors ``(left, right)`` whose product mimics the best rank-``r`` approximation of ``αZ + βI``.
 
-    See the module docstring for the two regimes. About ``(rows + cols)·r``
-    random numbers, one Cholesky QR of an ``n × r`` matrix, no ``rows × cols``
-    target. Random factors are Gaussian whatever ``distribution`` (for uniform
-    ``Z`` they are Gaussian in the limit by the central limit theorem);
-    ``distribution`` enters through the template.
+    See the module docstring for the three regimes (:func:`fast_regime`). In the
+    rotation and template regimes about ``(rows + cols)·r`` random numbers, one QR
+    of an ``n × r`` matrix (Cholesky QR, or Householder near the template boundary:
+    :func:`complement_basis`), no ``rows × cols`` target. Random factors are
+    Gaussian whatever ``distribution`` (for uniform ``Z`` they are Gaussian in the
+    limit by the central limit theorem); ``distribution`` enters through the
+    template. In the exact regime: the exact factors of the target drawn from
+    ``key`` (``blocks > 1``: of the targets drawn from ``jax.random.split(key, blocks)``).
+
+    ``blocks = g > 1``: ``g`` targets share the right factor, as in
+    :func:`exact_factors`; ``left`` is the stack ``(g·rows, r)`` of their left factors.
     """
-    if rows < cols:
+    regime = fast_regime(rows, cols, rank, blocks)
+    if regime == "exact":
+        keys = key[None] if blocks == 1 else jax.random.split(key, blocks)
+        return exact_factors(stacked_targets(keys, rows, cols, alpha, beta, distribution, dtype), rank, blocks)
+    if rows < cols:  # blocks == 1 here: the regimes are symmetric
         right, left = fast_factors(key, cols, rows, rank, alpha, beta, distribution, dtype)
         return left, right
-    if rank == cols or 2 * rank > rows:
-        return _rotation_factors(key, rows, cols, rank, alpha, beta, dtype)
-    return _template_factors(key, rows, cols, rank, alpha, beta, distribution, dtype)
+    if regime == "rotation":
+        return _rotation_factors(key, rows, cols, alpha, beta, dtype, blocks)
+    return _template_factors(key, rows, cols, rank, alpha, beta, distribution, dtype, blocks)

@@ -28,11 +28,22 @@ What is ours (not in the paper or its public code), each derived below and teste
 
 * **Grouped/multi-query attention** (``num_kv_heads < num_heads``, query head
   ``h`` uses key/value head ``h // g``, ``g = H / H_kv``, as in
-  ``nnx.MultiHeadAttention``). Key factor: from the SVD of the group's *first*
-  head's target, ``W_k = V_k √S_k``. Every query head of the group gets the
-  least-squares fit ``W_q^h = A_h W_k (W_kᵀW_k)⁻¹ = A_h V_k S_k^{-1/2}``, whose
-  product ``A_h V_k V_kᵀ`` is the projection of its own target onto the shared
-  key space. For the first head this is exactly the SVD construction. Value/out:
+  ``nnx.MultiHeadAttention``); our construction. The ``g`` query heads of a group
+  share one key factor, so each head's product can only be ``A_h P`` with ``P`` the
+  projection onto the shared key space ``V`` (rank ``k``) and ``W_q^h`` the
+  least-squares fit ``A_h W_k (W_kᵀW_k)⁻¹``. The ``V`` that minimizes the group's
+  total error ``Σ_h ‖A_h − A_h P_V‖² = Σ_h ‖A_h‖² − tr(Vᵀ (Σ_h A_hᵀA_h) V)`` is the
+  top-``k`` eigenspace of ``Σ_h A_hᵀA_h``, i.e. the top-``k`` right singular space of
+  the stacked targets ``[A_1; …; A_g] = U S Vᵀ`` (Eckart–Young on the stack). We take
+  ``W_k = V_k √S_k g^{-1/4}`` and ``W_q^h = A_h V_k S_k^{-1/2} g^{1/4} = U_k^{(h)} √S_k
+  g^{1/4}`` (``U_k^{(h)}`` the rows of head ``h``), so a query factor has on average the
+  key factor's norm. The heads of a group are exchangeable: every one gets the same
+  expected diagonal (0.271 each at ``d = 192``, 4 heads of 48, 2 key heads, where
+  taking ``V`` from the group's first head alone gave 0.314 to that head and 0.175 to
+  the other, with a larger total error: 0.532 against 0.591 of ``Σ_h ‖A_h‖²``;
+  ``benchmarks/results/attention_regimes.md``). With ``g = 1`` this is the published
+  per-head SVD, bit for bit. ``method="fast"`` builds the same structure without
+  drawing the targets (:mod:`mimetic_jax._linalg`, ``blocks``). Value/out:
   the effective product is ``W_v R`` with ``R_j = Σ_{h∈group j} W_o^h``; we take
   the best rank-``H_kv k`` factorization and give each query head of a group an
   equal share ``R_j / g``.
@@ -47,9 +58,15 @@ What is ours (not in the paper or its public code), each derived below and teste
   ``(W_v R)(Rᵀ W_o)`` is the same product; a Haar ``R`` spreads the singular
   directions evenly over the heads.
 * **``method="fast"``**: see :mod:`mimetic_jax._linalg`. No ``d×d`` target is
-  drawn; the product has the exact recipe's expected spectrum, diagonal mean and
-  norm (or, for full-rank value/out, exactly the target's law). The published
-  construction ``method="exact"`` stays the default.
+  drawn when the rank ``r`` (``k`` for query/key, ``H_kv k`` for value/out) is at
+  most ``d/2`` (the product has the exact recipe's expected spectrum, diagonal mean
+  and norm) or equal to ``d`` (exactly the target's law). For ``d/2 < r < d`` no
+  cheap construction matches the recipe (a random subspace keeps a diagonal of
+  ``β r/d``, 25 % low at ``r = 2d/3``), and the factors hold more numbers than the
+  target anyway: there ``fast`` returns the exact recipe's arrays, as it does for
+  grouped query heads narrower than the keys (``d_in < d_kv``). The rule is
+  :func:`mimetic_jax._linalg.fast_regime`. The published construction
+  ``method="exact"`` stays the default.
 * **Sin-cos position embeddings** are the standard ones (Vaswani et al. 2017;
   the 2-D form of MoCo v3 / big_vision), shipped because the benefit of the
   scheme comes through smooth additive position embeddings.
@@ -139,7 +156,9 @@ def query_key(
       num_heads: number of query heads ``H``.
       head_dim: head size ``k`` (at most ``min(d_in, d_kv)``).
       alpha, beta: noise and identity weights (published 0.7, 0.7).
-      num_kv_heads: key heads ``H_kv`` for grouped/multi-query attention (default ``H``).
+      num_kv_heads: key heads ``H_kv`` for grouped/multi-query attention (default ``H``). The
+        query heads of a group share the key space that fits their targets best together
+        (the top right singular space of the stacked targets; module docstring).
       d_kv: width of the key input for cross-attention (default ``d_in``).
       distribution: ``"normal"`` (SPEC default) or ``"uniform"`` on ``±√(3/d)``.
       method: ``"exact"`` (published, SVD per head) or ``"fast"`` (no ``d×d`` target).
@@ -183,35 +202,18 @@ def _query_key(key, *, d_in, d_kv, heads, kv_heads, k, alpha, beta, distribution
     ct = _checks.compute_dtype(dtype)
     group = heads // kv_heads
     keys = jax.random.split(key, heads).reshape(kv_heads, group)
-    big = max(d_in, d_kv)
+    # One problem per key head: the group's `group` targets share the key factor (see _linalg's
+    # `blocks`); the query factors come back stacked, (group·d_in, k).
+    if method == "fast" and _linalg.fast_regime(d_in, d_kv, k, group) != "exact":
+        wq, wk = _map(lambda gk: _linalg.fast_factors(gk[0], d_in, d_kv, k, alpha, beta, distribution, ct, group),
+                      keys, None)
+    else:  # also fast's exact regime: the same arrays as method="exact", with its bounded memory
 
-    def exact_group(gkeys):
-        target = functools.partial(_linalg.identity_target, rows=d_in, cols=d_kv, alpha=alpha, beta=beta,
-                                   distribution=distribution, dtype=ct)
-        wq0, wk = _linalg.exact_factors(target(gkeys[0]), k)
-        if group == 1:
-            return wq0[None], wk
-        rest = jax.lax.map(lambda kk: _linalg.fit_left(target(kk) @ wk, wk), gkeys[1:])
-        return jnp.concatenate([wq0[None], rest]), wk
+        def exact_group(gkeys):
+            targets = _linalg.stacked_targets(gkeys, d_in, d_kv, alpha, beta, distribution, ct)
+            return _linalg.exact_factors(targets, k, group)
 
-    def fast_group(gkeys):
-        wq0, wk = _linalg.fast_factors(gkeys[0], d_in, d_kv, k, alpha, beta, distribution, ct)
-        if group == 1:
-            return wq0[None], wk
-        # A_h W_k = β E W_k + α Z_h V diag(w), and Z_h V is iid Gaussian (V ⟂, independent of Z_h).
-        norms = jnp.sqrt(jnp.sum(wk * wk, axis=0))
-        ewk = _linalg.embed_rows(wk, d_in)
-
-        def other(kk):
-            g = _linalg.noise(kk, (d_in, k), big, "normal", ct)
-            return _linalg.fit_left(beta * ewk + alpha * g * norms, wk)
-
-        return jnp.concatenate([wq0[None], jax.vmap(other)(gkeys[1:])]), wk
-
-    if method == "exact":
         wq, wk = _map(exact_group, keys, _exact_chunk(d_in, d_kv * group, kv_heads))
-    else:
-        wq, wk = _map(fast_group, keys, None)
     wq = wq.reshape(heads, d_in, k).transpose(1, 0, 2)
     wk = wk.transpose(1, 0, 2)
     return wq.astype(dtype), wk.astype(dtype)

@@ -101,3 +101,86 @@ def test_kronecker_orthogonal_same_key_same_matrix_under_jit_and_vmap():
     batched = jax.jit(jax.vmap(lambda k: _linalg.kronecker_orthogonal(k, 12)))(keys)
     np.testing.assert_allclose(np.stack(eager), batched, atol=1e-6)
     assert not np.allclose(eager[0], eager[1])
+
+
+@pytest.mark.parametrize(
+    "rows,cols,rank,blocks,regime",
+    [(96, 96, 48, 1, "template"), (96, 96, 49, 1, "exact"), (96, 96, 95, 1, "exact"), (96, 96, 96, 1, "rotation"),
+     (96, 64, 48, 1, "template"), (96, 64, 50, 1, "exact"), (96, 64, 64, 1, "rotation"), (64, 96, 64, 1, "rotation"),
+     (96, 96, 95, 2, "template"), (96, 96, 96, 2, "rotation"), (96, 64, 64, 3, "rotation"), (64, 96, 16, 2, "exact")],
+)
+def test_fast_regime_rules(rows, cols, rank, blocks, regime):
+    assert _linalg.fast_regime(rows, cols, rank, blocks) == regime
+
+
+@pytest.mark.parametrize("rows,cols,rank", [(48, 48, 30), (48, 32, 28), (32, 48, 28)])
+def test_fast_factors_in_the_exact_regime_are_the_exact_factors_of_the_same_key(rows, cols, rank):
+    key = jax.random.key(7)
+    fast = jax.jit(lambda k: _linalg.fast_factors(k, rows, cols, rank, 0.7, 0.7))(key)
+    exact = jax.jit(lambda k: _linalg.exact_factors(_linalg.identity_target(k, rows, cols, 0.7, 0.7, "normal"), rank))(
+        key)
+    for f, e in zip(fast, exact):
+        assert f.shape == e.shape
+        np.testing.assert_array_equal(f, e)
+
+
+def test_exact_factors_of_a_stack_share_the_best_right_space_and_balance_the_factors():
+    g, rows, cols, rank = 3, 40, 32, 8
+    targets = np.asarray(_linalg.stacked_targets(jax.random.split(jax.random.key(8), g), rows, cols, 0.7, 0.7,
+                                                 "normal"), np.float64)
+    left, right = (np.asarray(x, np.float64) for x in _linalg.exact_factors(jnp.asarray(targets, jnp.float32),
+                                                                             rank, g))
+    assert left.shape == (g * rows, rank) and right.shape == (cols, rank)
+    v = np.linalg.svd(targets)[2][:rank].T
+    np.testing.assert_allclose(left @ right.T, targets @ v @ v.T, atol=1e-4)
+    # g^{1/4}: one block's left factor has, on average, the shared right factor's column norms.
+    np.testing.assert_allclose((left**2).sum(0) / g, (right**2).sum(0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("rows,cols,rank,blocks", [(96, 96, 24, 2), (96, 64, 32, 4), (96, 96, 96, 2)])
+def test_fast_factors_of_a_stack_match_the_exact_spectrum_and_diagonal(rows, cols, rank, blocks):
+    """Per block, ``left_h @ right.T`` against the exact group construction: singular values and diagonal mean."""
+    keys = jax.random.split(jax.random.key(9), 6)
+
+    def per_block(left, right):
+        prods = np.einsum("khir,kjr->khij", np.asarray(left, np.float64).reshape(len(keys), blocks, rows, rank),
+                          np.asarray(right, np.float64))
+        n = min(rows, cols)
+        return np.linalg.svd(prods, compute_uv=False)[..., :rank].mean((0, 1)), np.einsum("khii->", prods[..., :n, :n])
+
+    def exact(k):
+        return _linalg.exact_factors(_linalg.stacked_targets(jax.random.split(k, blocks), rows, cols, 0.7, 0.7,
+                                                             "normal"), rank, blocks)
+
+    sv_f, diag_f = per_block(*jax.jit(jax.vmap(lambda k: _linalg.fast_factors(k, rows, cols, rank, 0.7, 0.7,
+                                                                              blocks=blocks)))(keys))
+    sv_e, diag_e = per_block(*jax.jit(jax.vmap(exact))(keys))
+    np.testing.assert_allclose(sv_f, sv_e, rtol=0.05, atol=0.02 * sv_e[0])  # the smallest of a full rank are noisy
+    assert abs(diag_f - diag_e) < 0.02 * abs(diag_e)
+
+
+@pytest.mark.parametrize("n,b,r", [(64, 32, 32), (80, 32, 32), (48, 8, 16)])  # Householder, Householder, Cholesky
+def test_complement_basis_is_orthonormal_and_orthogonal_to_the_basis(n, b, r):
+    keys = jax.random.split(jax.random.key(10), 64)
+
+    def one(k):
+        kb, kx = jax.random.split(k)
+        basis = _linalg.haar_columns(kb, n, b)
+        return basis, _linalg.complement_basis(basis, jax.random.normal(kx, (n, r)))
+
+    basis, p = (np.asarray(x, np.float64) for x in jax.jit(jax.vmap(one))(keys))
+    np.testing.assert_allclose(np.einsum("kir,kis->krs", p, p), np.broadcast_to(np.eye(r), (64, r, r)), atol=1e-5)
+    np.testing.assert_allclose(np.einsum("kib,kir->kbr", basis, p), 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_template_product_has_the_template_singular_values_at_the_boundary(blocks):
+    """Regression: at rank = rows/2 the complement of EQ is as wide as P, and the Cholesky QR of the projected
+    Gaussian lost orthogonality (up to 0.9 at d 96 in 64 keys) or gave NaN (3 of 32 draws at d 384)."""
+    d, rank = 64, 32 if blocks == 1 else 60  # blocks 2: the complement has 2·64 − 60 = 68 dimensions for 60 columns
+    keys = jax.random.split(jax.random.key(11), 32)
+    left, right = (np.asarray(x, np.float64) for x in jax.jit(jax.vmap(
+        lambda k: _linalg.fast_factors(k, d, d, rank, 0.7, 0.7, blocks=blocks)))(keys))
+    s, _ = _linalg.spectral_template(d, d, rank, 0.7, 0.7, "normal", blocks)
+    sv = np.linalg.svd(np.einsum("kir,kjr->kij", left, right), compute_uv=False)[:, :rank]
+    np.testing.assert_allclose(sv, np.broadcast_to(s, sv.shape), rtol=1e-4)
