@@ -201,7 +201,7 @@ def block(x: Any) -> Any:
 class Stopwatch:
     """Wall and process-CPU seconds of a ``with`` block."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self._w, self._c = time.perf_counter(), time.process_time()
         return self
 

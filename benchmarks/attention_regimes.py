@@ -151,7 +151,6 @@ def regime_tables(res: dict) -> str:
 def grouped_table(results: list[dict]) -> str:
     rows = []
     for res in results:
-        g = res["group"]
         cfg = f"d {res['d']}, H {res['heads']}×{res['head_dim']}, H_kv {res['kv_heads']} ({res['regime']})"
         for name, label in (("exact", "exact"), ("fast", "fast"), ("first_head", "previous (first head's key space)")):
             pos = res[name]["position_diag_mean"]

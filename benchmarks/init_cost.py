@@ -163,7 +163,7 @@ def count(tree) -> int:
     return sum(x.size for x in jax.tree.leaves(tree))
 
 
-def run_case(case: Case, run: "_report.Run", results: list[dict], methods: tuple[str, ...]) -> dict:
+def run_case(case: Case, run: _report.Run, results: list[dict], methods: tuple[str, ...]) -> dict:
     model, x = case.model, case.x
     shapes = jax.eval_shape(lambda k: model.init(k, x), jax.random.key(0))
     blocks = find_attention_blocks(shapes, num_heads=case.num_heads)

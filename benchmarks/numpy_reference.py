@@ -32,7 +32,6 @@ import time
 
 import _report
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import mimetic_jax as mj

@@ -28,7 +28,10 @@ Public API (see the README for a table and the papers):
   :func:`analyze`, :func:`plot_analysis` — the structure scores of any model's weights.
 """
 
-from mimetic_jax import fuse
+from mimetic_jax import (
+    fuse,
+    nn,  # noqa: E402 - drop-in modules, after the transforms they use
+)
 from mimetic_jax.analysis import Analysis, analyze, plot_analysis
 from mimetic_jax.attention import qkv_init, query_key, sincos_1d, sincos_2d, value_output
 from mimetic_jax.conv import (
@@ -93,7 +96,6 @@ from mimetic_jax.transforms import (
     heads_from_config,
     mimetic_attention,
 )
-from mimetic_jax import nn  # noqa: E402 - drop-in modules, after the transforms they use
 
 __version__ = "0.1.0"
 

@@ -173,7 +173,7 @@ def elements(what: str, *counts: int) -> None:
 # --------------------------------------------------------------------------- keys
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_key_shape_of(impl: str) -> tuple[int, ...]:
     del impl  # the cache key: the default PRNG implementation sets the raw key's length
     return tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)

@@ -78,7 +78,8 @@ from mimetic_jax.attention import METHODS, query_key, value_output
 Array = jax.Array
 
 __all__ = [
-    "ALBERT", "BLOOM", "DEFAULT_LAYOUTS", "DISTILBERT", "EQUINOX", "FLAX", "FUSED", "GPT2", "HF", "HF_BERT", "HF_OUT_PROJ", "HF_VIT", "T5", "TIMM",
+    "ALBERT", "BLOOM", "DEFAULT_LAYOUTS", "DISTILBERT", "EQUINOX", "FLAX", "FUSED", "GPT2", "HF", "HF_BERT",
+    "HF_OUT_PROJ", "HF_VIT", "T5", "TIMM",
     "AttentionBlock", "AttentionLayout", "find_attention_blocks", "heads_from_config", "mimetic_attention",
 ]
 

@@ -17,7 +17,7 @@ from mimetic_jax.ssm import A_LOG_RANGE, DELTA
 WIDTH = 64  # d: default-init scores are N(0, 1/d), so |score| < 4/sqrt(d) = 0.5 at 4 sigma
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _vit():
     params = jax.jit(ViT(10, width=WIDTH, depth=2, num_heads=2).init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
     return params, mj.mimetic(params, jax.random.key(1), preset="vit")

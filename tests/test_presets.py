@@ -35,7 +35,7 @@ SINGLE = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shapes(name):
     model, x = MODELS[name]
     return jax.eval_shape(model.init, jax.random.key(0), x)
@@ -48,7 +48,7 @@ def _init(name, seed=0):
     return jax.tree.map(lambda s: jnp.asarray(0.2 * rng.standard_normal(s.shape), s.dtype), _shapes(name))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _eager(preset):
     return mj.mimetic(_init(preset), jax.random.key(1), preset=preset, report=True)
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from mimetic_jax import (
+    _checks,
     a_log_init,
     bc_kernels,
     conv_conv,
@@ -49,7 +50,6 @@ from mimetic_jax import (
     transfer_covariances,
     value_output,
 )
-from mimetic_jax import _checks
 from mimetic_jax.fuse import Moments
 
 K = jax.random.key(0)

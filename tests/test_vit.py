@@ -9,7 +9,6 @@ from flax import traverse_util
 
 from mimetic_jax.experiments.models import ViT, query_key_products, value_output_products
 
-
 # Compiling is what costs time on CPU: one jitted init and apply serve most tests, and
 # shape-only checks trace with jax.eval_shape (no compilation).
 

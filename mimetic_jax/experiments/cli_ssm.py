@@ -88,9 +88,9 @@ def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
     import jax.numpy as jnp
 
     from mimetic_jax.experiments.models import MambaLM
-    from mimetic_jax.ssm_transform import mimetic_ssm
     from mimetic_jax.experiments.tasks import sequence_dataset
     from mimetic_jax.experiments.training import checkpoint_steps, stack_trees, train_models
+    from mimetic_jax.ssm_transform import mimetic_ssm
 
     start = time.perf_counter()
     data = sequence_dataset(args.task, seed=0, num_train=args.steps * args.batch_size, num_test=512,

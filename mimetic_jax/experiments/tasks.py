@@ -29,7 +29,8 @@ import dataclasses
 import functools
 import inspect
 import random
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
