@@ -294,10 +294,11 @@ def spectral_template(
 
     Of the vertical stack of ``blocks`` independent ``rows × cols`` targets (one target
     when ``blocks = 1``), ``Ẽ = [E; …; E]/√blocks``. Estimated on the host from SVDs of
-    reference targets of the same aspect ratio, largest side of a block at most
-    ``TEMPLATE_SIZE`` (the spectrum of ``α Z + β I`` with ``Var Z = 1/d`` does not
-    depend on ``d`` in the large-``d`` limit), averaged over enough samples to pool
-    ``TEMPLATE_POOL`` values, and interpolated in the quantile
+    reference targets (of a stack: the eigendecomposition of its Gram matrix) of the
+    same aspect ratio, largest side of a block at most ``TEMPLATE_SIZE`` (the spectrum
+    of ``α Z + β I`` with ``Var Z = 1/d`` does not depend on ``d`` in the large-``d``
+    limit), averaged over enough samples to pool ``TEMPLATE_POOL`` values, and
+    interpolated in the quantile
     ``(i + ½)/min(blocks·rows, cols)``. Deterministic (fixed NumPy seed) and cached, so
     it costs nothing under ``jit`` after the first trace.
     """
