@@ -294,27 +294,38 @@ def spectral_template(
 
     Of the vertical stack of ``blocks`` independent ``rows × cols`` targets (one target
     when ``blocks = 1``), ``Ẽ = [E; …; E]/√blocks``. Estimated on the host from SVDs of
-    reference targets of the same aspect ratio, largest side of a block at most
-    ``TEMPLATE_SIZE`` (the spectrum of ``α Z + β I`` with ``Var Z = 1/d`` does not
-    depend on ``d`` in the large-``d`` limit), averaged over enough samples to pool
-    ``TEMPLATE_POOL`` values, and interpolated in the quantile
+    reference targets (of a stack: the eigendecomposition of its Gram matrix) of the
+    same aspect ratio, largest side of a block at most ``TEMPLATE_SIZE`` (the spectrum
+    of ``α Z + β I`` with ``Var Z = 1/d`` does not depend on ``d`` in the large-``d``
+    limit), averaged over enough samples to pool ``TEMPLATE_POOL`` values, and
+    interpolated in the quantile
     ``(i + ½)/min(blocks·rows, cols)``. Deterministic (fixed NumPy seed) and cached, so
     it costs nothing under ``jit`` after the first trace.
     """
     scale = min(1.0, TEMPLATE_SIZE / max(rows, cols))
     r0, c0 = max(1, round(rows * scale)), max(1, round(cols * scale))
     m0 = min(blocks * r0, c0)
-    e0 = min(r0, c0)  # the identity's width inside one block
     samples = min(16, max(1, math.ceil(TEMPLATE_POOL / m0)))
     rng = np.random.default_rng(20230516)
     s_sum = np.zeros(m0)
     c_sum = np.zeros(m0)
     for _ in range(samples):
-        stack = np.concatenate([_numpy_target(rng, r0, c0, alpha, beta, distribution) for _ in range(blocks)])
-        u, s, vt = np.linalg.svd(stack, full_matrices=False)
+        targets = [_numpy_target(rng, r0, c0, alpha, beta, distribution) for _ in range(blocks)]
+        if blocks == 1:
+            u, s, vt = np.linalg.svd(targets[0], full_matrices=False)
+            s_sum += s
+            c_sum += np.einsum("ji,ij->i", u[:m0], vt[:, :m0])
+            continue
+        # A stack of g·r0 rows: its right singular vectors and values from the c0×c0 Gram matrix
+        # Σ A_hᵀA_h (float64; the stack is tall, so no tiny singular values), and
+        # c_i = u_iᵀẼv_i = v_iᵀ(Ẽᵀ stack)v_i / s_i with Ẽᵀ stack = Σ_h EᵀA_h / √g. A few
+        # products instead of an SVD of the whole stack (template of d 4096, g 32 on 2 CPU cores: 1.6 s, not 46 s).
+        w, v = np.linalg.eigh(sum(a.T @ a for a in targets))
+        v = v[:, ::-1][:, :m0]
+        s = np.sqrt(np.maximum(w[::-1][:m0], 0.0))
+        e_stack = np.eye(c0, r0) @ sum(targets) / math.sqrt(blocks)
         s_sum += s
-        u_e = u.reshape(blocks, r0, m0)[:, :e0].sum(axis=0) / math.sqrt(blocks)  # Ẽᵀ u_i
-        c_sum += np.einsum("ji,ij->i", u_e, vt[:, :e0])
+        c_sum += np.einsum("ji,jk,ki->i", v, e_stack, v) / s
     q0 = (np.arange(m0) + 0.5) / m0
     q = (np.arange(rank) + 0.5) / min(blocks * rows, cols)
     return np.interp(q, q0, s_sum / samples), np.clip(np.interp(q, q0, c_sum / samples), -1.0, 1.0)
