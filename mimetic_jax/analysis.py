@@ -5,18 +5,18 @@
 :func:`~mimetic_jax.find_mlp_layers`, :func:`~mimetic_jax.find_ssm_blocks`) and measures,
 in float64 on the host:
 
-* **query/key** (SPEC §1), per head ``h``: ``P = W_q^h W_k^hᵀ`` (``d×d``);
+* **query/key** (Trockman & Kolter 2023), per head ``h``: ``P = W_q^h W_k^hᵀ`` (``d×d``);
   ``qk_diag_ratio = mean(diag P) / std(offdiag P)``. Mimetic init (``αZ + βI``) gives
   about ``β√d/α`` (≫ 1); an i.i.d. init gives ``N(0, 1)/√d``-sized values around 0.
-* **value/out** (SPEC §1), per layer: ``P = Σ_h W_v^h W_o^h``; ``vo_diag_mean`` (its
+* **value/out** (Trockman & Kolter 2023), per layer: ``P = Σ_h W_v^h W_o^h``; ``vo_diag_mean`` (its
   sign: mimetic init makes it ``−β``) and ``vo_diag_ratio`` (relative to the off-diagonal std).
-* **depthwise filters** (SPEC §2), per layer: the correlation matrix of the taps over
+* **depthwise filters** (Trockman, Willmott & Kolter 2023), per layer: the correlation matrix of the taps over
   channels (from :func:`~mimetic_jax.filter_covariance`); ``neighbour_corr`` = mean
   correlation of 4-neighbouring taps, ``far_corr`` = mean over taps at distance ≥ 2.
   Covariance-structured filters have ``neighbour_corr`` well above ``far_corr``; i.i.d.
   filters have both near 0 (``±1/√C``).
-* **first MLP layer** (SPEC §3), per layer: ``mean`` and ``mean / std`` of the kernel.
-* **SSM** (SPEC §4), per block: the per-step decay ``exp(Δ·A)`` with ``A = −exp(A_log)``
+* **first MLP layer** (Trockman & Kolter, arXiv 2602.07156), per layer: ``mean`` and ``mean / std`` of the kernel.
+* **SSM** (Trockman et al. 2024), per block: the per-step decay ``exp(Δ·A)`` with ``A = −exp(A_log)``
   and ``Δ = softplus(dt bias)`` (its min/median/max), the median half-life in steps,
   the smallest retention after ``length`` steps, and ``bc_diag_ratio`` of ``W_C W_Bᵀ``.
 

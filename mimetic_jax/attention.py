@@ -160,7 +160,7 @@ def query_key(
         query heads of a group share the key space that fits their targets best together
         (the top right singular space of the stacked targets; module docstring).
       d_kv: width of the key input for cross-attention (default ``d_in``).
-      distribution: ``"normal"`` (SPEC default) or ``"uniform"`` on ``±√(3/d)``.
+      distribution: ``"normal"`` (the default) or ``"uniform"`` on ``±√(3/d)``.
       method: ``"exact"`` (published, SVD per head) or ``"fast"`` (no ``d×d`` target).
       dtype: output dtype; the math runs in float32 (float64 if asked for).
 

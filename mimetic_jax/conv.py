@@ -9,7 +9,7 @@ neighbouring taps of a filter are correlated, more so in deeper layers. Drawing 
 even with the filters frozen, and covariances measured on small trained nets transfer
 to larger ones. Only depthwise layers change.
 
-**Our reconstruction** (SPEC §2; the paper's exact construction is not available to us):
+**Our reconstruction** (the paper's exact construction is not available to us):
 
 .. math::
 
@@ -26,7 +26,7 @@ tap ``(i, j)`` of a ``kh×kw`` filter is entry ``i·kw + j``.
 ``k ≥ 7, σ ≥ 2`` (eigenvalues below float32 precision). For the Gaussian closed form each
 filter is ``s·A_h E A_wᵀ`` with ``A = G_σ^{1/2}`` (float64 ``eigh``, negative
 rounding-level eigenvalues clamped to zero) and ``E`` a standard normal ``kh×kw`` matrix
-(SPEC §2), which has exactly the covariance above; it is computed as ``R z`` with
+(Trockman, Willmott & Kolter 2023), which has exactly the covariance above; it is computed as ``R z`` with
 ``R = s·(A_h ⊗ A_w)``. Any other covariance (a pluggable displacement, a transferred ``Σ``)
 is sampled as ``W = R z`` with ``R`` the symmetric PSD square root of ``Σ`` and ``z``
 standard normal, one column per channel. ``R`` depends only on static values (kernel size,
@@ -147,7 +147,7 @@ def conv_filter_covariance(
     scale: float = 1.0,
     displacement: Displacement = gaussian,
 ) -> Array:
-    r"""The ``K×K`` covariance of SPEC §2 for ``k×k`` (``K = k²``) or 1-D ``k`` (``K = k``) filters.
+    r"""The ``K×K`` filter covariance of our reconstruction (module docstring), ``k×k`` (``K = k²``) or 1-D.
 
     ``kernel_size``: an int ``k`` (square ``k×k`` filters), ``(kh, kw)``, or ``(k,)`` for 1-D.
 

@@ -1,4 +1,6 @@
-"""Whole-model transforms for the conv and MLP schemes (SPEC §2, §3).
+"""Whole-model transforms for the conv and MLP schemes.
+
+Papers: Trockman, Willmott & Kolter, ICLR 2023 (filters); Trockman & Kolter, arXiv 2602.07156 (MLP).
 
 In the style of :func:`mimetic_jax.mimetic_attention`: walk a linen params dict, an
 ``nnx.State`` or an NNX module, find the layers by shape and by a path pattern, and
@@ -219,7 +221,7 @@ def mimetic_conv(
     Depthwise layer ``ℓ`` of ``L`` (layer order; the slices of a stacked kernel count as
     consecutive layers) gets :func:`mimetic_jax.depthwise_conv_init` ``(ℓ, L,
     sigma_start=, sigma_end=, scale=, covariance=covariances[ℓ])`` drawn from
-    ``fold_in(key, ℓ)`` (SPEC §2, our reconstruction of Trockman, Willmott & Kolter,
+    ``fold_in(key, ℓ)`` (our reconstruction of Trockman, Willmott & Kolter,
     ICLR 2023). Everything else, biases included, is unchanged.
 
     Args:
@@ -334,7 +336,7 @@ def mimetic_mlp(
     stacked_axes: int = 0,
     allow_empty: bool = False,
 ) -> Any:
-    """Add ``mean`` to every first-MLP-layer kernel of a model (the mimetic mean shift, SPEC §3).
+    """Add ``mean`` to every first-MLP-layer kernel of a model (the mimetic mean shift, arXiv 2602.07156).
 
     The model's own draw is the base (for Flax's ``lecun_normal`` this is exactly
     :func:`mimetic_jax.mean_shift_init` ``(mean)``), so a model and its shifted copy

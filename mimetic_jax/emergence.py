@@ -1,4 +1,4 @@
-"""Emergence-promoting layer scaling and the emergence measure (SPEC §5).
+"""Emergence-promoting layer scaling and the emergence measure (Li, George & Silva 2024).
 
 Paper: Li, George & Silva, "Advancing Neural Network Performance through
 Emergence-Promoting Initialization Scheme", arXiv 2407.19044 (its repository,
@@ -530,7 +530,7 @@ def emergence_measure(
     """The emergence measure ``E`` of a layered network on each example of a batch.
 
     ``E = Σ_{x inactive} Σ_{y active, x→y} |paths from y through active nodes|``
-    (Li et al. 2023, arXiv 2311.17403; SPEC §5). Layer ``l``'s nodes are the entries of
+    (Li et al. 2023, arXiv 2311.17403). Layer ``l``'s nodes are the entries of
     ``activations[l]`` (layer 0 the input, the last one the output); a node is *active* on
     an example when its value exceeds ``threshold`` (0.05, the threshold of the follow-up
     paper). Pass post-nonlinearity values (or pre-ReLU values: for ``threshold ≥ 0`` the

@@ -3,7 +3,7 @@ r"""Mimetic mean shift of an MLP's first layer (Trockman & Kolter, "Mimetic Init
 Reference: A. Trockman and J. Z. Kolter, "Mimetic Initialization of MLPs",
 arXiv:2602.07156.
 
-Known (SPEC §3): giving the first MLP layer ``W1`` a nonzero mean gives a small but real
+Known (Trockman & Kolter, arXiv 2602.07156): giving the first MLP layer ``W1`` a nonzero mean gives a small but real
 speed-up (CIFAR-10, ImageNet-1k), strongest early in training, additive with the
 attention and conv schemes. **Ours**: the value of the mean, its sign and whether it is
 relative to the std are not available to us. Here the mean is an absolute value added
@@ -40,7 +40,7 @@ Initializer = Callable[..., Array]
 
 
 def mean_shift_init(mean: float, base: Initializer = jax.nn.initializers.lecun_normal()) -> Initializer:
-    r"""Initializer ``base(key, shape) + mean`` for an MLP's first layer (SPEC §3).
+    r"""Initializer ``base(key, shape) + mean`` for an MLP's first layer (Trockman & Kolter, arXiv 2602.07156).
 
     Any kernel shape ``base`` accepts (``(d_in, d_hidden)`` for ``nn.Dense``,
     ``(1, 1, C_in, C_out)`` for a pointwise conv). The draw is made in float32, the mean

@@ -6,15 +6,15 @@ pattern. :func:`mimetic` applies the rules in turn, rule ``i`` with its own key
 ``jax.random.fold_in(key, i)``, so ``mimetic(tree, key, preset="vit")`` is *exactly*
 ``mimetic_mlp(mimetic_attention(tree, fold_in(key, 0)))`` — nothing else happens.
 
-=================  ================================================================  ==========================
-scheme             transform                                                         changes
-=================  ================================================================  ==========================
-``"attention"``    :func:`~mimetic_jax.mimetic_attention` (SPEC §1)                  query/key/value/out kernels
-``"conv"``         :func:`~mimetic_jax.mimetic_conv` (SPEC §2)                       depthwise conv kernels
-``"mlp"``          :func:`~mimetic_jax.mimetic_mlp` (SPEC §3, no key)                first MLP-layer kernels
-``"ssm"``          :func:`~mimetic_jax.mimetic_ssm` (SPEC §4)                        A_log, Δ bias, B/C columns
-``"emergence"``    :func:`~mimetic_jax.emergence_scale` (SPEC §5, no key)            every kernel with factor ≠ 1
-=================  ================================================================  ==========================
+=================  ======================================  ==========================  ================================
+scheme             transform                               paper                       changes
+=================  ======================================  ==========================  ================================
+``"attention"``    :func:`~mimetic_jax.mimetic_attention`  Trockman & Kolter 2023      query/key/value/out kernels
+``"conv"``         :func:`~mimetic_jax.mimetic_conv`       Trockman et al. ICLR 2023   depthwise conv kernels
+``"mlp"``          :func:`~mimetic_jax.mimetic_mlp`        arXiv 2602.07156 (no key)   first MLP-layer kernels
+``"ssm"``          :func:`~mimetic_jax.mimetic_ssm`        Trockman et al. 2024        A_log, Δ bias, B/C columns
+``"emergence"``    :func:`~mimetic_jax.emergence_scale`    Li et al. 2024 (no key)     every kernel with factor ≠ 1
+=================  ======================================  ==========================  ================================
 
 Presets (:data:`PRESETS`), each the package's default options of its schemes:
 

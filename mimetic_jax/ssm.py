@@ -1,4 +1,4 @@
-r"""Mimetic initialization of selective state space models (Mamba), SPEC §4.
+r"""Mimetic initialization of selective state space models (Mamba) (Trockman et al. 2024).
 
 Reference: A. Trockman, H. Harutyunyan, J. Z. Kolter, S. Kumar and S. Bhojanapalli,
 "Mimetic Initialization Helps State Space Models Learn to Recall", arXiv:2410.11135.
@@ -27,7 +27,7 @@ associative recall are easy to learn:
    inputs; in Mamba-2 it acts on ``x``, ``B`` and ``C`` themselves.
 
 What is ours: the paper's exact values (the range of ``A_log``, the target ``Δ``, the
-noise weights ``α``/``β``) are not available to us (SPEC §4). The defaults here,
+noise weights ``α``/``β``) are not available to us. The defaults here,
 ``A_log ~ U[−8, −4]``, ``Δ = 1``, ``α = β = 0.7`` (the attention values), and whether the
 identity conv is on, are this project's, set by ``benchmarks/ssm_recall.py`` (see the
 README). Mamba's own defaults, the baseline: ``A_log = log(1..N)`` (Mamba-1) or

@@ -247,7 +247,7 @@ def mimetic_ssm(
     stacked_axes: int = 0,
     allow_empty: bool = False,
 ) -> Any:
-    """Re-initialize every Mamba block of a model mimetically (SPEC §4, Trockman et al. 2024).
+    """Re-initialize every Mamba block of a model mimetically (Trockman et al. 2024).
 
     Parts (each can be switched off; see :mod:`mimetic_jax.ssm` for the math):
 

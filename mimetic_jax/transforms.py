@@ -580,7 +580,7 @@ def mimetic_attention(
     """Re-initialize every attention block of a model mimetically.
 
     Query/key get ``W_q^h W_k^hᵀ ≈ α Z_h + β I`` per head, value/out get
-    ``W_v W_o ≈ value_alpha Z + sign·value_beta I`` per layer (SPEC §1, Trockman &
+    ``W_v W_o ≈ value_alpha Z + sign·value_beta I`` per layer (Trockman &
     Kolter 2023); see :func:`mimetic_jax.query_key` and
     :func:`mimetic_jax.value_output` for the math and the options. Block ``i``
     (in sorted path order) draws from ``jax.random.fold_in(key, i)``; blocks of equal

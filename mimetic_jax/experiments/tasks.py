@@ -11,7 +11,7 @@ cached: calling a loader twice with the same arguments returns the same object.
   package (nothing is downloaded). Each length-40 signal is one image row:
   ``(N, 1, 40, 1)``, so a ViT with patch size ``(1, p)`` makes ``40 / p`` tokens.
 
-Synthetic sequence tasks (for state space models, SPEC §4), jittable and seedable:
+Synthetic sequence tasks (for state space models, Trockman et al. 2024), jittable and seedable:
 :func:`copying` and :func:`mqar` (multi-query associative recall) draw batches of token
 sequences with a loss mask on the answer positions; :func:`sequence_dataset` turns them
 into a :class:`Dataset` of token sequences whose labels are ``-1`` off the answers (the

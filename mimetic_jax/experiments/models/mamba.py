@@ -35,7 +35,7 @@ is a first-order linear recurrence ``h_t = a_t h_{t-1} + b_t``, run in parallel 
 ``(a₁, b₁) ∘ (a₂, b₂) = (a₁a₂, a₂b₁ + b₂)`` (:func:`linear_recurrence`), and tested equal
 to the plain sequential loop (``scan="sequential"``, :func:`linear_recurrence_sequential`).
 
-Default initialization (Mamba's own, the baseline for mimetic init, SPEC §4): linear
+Default initialization (Mamba's own, the baseline for mimetic init, Trockman et al. 2024): linear
 kernels ``U(±1/√fan_in)`` (PyTorch's default), ``conv1d`` kernel and bias
 ``U(±1/√d_conv)``; ``dt_proj`` kernel ``U(±R^{-1/2})``; Δ bias the inverse softplus of
 ``Δ = exp(U[log 1e-3, log 1e-1])`` (floored at 1e-4); Mamba-1 ``A_log = log(1..N)``,

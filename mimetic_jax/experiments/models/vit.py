@@ -5,7 +5,7 @@ Architecture (the one the mimetic-init paper tests, scaled down):
 - patch embedding: ``nn.Conv`` with kernel size = stride = ``patch_size``;
 - a *fixed* 2-D sin-cos position embedding added to the patch tokens: a constant
   computed in the forward pass from :func:`mimetic_jax.attention.sincos_2d`, not a
-  parameter (SPEC §1: the benefit of mimetic init comes through smooth additive
+  parameter (Trockman & Kolter 2023: the benefit of mimetic init comes through smooth additive
   position embeddings);
 - ``depth`` pre-LayerNorm blocks ``block_{i}``: ``ln_attn`` → ``attn``
   (``nn.MultiHeadDotProductAttention``, whose kernels are ``query``/``key``/``value``
@@ -152,7 +152,7 @@ def query_key_products(params: Mapping[str, Any]) -> list[jax.Array]:
 
     With Flax's ``(d, H, k)`` query and key kernels, head ``h`` computes the attention
     logits ``x W_q^h (y W_k^h)ᵀ / sqrt(k)``, so ``W_q^h W_k^hT`` is the bilinear form the
-    mimetic init makes close to ``α Z + β I`` (SPEC §1). Computed in float32.
+    mimetic init makes close to ``α Z + β I`` (Trockman & Kolter 2023). Computed in float32.
 
     Args:
         params: variables dict or ``params`` collection of a model whose attention
@@ -169,7 +169,7 @@ def value_output_products(params: Mapping[str, Any]) -> list[jax.Array]:
     """Per layer, the summed value/out product ``W_v W_o`` as an array ``(d, d)``.
 
     ``W_v`` ``(d, H, k)`` and ``W_o`` ``(H, k, d)`` contract over heads and head size, which
-    is the map the attention output applies to the values (SPEC §1: mimetic init makes it
+    is the map the attention output applies to the values (Trockman & Kolter 2023: mimetic init makes it
     close to ``α Z − β I``). Computed in float32.
     """
     return [jnp.einsum("dhk,hke->de", k["value"].astype(jnp.float32), k["out"].astype(jnp.float32))
