@@ -73,7 +73,7 @@ def as_pure_dict(tree: Any) -> Any:
         return _to_pure_dict(tree)
     if isinstance(tree, Mapping):
         return tree
-    return traverse_util.unflatten_dict(flatten(tree))
+    raise TypeError(f"as_pure_dict takes a mapping, an nnx.State or an nnx.Module, got {type(tree).__name__}")
 
 
 def flatten(tree: Any) -> dict[Path, Any]:

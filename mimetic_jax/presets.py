@@ -224,12 +224,11 @@ def _as_rule(rule: Any, where: str) -> Rule:
     if out.scheme not in SCHEMES:
         raise ValueError(f"{where}: unknown scheme {out.scheme!r}; expected one of {sorted(SCHEMES)}")
     scheme = SCHEMES[out.scheme]
-    params = inspect.signature(scheme.apply).parameters
-    bad = [k for k in out.kwargs if k not in params or k in _RESERVED]
+    allowed = _options(out.scheme)
+    bad = [k for k in out.kwargs if k not in allowed]
     if bad:
-        allowed = sorted(k for k in params if k not in _RESERVED)
         raise ValueError(f"{where} ({out.label!r}): unknown option(s) {bad} for scheme {out.scheme!r}; "
-                         f"expected some of {allowed} (include/exclude are Rule fields)")
+                         f"expected some of {sorted(allowed)} (include/exclude are Rule fields)")
     if not scheme.takes_patterns and (out.include is not None or out.exclude is not None):
         raise ValueError(f"{where} ({out.label!r}): scheme {out.scheme!r} takes no include/exclude; "
                          "select its layers with options={'order': ...}")
@@ -256,11 +255,16 @@ def _rules(preset: str | None, rules: Sequence[Any] | None) -> list[tuple[Rule, 
 _RESERVED = {"tree", "key", "include", "exclude", "allow_empty"}
 
 
+def _options(scheme: str) -> frozenset[str]:
+    """The options a scheme's transform takes (its keyword arguments but the reserved ones)."""
+    return frozenset(inspect.signature(SCHEMES[scheme].apply).parameters) - _RESERVED
+
+
 def _shared_options(options: Mapping[str, Any], rules: Sequence[tuple[Rule, bool]]) -> None:
     """Every option given to :func:`mimetic` must be taken by at least one rule's transform."""
     taken: set[str] = set()
     for rule, _ in rules:
-        taken |= set(inspect.signature(SCHEMES[rule.scheme].apply).parameters) - _RESERVED
+        taken |= _options(rule.scheme)
     bad = sorted(k for k in options if k not in taken)
     if bad:
         schemes = sorted({r.scheme for r, _ in rules})
@@ -269,8 +273,8 @@ def _shared_options(options: Mapping[str, Any], rules: Sequence[tuple[Rule, bool
 
 
 def _call_kwargs(rule: Rule, shared: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    params = inspect.signature(SCHEMES[rule.scheme].apply).parameters
-    kw = {k: v for k, v in (shared or {}).items() if k in params and k not in _RESERVED}
+    options = _options(rule.scheme)
+    kw = {k: v for k, v in (shared or {}).items() if k in options}
     kw.update(rule.kwargs)
     if rule.include is not None:
         kw["include"] = rule.include

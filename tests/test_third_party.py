@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import mimetic_jax as mj
-from mimetic_jax import transforms
+from mimetic_jax._tree import flatten
 
 transformers = pytest.importorskip("transformers")
 eqx = pytest.importorskip("equinox")
@@ -100,10 +100,6 @@ FAMILIES = {
 }
 
 
-def _flat(tree):
-    return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def _expected(block: mj.AttentionBlock, i: int, key: jax.Array) -> tuple[jax.Array, ...]:
     """Block ``i``'s kernels straight from the samplers, in Flax's 3-D layout."""
     k_qk, k_vo = jax.random.split(jax.random.fold_in(key, i))
@@ -135,12 +131,6 @@ def _kernels(block: mj.AttentionBlock, flat: dict) -> tuple[np.ndarray, ...]:
     return q.reshape(-1, h, k), kk.reshape(-1, g, k), v.reshape(-1, g, k), out
 
 
-def _path_flat(tree) -> dict:
-    from mimetic_jax._tree import flatten
-
-    return flatten(tree)
-
-
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_transformers_flax_models_get_mimetic_attention_with_no_custom_layout(family, monkeypatch):
     model, forward = _hf(family, monkeypatch)
@@ -149,7 +139,7 @@ def test_transformers_flax_models_get_mimetic_attention_with_no_custom_layout(fa
     blocks = mj.find_attention_blocks(params, config=model.config)
     layout, count = FAMILIES[family]
     assert len(blocks) == count and {b.layout.name for b in blocks} == {layout}
-    old_flat, new_flat = _path_flat(params), _path_flat(new)
+    old_flat, new_flat = flatten(params), flatten(new)
     changed = set()
     for i, block in enumerate(blocks):
         want = _expected(block, i, KEY)
@@ -290,7 +280,7 @@ def test_timm_style_fused_qkv_and_proj_are_recognized():
     (block,) = mj.find_attention_blocks(params, num_heads=H)
     assert block.layout.name == "TIMM"
     new = mj.mimetic_attention(params, KEY, num_heads=H)
-    got = _kernels(block, _path_flat(new))
+    got = _kernels(block, flatten(new))
     for w, g in zip(_expected(block, 0, KEY), got):
         np.testing.assert_allclose(g, np.asarray(w), atol=1e-6)
 
@@ -324,8 +314,8 @@ def test_drop_in_linen_module_has_flax_parameters_and_starts_mimetic():
     assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, flax_)
     np.testing.assert_array_equal(np.asarray(ours["params"]["attn"]["query"]["bias"]),
                                   np.asarray(flax_["params"]["attn"]["query"]["bias"]))
-    (b,) = transforms.find_attention_blocks(ours["params"]["attn"])
-    q, kk, v, o = _kernels(b, _path_flat(ours["params"]["attn"]))
+    (b,) = mj.find_attention_blocks(ours["params"]["attn"])
+    q, kk, v, o = _kernels(b, flatten(ours["params"]["attn"]))
     assert min(np.mean(np.diag(q[:, h] @ kk[:, h].T)) for h in range(H)) > 0.1
     assert np.mean(np.diag(np.einsum("dhk,hke->de", v, o))) < -0.05
     y_ours = Outer(mj.nn.MultiHeadDotProductAttention).apply(ours, x)
