@@ -111,8 +111,9 @@ def _exact_chunk(rows: int, cols: int, count: int) -> int:
     return max(1, min(count, EXACT_CHUNK_ELEMENTS // (rows * cols)))
 
 
-def _check_sizes(d_in: Any, num_heads: Any, num_kv_heads: Any, head_dim: Any, other: str,
-                 d_other: Any) -> tuple[int, int, int, int, int]:
+def _check_sizes(
+    d_in: Any, num_heads: Any, num_kv_heads: Any, head_dim: Any, other: str, d_other: Any
+) -> tuple[int, int, int, int, int]:
     """``(d_in, heads, kv_heads, head_dim, d_other)`` checked; ``d_other`` (``d_kv``/``d_out``) defaults to ``d_in``."""
     d_in = _checks.size("d_in", d_in)
     heads, kv_heads = _checks.head_counts(num_heads, num_kv_heads)
@@ -120,8 +121,9 @@ def _check_sizes(d_in: Any, num_heads: Any, num_kv_heads: Any, head_dim: Any, ot
     d_other = d_in if d_other is None else _checks.size(other, d_other)
     _checks.not_wider("head_dim", k, "d_in", d_in)
     _checks.not_wider("head_dim", k, other, d_other)
-    _checks.elements(f"d_in × num_heads × head_dim, d_in × {other}", d_in * heads * k, d_other * heads * k,
-                     d_in * d_other)
+    _checks.elements(
+        f"d_in × num_heads × head_dim, d_in × {other}", d_in * heads * k, d_other * heads * k, d_in * d_other
+    )
     return d_in, heads, kv_heads, k, d_other
 
 
@@ -205,8 +207,9 @@ def _query_key(key, *, d_in, d_kv, heads, kv_heads, k, alpha, beta, distribution
     # One problem per key head: the group's `group` targets share the key factor (see _linalg's
     # `blocks`); the query factors come back stacked, (group·d_in, k).
     if method == "fast" and _linalg.fast_regime(d_in, d_kv, k, group) != "exact":
-        wq, wk = _map(lambda gk: _linalg.fast_factors(gk[0], d_in, d_kv, k, alpha, beta, distribution, ct, group),
-                      keys, None)
+        wq, wk = _map(
+            lambda gk: _linalg.fast_factors(gk[0], d_in, d_kv, k, alpha, beta, distribution, ct, group), keys, None
+        )
     else:  # also fast's exact regime: the same arrays as method="exact", with its bounded memory
 
         def exact_group(gkeys):
@@ -291,8 +294,19 @@ def value_output(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("d_in", "d_out", "heads", "kv_heads", "k", "alpha", "beta", "distribution", "method",
-                     "rotate_heads", "dtype"),
+    static_argnames=(
+        "d_in",
+        "d_out",
+        "heads",
+        "kv_heads",
+        "k",
+        "alpha",
+        "beta",
+        "distribution",
+        "method",
+        "rotate_heads",
+        "dtype",
+    ),
 )
 def _value_output(key, *, d_in, d_out, heads, kv_heads, k, alpha, beta, distribution, method, rotate_heads, dtype):
     ct = _checks.compute_dtype(dtype)
@@ -359,8 +373,15 @@ def qkv_init(
     if not isinstance(rotate_heads, bool):
         raise TypeError(f"rotate_heads must be a bool, got {rotate_heads!r}")
     qk_opts = dict(alpha=alpha, beta=beta, num_kv_heads=kv_heads, distribution=distribution, method=method)
-    vo_opts = dict(alpha=value_alpha, beta=value_beta, sign=sign, num_kv_heads=kv_heads, distribution=distribution,
-                   method=method, rotate_heads=rotate_heads)
+    vo_opts = dict(
+        alpha=value_alpha,
+        beta=value_beta,
+        sign=sign,
+        num_kv_heads=kv_heads,
+        distribution=distribution,
+        method=method,
+        rotate_heads=rotate_heads,
+    )
 
     def init(key: Array, shape: Any, dtype: Any = None, out_sharding: Any = None) -> Array:
         dims = _checks.shape_of("shape", shape, (2, 4))

@@ -169,8 +169,10 @@ def conv_filter_covariance(
     sigma = _sigma("sigma", sigma)
     scale = _positive_float("scale", scale)
     if not SCALE_RANGE[0] <= scale * scale <= SCALE_RANGE[1]:
-        raise ValueError(f"scale² must be a positive normal float32 (the covariance is float32), i.e. scale in "
-                         f"[{math.sqrt(SCALE_RANGE[0]):.3g}, {math.sqrt(SCALE_RANGE[1]):.3g}], got scale={scale:g}")
+        raise ValueError(
+            f"scale² must be a positive normal float32 (the covariance is float32), i.e. scale in "
+            f"[{math.sqrt(SCALE_RANGE[0]):.3g}, {math.sqrt(SCALE_RANGE[1]):.3g}], got scale={scale:g}"
+        )
     if not callable(displacement):
         raise TypeError(f"displacement must be a function (delta, sigma) -> (K, K) array, got {displacement!r}")
     cov = _check_psd("the displacement covariance", _closed_form(dims, sigma, scale, displacement))
@@ -221,8 +223,9 @@ def _as_covariance(name: str, covariance: Any, size: int) -> np.ndarray:
     return _check_psd(name, cov)
 
 
-def _root_for(dims: tuple[int, ...], sigma: float, scale: float | None, covariance: Any,
-              displacement: Displacement) -> np.ndarray:
+def _root_for(
+    dims: tuple[int, ...], sigma: float, scale: float | None, covariance: Any, displacement: Displacement
+) -> np.ndarray:
     """The ``K×K`` square root ``R`` of the layer's ``Σ`` (float64).
 
     For the Gaussian closed form ``Σ = s²·(G_h ⊗ G_w)``, ``R = s·(A_h ⊗ A_w)`` with
@@ -232,8 +235,10 @@ def _root_for(dims: tuple[int, ...], sigma: float, scale: float | None, covarian
     k = math.prod(dims)
     variance = default_variance(dims) if scale is None else scale**2
     if covariance is None and displacement is gaussian:
-        factors = [_psd_root(gaussian(np.subtract.outer(np.arange(d), np.arange(d))[..., None].astype(float), sigma))
-                   for d in dims]
+        factors = [
+            _psd_root(gaussian(np.subtract.outer(np.arange(d), np.arange(d))[..., None].astype(float), sigma))
+            for d in dims
+        ]
         root = factors[0] * math.sqrt(variance)
         for f in factors[1:]:
             root = np.kron(root, f)
@@ -319,8 +324,10 @@ def depthwise_conv_init(
         std = math.sqrt(default_variance(dims)) if scale is None else scale
         _checks.fits_dtype("scale", 8 * std, dtype, "8 × the per-weight std")
         if std < float(jnp.finfo(dtype).tiny):
-            raise ValueError(f"scale ({std:.3g}) underflows the output dtype {dtype} (smallest normal value "
-                             f"{float(jnp.finfo(dtype).tiny):.3g}): the filters would be zero")
+            raise ValueError(
+                f"scale ({std:.3g}) underflows the output dtype {dtype} (smallest normal value "
+                f"{float(jnp.finfo(dtype).tiny):.3g}): the filters would be zero"
+            )
         if dims not in roots:
             roots[dims] = _root_for(dims, sigma, scale, covariance, displacement)
         return constrain(sample_filters(key, roots[dims], dims, channels, dtype), out_sharding)

@@ -54,8 +54,10 @@ DEPTHWISE_NAMES = r"(?i)(depthwise|dw_?conv|conv_?dw)"
 #: ConvNeXt ``pwconv1``, ConvMixer ``pointwise``, LLaMA ``up_proj``/``gate_proj``, T5 ``wi``,
 #: Flax examples ``MlpBlock_*/Dense_0``, BLOOM ``dense_h_to_4h``, GPT-J ``fc_in``, DistilBERT ``lin1``,
 #: ``eqx.nn.MLP``'s ``layers/0``).
-MLP_NAMES = (r"(^|/)(mlp_in|fc1|c_fc|pwconv1|pointwise|up_proj|gate_proj|wi|wi_0|wi_1|"
-             r"intermediate/dense|MlpBlock_\d+/Dense_0|mlp/Dense_0|mlp/layers/0|dense_h_to_4h|fc_in|lin1)(_\d+)?(/|$)")
+MLP_NAMES = (
+    r"(^|/)(mlp_in|fc1|c_fc|pwconv1|pointwise|up_proj|gate_proj|wi|wi_0|wi_1|"
+    r"intermediate/dense|MlpBlock_\d+/Dense_0|mlp/Dense_0|mlp/layers/0|dense_h_to_4h|fc_in|lin1)(_\d+)?(/|$)"
+)
 #: The leaf names of kernels and how each orders its axes: Flax ``(*spatial, in, out)``;
 #: PyTorch-style code and Equinox ``(out, in, *spatial)`` (``eqx.nn.Linear``/``Conv``'s ``weight``).
 KERNEL_LEAVES = {"kernel": "flax", "weight": "channels_first"}
@@ -122,8 +124,15 @@ def _declared_groups(tree: Any, path: Path) -> int | None:
     return None
 
 
-def _find_kernels(flat: dict[Path, Any], fits, include: str | None, exclude: str | None,
-                  stacked_axes: Any, tree: Any = None, depthwise: bool = False) -> list[KernelSite]:
+def _find_kernels(
+    flat: dict[Path, Any],
+    fits,
+    include: str | None,
+    exclude: str | None,
+    stacked_axes: Any,
+    tree: Any = None,
+    depthwise: bool = False,
+) -> list[KernelSite]:
     """The kernels (sorted by path) whose unstacked Flax-order shape ``fits``, after ``stacked_axes`` is checked.
 
     With ``depthwise=True`` a module that declares its group count (Equinox, NNX) decides:
@@ -165,8 +174,9 @@ def _is_first_mlp(shape: tuple[int, ...]) -> bool:
     return len(shape) == 2 or (len(shape) in (3, 4) and all(d == 1 for d in shape[:-2]))
 
 
-def find_depthwise_convs(tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: str | None = None,
-                         stacked_axes: int = 0) -> list[KernelSite]:
+def find_depthwise_convs(
+    tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: str | None = None, stacked_axes: int = 0
+) -> list[KernelSite]:
     """The depthwise conv kernels :func:`mimetic_conv` would change, in layer order.
 
     Example:
@@ -178,8 +188,9 @@ def find_depthwise_convs(tree: Any, *, include: str | None = DEPTHWISE_NAMES, ex
     return _find_kernels(flatten(tree), _is_depthwise, include, exclude, stacked_axes, tree, depthwise=True)
 
 
-def find_mlp_layers(tree: Any, *, include: str | None = MLP_NAMES, exclude: str | None = None,
-                    stacked_axes: int = 0) -> list[KernelSite]:
+def find_mlp_layers(
+    tree: Any, *, include: str | None = MLP_NAMES, exclude: str | None = None, stacked_axes: int = 0
+) -> list[KernelSite]:
     """The first-MLP-layer kernels :func:`mimetic_mlp` would change, in layer order.
 
     Example:
@@ -191,15 +202,20 @@ def find_mlp_layers(tree: Any, *, include: str | None = MLP_NAMES, exclude: str 
     return _find_kernels(flatten(tree), _is_first_mlp, include, exclude, stacked_axes)
 
 
-def _nothing_found(what: str, flat: dict[Path, Any], include: str | None, fits: Any = None,
-                   stacked_axes: int = 0) -> ValueError:
+def _nothing_found(
+    what: str, flat: dict[Path, Any], include: str | None, fits: Any = None, stacked_axes: int = 0
+) -> ValueError:
     names = sorted({path_name(p[:-1]) for p in flat if p and str(p[-1]) in KERNEL_LEAVES})[:12]
     hint = ""
     if fits is not None and _find_kernels(flat, fits, include, None, stacked_axes + 1):
-        hint = (f" Kernels named like one fit once a leading axis is dropped: are the layers stacked "
-                f"(nn.scan / nnx.vmap)? pass stacked_axes={stacked_axes + 1}.")
-    return ValueError(f"no {what} found (include={include!r}; the tree's kernels include {names}).{hint} "
-                      "Pass include= for other names, or allow_empty=True.")
+        hint = (
+            f" Kernels named like one fit once a leading axis is dropped: are the layers stacked "
+            f"(nn.scan / nnx.vmap)? pass stacked_axes={stacked_axes + 1}."
+        )
+    return ValueError(
+        f"no {what} found (include={include!r}; the tree's kernels include {names}).{hint} "
+        "Pass include= for other names, or allow_empty=True."
+    )
 
 
 def mimetic_conv(
@@ -251,8 +267,9 @@ def mimetic_conv(
     if not sites:
         if allow_empty:
             return tree
-        raise _nothing_found("depthwise conv kernel (kh, kw, 1, C) or (k, 1, C)", flat, include, _is_depthwise,
-                             stacked_axes)
+        raise _nothing_found(
+            "depthwise conv kernel (kh, kw, 1, C) or (k, 1, C)", flat, include, _is_depthwise, stacked_axes
+        )
     total = sum(s.layers for s in sites)
     if covariances is not None and len(covariances) != total:
         raise ValueError(f"covariances must hold one matrix per depthwise layer ({total}), got {len(covariances)}")
@@ -272,16 +289,24 @@ def mimetic_conv(
             cov = None if covariances is None else covariances[layer + i]
             roots.append(_root_for(dims, sigma, scale, cov, displacement))
         old = flat[site.path]
-        draws = [sample_filters(jax.random.fold_in(key, layer + i), roots[i], dims, channels, old.dtype)
-                 for i in range(site.layers)]
+        draws = [
+            sample_filters(jax.random.fold_in(key, layer + i), roots[i], dims, channels, old.dtype)
+            for i in range(site.layers)
+        ]
         new = jnp.stack(draws).reshape((*site.stack, *site.shape)) if site.stack else draws[0]
         flat[site.path] = put_like(site.from_flax(new), old)
         layer += site.layers
     return rebuild(tree, flat)
 
 
-def filter_covariances(tree: Any, *, center: bool = True, include: str | None = DEPTHWISE_NAMES,
-                       exclude: str | None = None, stacked_axes: int = 0) -> list[Array]:
+def filter_covariances(
+    tree: Any,
+    *,
+    center: bool = True,
+    include: str | None = DEPTHWISE_NAMES,
+    exclude: str | None = None,
+    stacked_axes: int = 0,
+) -> list[Array]:
     """The filter covariance (:func:`~mimetic_jax.conv.filter_covariance`) of every depthwise layer, in layer order.
 
     Example:
@@ -298,8 +323,9 @@ def filter_covariances(tree: Any, *, center: bool = True, include: str | None = 
     return out
 
 
-def freeze_mask(tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: str | None = None,
-                stacked_axes: int = 0) -> Any:
+def freeze_mask(
+    tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: str | None = None, stacked_axes: int = 0
+) -> Any:
     """An optax mask with the structure of ``tree``: ``True`` at depthwise conv kernels.
 
     Freeze them (no gradient step *and* no weight decay) by zeroing their final updates::
@@ -322,8 +348,9 @@ def freeze_mask(tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: st
     if isinstance(tree, nnx.Module):
         tree = nnx.state(tree, nnx.Param)
     flat = flatten(tree)
-    frozen = {s.path for s in _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes, source,
-                                            depthwise=True)}
+    frozen = {
+        s.path for s in _find_kernels(flat, _is_depthwise, include, exclude, stacked_axes, source, depthwise=True)
+    }
     return rebuild(tree, {p: p in frozen for p in flat})
 
 
@@ -358,8 +385,9 @@ def mimetic_mlp(
     if not sites:
         if allow_empty:
             return tree
-        raise _nothing_found("first MLP layer (a Dense kernel or a 1x1 conv)", flat, include, _is_first_mlp,
-                             stacked_axes)
+        raise _nothing_found(
+            "first MLP layer (a Dense kernel or a 1x1 conv)", flat, include, _is_first_mlp, stacked_axes
+        )
     for site in sites:
         old = flat[site.path]
         _checks.float_dtype(f"kernel {site.name} dtype", old.dtype)

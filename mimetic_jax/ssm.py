@@ -45,6 +45,7 @@ The whole-model transform that finds Mamba blocks and applies these is
 :func:`mimetic_jax.mimetic_ssm`; the reference blocks are in
 :mod:`mimetic_jax.experiments.models.mamba`.
 """
+
 from __future__ import annotations
 
 import math
@@ -214,8 +215,9 @@ def bc_kernels(
     _checks.elements("d_in × num_groups × d_state, d_in × d_in", d_in * groups * n, d_in * d_in)
     alpha, beta = _checks.finite_float("alpha", alpha), _checks.finite_float("beta", beta)
     key = _checks.prng_key("key", key)
-    w_c, w_b = query_key(key, d_in, num_groups, n, alpha=alpha, beta=beta, distribution=distribution,
-                         method=method, dtype=dtype)
+    w_c, w_b = query_key(
+        key, d_in, num_groups, n, alpha=alpha, beta=beta, distribution=distribution, method=method, dtype=dtype
+    )
     return w_b, w_c
 
 
@@ -235,8 +237,9 @@ def min_retention(a_log: Array, delta: float | Array, length: int) -> Array:
     """
     length = _checks.positive_int("length", length)
     for name, value in (("a_log", a_log), ("delta", delta)):
-        if not jnp.issubdtype(jnp.result_type(value), jnp.number) or jnp.issubdtype(jnp.result_type(value),
-                                                                                     jnp.complexfloating):
+        if not jnp.issubdtype(jnp.result_type(value), jnp.number) or jnp.issubdtype(
+            jnp.result_type(value), jnp.complexfloating
+        ):
             raise TypeError(f"{name} must be a real number or array, got dtype {jnp.result_type(value)}")
         if np.size(value) == 0:
             raise ValueError(f"{name} must not be empty, got shape {np.shape(value)}")

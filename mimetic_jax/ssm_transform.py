@@ -22,6 +22,7 @@ These are the names of the official implementation and of Hugging Face ``transfo
 (``mixer.in_proj`` ...); other names go through ``layouts=[SSMLayout(...)]``, and
 ``include``/``exclude`` regular expressions select blocks by path.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,13 @@ class SSMLayout:
         """Paths (relative to the block) that must exist for a match."""
         if self.version == 1:
             return ((self.a_log,), (self.x_proj, self.kernel), (self.dt_proj, self.kernel), (self.dt_proj, self.bias))
-        return ((self.a_log,), (self.dt_bias,), (self.in_proj, self.kernel), (self.conv1d, self.kernel),
-                (self.out_proj, self.kernel))
+        return (
+            (self.a_log,),
+            (self.dt_bias,),
+            (self.in_proj, self.kernel),
+            (self.conv1d, self.kernel),
+            (self.out_proj, self.kernel),
+        )
 
 
 MAMBA1 = SSMLayout(version=1, x_proj="x_proj", dt_proj="dt_proj")
@@ -129,11 +135,16 @@ def _sizes(layout: SSMLayout, shapes: dict[Path, tuple[int, ...]], ngroups: int,
         d_inner, n = a_log
         rank = dt_kernel[0]
         if x_proj != (d_inner, rank + 2 * n) or dt_kernel[1] != d_inner:
-            raise bad(f"x_proj must be (d_inner={d_inner}, dt_rank + 2 d_state = {rank + 2 * n}) and "
-                      f"dt_proj (dt_rank, {d_inner})")
+            raise bad(
+                f"x_proj must be (d_inner={d_inner}, dt_rank + 2 d_state = {rank + 2 * n}) and "
+                f"dt_proj (dt_rank, {d_inner})"
+            )
         return d_inner, n, rank
-    in_proj, conv, out = (shapes[(layout.in_proj, layout.kernel)], shapes[(layout.conv1d, layout.kernel)],
-                          shapes[(layout.out_proj, layout.kernel)])
+    in_proj, conv, out = (
+        shapes[(layout.in_proj, layout.kernel)],
+        shapes[(layout.conv1d, layout.kernel)],
+        shapes[(layout.out_proj, layout.kernel)],
+    )
     if len(a_log) != 1 or len(in_proj) != 2 or len(conv) != 3 or len(out) != 2:
         raise bad("expected A_log (H,), in_proj (d_model, W), conv1d (d_conv, 1, C), out_proj (d_inner, d_model)")
     heads, d_inner, d_model = a_log[0], out[0], in_proj[0]
@@ -141,13 +152,20 @@ def _sizes(layout: SSMLayout, shapes: dict[Path, tuple[int, ...]], ngroups: int,
     if two_gn <= 0 or two_gn % (2 * ngroups):
         raise bad(f"conv1d channels {conv[2]} - d_inner {d_inner} must be 2 * ngroups({ngroups}) * d_state")
     if in_proj[1] != 2 * d_inner + two_gn + heads or shapes[(layout.dt_bias,)] != (heads,):
-        raise bad(f"in_proj width must be 2 d_inner + 2 G N + H = {2 * d_inner + two_gn + heads} "
-                  f"and dt_bias ({heads},)")
+        raise bad(
+            f"in_proj width must be 2 d_inner + 2 G N + H = {2 * d_inner + two_gn + heads} and dt_bias ({heads},)"
+        )
     return d_model, two_gn // (2 * ngroups), 2 * d_inner
 
 
-def _find(flat: Mapping[Path, Any], layouts: Sequence[SSMLayout], include: str | None, exclude: str | None,
-          ngroups: Any, stacked_axes: Any) -> list[SSMBlock]:
+def _find(
+    flat: Mapping[Path, Any],
+    layouts: Sequence[SSMLayout],
+    include: str | None,
+    exclude: str | None,
+    ngroups: Any,
+    stacked_axes: Any,
+) -> list[SSMBlock]:
     ngroups = _checks.positive_int("ngroups", ngroups)
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     for lay in layouts:
@@ -166,8 +184,10 @@ def _find(flat: Mapping[Path, Any], layouts: Sequence[SSMLayout], include: str |
         stack = common_stack(f"SSM block {name!r}", list(full.values()), stacked_axes)
         d_in, n, offset = _sizes(layout, {r: s[stacked_axes:] for r, s in full.items()}, ngroups, name)
         if n > d_in:
-            raise ValueError(f"SSM block {name!r}: state size d_state={n} is larger than the B/C projection "
-                             f"allows (its input width is {d_in}); the rank-N product W_C W_Bᵀ needs N <= {d_in}")
+            raise ValueError(
+                f"SSM block {name!r}: state size d_state={n} is larger than the B/C projection "
+                f"allows (its input width is {d_in}); the rank-N product W_C W_Bᵀ needs N <= {d_in}"
+            )
         groups = 1 if layout.version == 1 else ngroups
         blocks.append(SSMBlock(parent, layout, d_in, n, groups, offset, stack))
     return blocks
@@ -198,12 +218,19 @@ def _new_leaves(block: SSMBlock, key: Array, old: dict[Path, Array], opts: dict[
         new[block.dt] = dt_bias_init(opts["delta"])(None, dt.shape, dt.dtype)
     if opts["bc"]:
         w = old[block.bc_kernel]
-        w_b, w_c = bc_kernels(k_bc, block.d_in, block.d_state, num_groups=block.ngroups, alpha=opts["alpha"],
-                              beta=opts["beta"], distribution=opts["distribution"], method=opts["method"])
+        w_b, w_c = bc_kernels(
+            k_bc,
+            block.d_in,
+            block.d_state,
+            num_groups=block.ngroups,
+            alpha=opts["alpha"],
+            beta=opts["beta"],
+            distribution=opts["distribution"],
+            method=opts["method"],
+        )
         width = block.ngroups * block.d_state
         cols = jnp.concatenate([w_b.reshape(block.d_in, width), w_c.reshape(block.d_in, width)], axis=1)
-        new[block.bc_kernel] = jax.lax.dynamic_update_slice_in_dim(
-            w, cols.astype(w.dtype), block.bc_offset, axis=1)
+        new[block.bc_kernel] = jax.lax.dynamic_update_slice_in_dim(w, cols.astype(w.dtype), block.bc_offset, axis=1)
     if opts["conv"]:
         kernel = old[(lay.conv1d, lay.kernel)]
         new[(lay.conv1d, lay.kernel)] = identity_conv_init()(None, kernel.shape, kernel.dtype)
@@ -218,8 +245,9 @@ def _reinit_block(flat: dict[Path, Any], block: SSMBlock, key: Array, opts: dict
     if opts["conv"]:
         if (*block.path, lay.conv1d, lay.kernel) not in flat:
             raise ValueError(f"SSM block {block.name!r} has no {lay.conv1d}/{lay.kernel}: conv=True needs one")
-        rel += [(lay.conv1d, lay.kernel)] + ([(lay.conv1d, lay.bias)] if (*block.path, lay.conv1d, lay.bias) in flat
-                                             else [])
+        rel += [(lay.conv1d, lay.kernel)] + (
+            [(lay.conv1d, lay.bias)] if (*block.path, lay.conv1d, lay.bias) in flat else []
+        )
     old = {r: flat[(*block.path, *r)] for r in rel}
 
     new = map_stacked(lambda k, o: _new_leaves(block, k, o, opts), key, block.stack, old)
@@ -285,8 +313,17 @@ def mimetic_ssm(
     _checks.choice("method", method, METHODS)
     if not (transition or bc or conv):
         raise ValueError("nothing to do: transition, bc and conv are all False")
-    opts = dict(transition=bool(transition), bc=bool(bc), conv=bool(conv), a_log_range=tuple(a_log_range),
-                delta=delta, alpha=alpha, beta=beta, distribution=distribution, method=method)
+    opts = dict(
+        transition=bool(transition),
+        bc=bool(bc),
+        conv=bool(conv),
+        a_log_range=tuple(a_log_range),
+        delta=delta,
+        alpha=alpha,
+        beta=beta,
+        distribution=distribution,
+        method=method,
+    )
     a_log_init(*opts["a_log_range"])  # validate eagerly, with the argument's name
     dt_bias_init(delta)
     flat = flatten(tree)

@@ -78,9 +78,25 @@ from mimetic_jax.attention import METHODS, query_key, value_output
 Array = jax.Array
 
 __all__ = [
-    "ALBERT", "BLOOM", "DEFAULT_LAYOUTS", "DISTILBERT", "EQUINOX", "FLAX", "FUSED", "GPT2", "HF", "HF_BERT",
-    "HF_OUT_PROJ", "HF_VIT", "T5", "TIMM",
-    "AttentionBlock", "AttentionLayout", "find_attention_blocks", "heads_from_config", "mimetic_attention",
+    "ALBERT",
+    "BLOOM",
+    "DEFAULT_LAYOUTS",
+    "DISTILBERT",
+    "EQUINOX",
+    "FLAX",
+    "FUSED",
+    "GPT2",
+    "HF",
+    "HF_BERT",
+    "HF_OUT_PROJ",
+    "HF_VIT",
+    "T5",
+    "TIMM",
+    "AttentionBlock",
+    "AttentionLayout",
+    "find_attention_blocks",
+    "heads_from_config",
+    "mimetic_attention",
 ]
 
 
@@ -91,8 +107,9 @@ def _part(field: str, value: Any) -> str | None:
     if isinstance(value, (tuple, list)) and value and all(isinstance(v, str) and v for v in value):
         value = "/".join(value)
     if not isinstance(value, str) or not value or any(not seg for seg in value.split("/")):
-        raise TypeError(f"AttentionLayout {field} must be a name or a '/'-separated path such as 'self/query', "
-                        f"got {value!r}")
+        raise TypeError(
+            f"AttentionLayout {field} must be a name or a '/'-separated path such as 'self/query', got {value!r}"
+        )
     return value
 
 
@@ -162,10 +179,10 @@ class AttentionLayout:
 FLAX = AttentionLayout(query="query", key="key", value="value", out="out", name="FLAX")
 HF = AttentionLayout(query="q_proj", key="k_proj", value="v_proj", out="o_proj", name="HF")
 HF_OUT_PROJ = AttentionLayout(query="q_proj", key="k_proj", value="v_proj", out="out_proj", name="HF_OUT_PROJ")
-HF_VIT = AttentionLayout(query="attention/query", key="attention/key", value="attention/value", out="output/dense",
-                         name="HF_VIT")
-HF_BERT = AttentionLayout(query="self/query", key="self/key", value="self/value", out="output/dense",
-                          name="HF_BERT")
+HF_VIT = AttentionLayout(
+    query="attention/query", key="attention/key", value="attention/value", out="output/dense", name="HF_VIT"
+)
+HF_BERT = AttentionLayout(query="self/query", key="self/key", value="self/value", out="output/dense", name="HF_BERT")
 T5 = AttentionLayout(query="q", key="k", value="v", out="o", name="T5")
 DISTILBERT = AttentionLayout(query="q_lin", key="k_lin", value="v_lin", out="out_lin", name="DISTILBERT")
 ALBERT = AttentionLayout(query="query", key="key", value="value", out="dense", name="ALBERT")
@@ -173,11 +190,31 @@ BLOOM = AttentionLayout(qkv="query_key_value", out="dense", packing="heads", nam
 FUSED = AttentionLayout(qkv="qkv", out="out", name="FUSED")
 TIMM = AttentionLayout(qkv="qkv", out="proj", name="TIMM")
 GPT2 = AttentionLayout(qkv="c_attn", out="c_proj", transposed=True, name="GPT2")
-EQUINOX = AttentionLayout(query="query_proj", key="key_proj", value="value_proj", out="output_proj",
-                          kernel="weight", transposed=True, name="EQUINOX")
+EQUINOX = AttentionLayout(
+    query="query_proj",
+    key="key_proj",
+    value="value_proj",
+    out="output_proj",
+    kernel="weight",
+    transposed=True,
+    name="EQUINOX",
+)
 #: The known model families, tried in this order at every candidate block.
-DEFAULT_LAYOUTS: tuple[AttentionLayout, ...] = (FLAX, HF, HF_OUT_PROJ, HF_VIT, HF_BERT, T5, DISTILBERT, ALBERT,
-                                                FUSED, TIMM, GPT2, BLOOM, EQUINOX)
+DEFAULT_LAYOUTS: tuple[AttentionLayout, ...] = (
+    FLAX,
+    HF,
+    HF_OUT_PROJ,
+    HF_VIT,
+    HF_BERT,
+    T5,
+    DISTILBERT,
+    ALBERT,
+    FUSED,
+    TIMM,
+    GPT2,
+    BLOOM,
+    EQUINOX,
+)
 
 _CONFIG_HEADS = ("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads", "n_heads")
 _CONFIG_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
@@ -206,8 +243,9 @@ def heads_from_config(config: Any) -> tuple[int | None, int | None]:
         return None, None
     heads = _config_value(config, _CONFIG_HEADS)
     if heads is None:
-        raise ValueError(f"config has no head count (looked for {', '.join(_CONFIG_HEADS)}); "
-                         f"got {type(config).__name__}")
+        raise ValueError(
+            f"config has no head count (looked for {', '.join(_CONFIG_HEADS)}); got {type(config).__name__}"
+        )
     return heads, _config_value(config, _CONFIG_KV_HEADS)
 
 
@@ -254,20 +292,28 @@ def _flax_shape(layout: AttentionLayout, shape: tuple[int, ...]) -> tuple[int, .
     return shape
 
 
-def _sizes(layout: AttentionLayout, shapes: Sequence[tuple[int, ...]], num_heads: int | None,
-           num_kv_heads: int | None, where: str) -> tuple[int, int, int, int, int, int]:
+def _sizes(
+    layout: AttentionLayout,
+    shapes: Sequence[tuple[int, ...]],
+    num_heads: int | None,
+    num_kv_heads: int | None,
+    where: str,
+) -> tuple[int, int, int, int, int, int]:
     """Return ``(d_in, d_kv, d_out, H, H_kv, k)`` from the kernels' Flax-oriented shapes (no leading axes)."""
 
     def need_heads() -> int:
         if num_heads is None:
-            raise ValueError(f"attention block {where!r} has flat kernels {list(shapes)} that do not carry the "
-                             "head count: pass num_heads= (and num_kv_heads= for grouped-query attention), or "
-                             "config=model.config to read it from the model's config")
+            raise ValueError(
+                f"attention block {where!r} has flat kernels {list(shapes)} that do not carry the "
+                "head count: pass num_heads= (and num_kv_heads= for grouped-query attention), or "
+                "config=model.config to read it from the model's config"
+            )
         return num_heads
 
     def bad(expected: str) -> ValueError:
-        return ValueError(f"attention block {where!r} (layout {layout.label}): kernel shapes {list(shapes)} "
-                          f"do not fit {expected}")
+        return ValueError(
+            f"attention block {where!r} (layout {layout.label}): kernel shapes {list(shapes)} do not fit {expected}"
+        )
 
     if layout.qkv is None:
         q, k, v, o = shapes
@@ -302,8 +348,10 @@ def _sizes(layout: AttentionLayout, shapes: Sequence[tuple[int, ...]], num_heads
     h = need_heads()
     h_kv = h if num_kv_heads is None else num_kv_heads
     if layout.packing == "heads" and h_kv != h:
-        raise bad(f"packing='heads' with num_kv_heads={h_kv} != num_heads={h} (per-head packing has one key "
-                  "head per query head)")
+        raise bad(
+            f"packing='heads' with num_kv_heads={h_kv} != num_heads={h} (per-head packing has one key "
+            "head per query head)"
+        )
     if h % h_kv or fused[1] % (h + 2 * h_kv) or o[0] * (h + 2 * h_kv) != fused[1] * h:
         raise bad(f"a flat fused kernel with num_heads={h}, num_kv_heads={h_kv}")
     return fused[0], fused[0], o[1], h, h_kv, fused[1] // (h + 2 * h_kv)
@@ -316,22 +364,31 @@ def _hint(layout: AttentionLayout, shapes: list[tuple[int, ...]], stacked_axes: 
     if len(lead) == 1 and all(len(s) > stacked_axes + 1 for s in shapes):
         try:
             _sizes(layout, [_flax_shape(layout, s[1:]) for s in unstacked], *heads, where)
-            return (f" — every kernel has a leading axis of {lead.pop()}: are the layers stacked "
-                    f"(nn.scan / nnx.vmap)? pass stacked_axes={stacked_axes + 1}")
+            return (
+                f" — every kernel has a leading axis of {lead.pop()}: are the layers stacked "
+                f"(nn.scan / nnx.vmap)? pass stacked_axes={stacked_axes + 1}"
+            )
         except ValueError:
             pass
     flipped = dataclasses.replace(layout, transposed=not layout.transposed)
     try:
         _sizes(flipped, [_flax_shape(flipped, s) for s in unstacked], *heads, where)
         orient = "(out, in)" if flipped.transposed else "(in, out)"
-        return (f" — the shapes fit if the kernels are stored {orient}: use "
-                f"AttentionLayout(..., transposed={flipped.transposed})")
+        return (
+            f" — the shapes fit if the kernels are stored {orient}: use "
+            f"AttentionLayout(..., transposed={flipped.transposed})"
+        )
     except ValueError:
         return ""
 
 
-def _heads_for(tree: Any, parent: Path, num_heads: int | None, num_kv_heads: int | None,
-               config_heads: tuple[int | None, int | None]) -> tuple[int | None, int | None]:
+def _heads_for(
+    tree: Any,
+    parent: Path,
+    num_heads: int | None,
+    num_kv_heads: int | None,
+    config_heads: tuple[int | None, int | None],
+) -> tuple[int | None, int | None]:
     """Head counts of one block: the options, else the module holding it, else the config."""
     if num_heads is not None:
         return num_heads, num_kv_heads
@@ -346,8 +403,10 @@ def _heads_for(tree: Any, parent: Path, num_heads: int | None, num_kv_heads: int
 
 def _check_layouts(layouts: Any) -> tuple[AttentionLayout, ...]:
     if isinstance(layouts, AttentionLayout):
-        raise TypeError("layouts must be a sequence of AttentionLayout, got one AttentionLayout; wrap it in a list: "
-                        "layouts=[layout]")
+        raise TypeError(
+            "layouts must be a sequence of AttentionLayout, got one AttentionLayout; wrap it in a list: "
+            "layouts=[layout]"
+        )
     if isinstance(layouts, (str, bytes, Mapping)) or not isinstance(layouts, Sequence) or not layouts:
         raise TypeError(f"layouts must be a non-empty sequence of AttentionLayout, got {layouts!r}")
     for i, lay in enumerate(layouts):
@@ -365,8 +424,9 @@ class _Partial:
     missing: tuple[str, ...]
 
 
-def _match(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include: str | None, exclude: str | None
-           ) -> tuple[list[tuple[Path, AttentionLayout, tuple[Path, ...]]], list[_Partial]]:
+def _match(
+    flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include: str | None, exclude: str | None
+) -> tuple[list[tuple[Path, AttentionLayout, tuple[Path, ...]]], list[_Partial]]:
     """Every ``(parent, layout, kernel paths)`` whose parts all exist (first layout wins), and the partial matches."""
     claimed: set[Path] = set()
     found: dict[Path, tuple[Path, AttentionLayout, tuple[Path, ...]]] = {}
@@ -382,16 +442,35 @@ def _match(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include
     return [found[p] for p in sorted(found, key=lambda p: tuple(str(x) for x in p))], partial
 
 
-def _find(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include: str | None, exclude: str | None,
-          num_heads: int | None, num_kv_heads: int | None, stacked_axes: Any, *, tree: Any = None,
-          config: Any = None) -> list[AttentionBlock]:
-    return _find_with_partials(flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes, tree=tree,
-                               config=config)[0]
+def _find(
+    flat: Mapping[Path, Any],
+    layouts: Sequence[AttentionLayout],
+    include: str | None,
+    exclude: str | None,
+    num_heads: int | None,
+    num_kv_heads: int | None,
+    stacked_axes: Any,
+    *,
+    tree: Any = None,
+    config: Any = None,
+) -> list[AttentionBlock]:
+    return _find_with_partials(
+        flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes, tree=tree, config=config
+    )[0]
 
 
-def _find_with_partials(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], include: str | None,
-                        exclude: str | None, num_heads: int | None, num_kv_heads: int | None, stacked_axes: Any, *,
-                        tree: Any = None, config: Any = None) -> tuple[list[AttentionBlock], list[_Partial]]:
+def _find_with_partials(
+    flat: Mapping[Path, Any],
+    layouts: Sequence[AttentionLayout],
+    include: str | None,
+    exclude: str | None,
+    num_heads: int | None,
+    num_kv_heads: int | None,
+    stacked_axes: Any,
+    *,
+    tree: Any = None,
+    config: Any = None,
+) -> tuple[list[AttentionBlock], list[_Partial]]:
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     layouts = _check_layouts(layouts)
     if num_heads is not None:
@@ -436,8 +515,9 @@ def find_attention_blocks(
       >>> [(b.name, b.layout.name, b.num_heads, b.head_dim) for b in find_attention_blocks(v)]
       [('params', 'FLAX', 4, 8)]
     """
-    return _find(flatten(tree), layouts, include, exclude, num_heads, num_kv_heads, stacked_axes, tree=tree,
-                 config=config)
+    return _find(
+        flatten(tree), layouts, include, exclude, num_heads, num_kv_heads, stacked_axes, tree=tree, config=config
+    )
 
 
 # --------------------------------------------------------------------------- re-initializing
@@ -449,13 +529,33 @@ def _draw(block: AttentionBlock, key: Array, opts: dict[str, Any], parts: tuple[
     heads, kv, k = block.num_heads, block.num_kv_heads, block.head_dim
     w_q = w_k = w_v = w_o = None
     if parts[0]:
-        w_q, w_k = query_key(k_qk, block.d_in, heads, k, num_kv_heads=kv, d_kv=block.d_kv, alpha=opts["alpha"],
-                             beta=opts["beta"], distribution=opts["distribution"], method=opts["method"])
+        w_q, w_k = query_key(
+            k_qk,
+            block.d_in,
+            heads,
+            k,
+            num_kv_heads=kv,
+            d_kv=block.d_kv,
+            alpha=opts["alpha"],
+            beta=opts["beta"],
+            distribution=opts["distribution"],
+            method=opts["method"],
+        )
     if parts[1]:
-        w_v, w_o = value_output(k_vo, block.d_kv, heads, k, num_kv_heads=kv, d_out=block.d_out,
-                                alpha=opts["value_alpha"], beta=opts["value_beta"], sign=opts["sign"],
-                                distribution=opts["distribution"], method=opts["method"],
-                                rotate_heads=opts["rotate_heads"])
+        w_v, w_o = value_output(
+            k_vo,
+            block.d_kv,
+            heads,
+            k,
+            num_kv_heads=kv,
+            d_out=block.d_out,
+            alpha=opts["value_alpha"],
+            beta=opts["value_beta"],
+            sign=opts["sign"],
+            distribution=opts["distribution"],
+            method=opts["method"],
+            rotate_heads=opts["rotate_heads"],
+        )
     return w_q, w_k, w_v, w_o
 
 
@@ -466,12 +566,13 @@ def _merge_fused(old: Array, parts: Sequence[Array | None], block: AttentionBloc
     d, h, k = old.shape[0], block.num_heads, block.head_dim
     if block.layout.packing == "heads":
         per_head = old.reshape(d, h, 3, k)
-        merged = jnp.stack([per_head[:, :, i] if w is None else w.reshape(d, h, k) for i, w in enumerate(parts)],
-                           axis=2)
+        merged = jnp.stack(
+            [per_head[:, :, i] if w is None else w.reshape(d, h, k) for i, w in enumerate(parts)], axis=2
+        )
         return merged.reshape(old.shape)
     widths = [h * k, *(2 * [block.num_kv_heads * k])]
     starts = [0, widths[0], widths[0] + widths[1]]
-    pieces = [old[:, s:s + n] if w is None else w.reshape(-1, n) for s, n, w in zip(starts, widths, parts)]
+    pieces = [old[:, s : s + n] if w is None else w.reshape(-1, n) for s, n, w in zip(starts, widths, parts)]
     return jnp.concatenate(pieces, axis=1)
 
 
@@ -495,24 +596,36 @@ def _write(block: AttentionBlock, old: dict[str, Array], new: tuple) -> dict[str
     return out
 
 
-def _nothing_found(flat: Mapping[Path, Any], layouts: Sequence[AttentionLayout], partial: Sequence[_Partial],
-                   include: str | None, exclude: str | None) -> ValueError:
+def _nothing_found(
+    flat: Mapping[Path, Any],
+    layouts: Sequence[AttentionLayout],
+    partial: Sequence[_Partial],
+    include: str | None,
+    exclude: str | None,
+) -> ValueError:
     """What was looked for, what was found in part (and which part is missing), and the fix."""
     msg = "no attention block found"
     if include is not None or exclude is not None:
         msg += f" with include={include!r}, exclude={exclude!r}"
     if partial:
         best = sorted(partial, key=lambda p: len(p.missing))[:3]
-        found = "; ".join(f"at {path_name(p.parent)!r} layout {p.layout.label} has "
-                          f"{', '.join(n for n in p.layout.names if n not in p.missing)} but no "
-                          f"{' / '.join(p.missing)}" for p in best)
-        msg += (f": {found}. Describe the missing part's path relative to the block, e.g. "
-                "AttentionLayout(query='self/query', key='self/key', value='self/value', out='output/dense'), "
-                "and pass layouts=[...]")
+        found = "; ".join(
+            f"at {path_name(p.parent)!r} layout {p.layout.label} has "
+            f"{', '.join(n for n in p.layout.names if n not in p.missing)} but no "
+            f"{' / '.join(p.missing)}"
+            for p in best
+        )
+        msg += (
+            f": {found}. Describe the missing part's path relative to the block, e.g. "
+            "AttentionLayout(query='self/query', key='self/key', value='self/value', out='output/dense'), "
+            "and pass layouts=[...]"
+        )
     else:
         names = sorted({path_name(p[:-2]) for p in flat if len(p) >= 2})[:8]
-        msg += (f" (looked for {', '.join(lay.label for lay in layouts)}; the tree's layers include {names}). "
-                "Pass layouts=[AttentionLayout(...)] for other names")
+        msg += (
+            f" (looked for {', '.join(lay.label for lay in layouts)}; the tree's layers include {names}). "
+            "Pass layouts=[AttentionLayout(...)] for other names"
+        )
     return ValueError(msg + ", or allow_empty=True.")
 
 
@@ -522,13 +635,20 @@ FAST_GROUP_ELEMENTS = 1 << 26
 
 def _signature(block: AttentionBlock, flat: Mapping[Path, Any]) -> tuple:
     """Blocks with equal signatures are drawn together (same sizes, kernel shapes and dtypes)."""
-    kernels = tuple((tuple(jnp.shape(flat[block.kernel_path(n)])), jnp.result_type(flat[block.kernel_path(n)]))
-                    for n in block.layout.names)
+    kernels = tuple(
+        (tuple(jnp.shape(flat[block.kernel_path(n)])), jnp.result_type(flat[block.kernel_path(n)]))
+        for n in block.layout.names
+    )
     return dataclasses.replace(block, path=(), kernel_paths=()), kernels
 
 
-def _reinit_group(flat: dict[Path, Any], blocks: Sequence[AttentionBlock], keys: Sequence[Array],
-                  opts: dict[str, Any], parts: tuple[bool, bool]) -> None:
+def _reinit_group(
+    flat: dict[Path, Any],
+    blocks: Sequence[AttentionBlock],
+    keys: Sequence[Array],
+    opts: dict[str, Any],
+    parts: tuple[bool, bool],
+) -> None:
     """Re-draw blocks of one signature, block ``i`` from ``keys[i]``, as one batched computation.
 
     ``fast``: ``lax.map`` in batches of blocks (``vmap`` inside a batch) holding at most
@@ -629,24 +749,39 @@ def mimetic_attention(
     _checks.choice("sign", sign, (-1, 1))
     if not (query_key or value_output):
         raise ValueError("nothing to do: query_key and value_output are both False")
-    opts = dict(alpha=alpha, beta=beta, value_alpha=value_alpha, value_beta=value_beta, sign=sign,
-                distribution=distribution, method=method, rotate_heads=rotate_heads)
+    opts = dict(
+        alpha=alpha,
+        beta=beta,
+        value_alpha=value_alpha,
+        value_beta=value_beta,
+        sign=sign,
+        distribution=distribution,
+        method=method,
+        rotate_heads=rotate_heads,
+    )
     key = _checks.prng_key("key", key)
     flat = flatten(tree)
-    blocks, partial = _find_with_partials(flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes,
-                                          tree=tree, config=config)
+    blocks, partial = _find_with_partials(
+        flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes, tree=tree, config=config
+    )
     if not blocks:
         if allow_empty:
             return tree
         raise _nothing_found(flat, layouts, partial, include, exclude)
     for block in blocks:
         for n in block.layout.names:
-            _checks.float_dtype(f"kernel {path_name(block.kernel_path(n))!r} dtype",
-                                jnp.result_type(flat[block.kernel_path(n)]))
+            _checks.float_dtype(
+                f"kernel {path_name(block.kernel_path(n))!r} dtype", jnp.result_type(flat[block.kernel_path(n)])
+            )
     groups: dict[tuple, list[int]] = {}
     for i, block in enumerate(blocks):
         groups.setdefault(_signature(block, flat), []).append(i)
     for members in groups.values():
-        _reinit_group(flat, [blocks[i] for i in members], [jax.random.fold_in(key, i) for i in members], opts,
-                      (bool(query_key), bool(value_output)))
+        _reinit_group(
+            flat,
+            [blocks[i] for i in members],
+            [jax.random.fold_in(key, i) for i in members],
+            opts,
+            (bool(query_key), bool(value_output)),
+        )
     return rebuild(tree, flat)

@@ -86,8 +86,10 @@ print(f"mimetic_jax {{mimetic_jax.__version__}}, JAX {{jax.__version__}}, backen
       jax.devices())'''
 
 
-NNX_NOTE = ("Every transform used here takes a Flax linen params dict (as below), an `nnx.State`, or an "
-            "`nnx.Module` (updated in place); `quickstart.ipynb` shows the NNX path.")
+NNX_NOTE = (
+    "Every transform used here takes a Flax linen params dict (as below), an `nnx.State`, or an "
+    "`nnx.Module` (updated in place); `quickstart.ipynb` shows the NNX path."
+)
 
 PLOT_HELPER = '''import numpy as np
 import matplotlib.pyplot as plt
@@ -119,12 +121,14 @@ def notebook(name: str, title: str, intro: str, params: str, cells: list[tuple[s
     nb.metadata["accelerator"] = "GPU"
     repo = repository()
     note = "" if name == "quickstart" else f"\n\n{NNX_NOTE}"
-    nb.cells = [new_markdown_cell(f"# {title}\n\n{badge(name, repo)}{intro}{note}"),
-                new_code_cell(setup_cell(repo))]
+    nb.cells = [new_markdown_cell(f"# {title}\n\n{badge(name, repo)}{intro}{note}"), new_code_cell(setup_cell(repo))]
     p = new_code_cell(params)
     p.metadata["tags"] = ["parameters"]
-    nb.cells.append(new_markdown_cell("Budget (small by default so that the notebook runs on a CPU in a few "
-                                      "minutes; raise it on a GPU/TPU):"))
+    nb.cells.append(
+        new_markdown_cell(
+            "Budget (small by default so that the notebook runs on a CPU in a few minutes; raise it on a GPU/TPU):"
+        )
+    )
     nb.cells.append(p)
     for kind, src in cells:
         nb.cells.append(new_markdown_cell(src) if kind == "md" else new_code_cell(src))
@@ -160,9 +164,14 @@ Every transform of the package takes a linen params dict (returns a new one), an
 (returns a new one) or an `nnx.Module` (updated in place).""",
     params="STEPS = 150      # training steps\nSEEDS = 2        # paired seeds\nWIDTH, DEPTH, HEADS = 32, 2, 2",
     cells=[
-        ("md", "## 1. One call on an attention layer\n\nFlax linen: initialize as usual, then transform the "
-               "parameters (a pure function: a new tree, same structure)."),
-        ("code", '''import jax.numpy as jnp
+        (
+            "md",
+            "## 1. One call on an attention layer\n\nFlax linen: initialize as usual, then transform the "
+            "parameters (a pure function: a new tree, same structure).",
+        ),
+        (
+            "code",
+            """import jax.numpy as jnp
 import flax.linen as nn
 import mimetic_jax as mj
 
@@ -170,17 +179,24 @@ attn = nn.MultiHeadDotProductAttention(num_heads=HEADS)
 x = jnp.ones((1, 16, WIDTH))
 params = attn.init(jax.random.key(0), x)
 mimetic = mj.mimetic_attention(params, jax.random.key(1))   # a new tree; same structure
-print(jax.tree.map(jnp.shape, mimetic))'''),
+print(jax.tree.map(jnp.shape, mimetic))""",
+        ),
         ("md", "Flax NNX, Flax's recommended API: the same call on a module updates it in place."),
-        ("code", '''from flax import nnx
+        (
+            "code",
+            """from flax import nnx
 
 nnx_attn = nnx.MultiHeadAttention(num_heads=HEADS, in_features=WIDTH, decode=False, rngs=nnx.Rngs(0))
 nnx_default_q = jnp.array(nnx_attn.query.kernel[...])          # a copy, to compare with
 mj.mimetic_attention(nnx_attn, jax.random.key(1))               # in place
 print("query kernel (d, heads, head dim):", nnx_attn.query.kernel.shape,
       "changed:", bool((nnx_attn.query.kernel[...] != nnx_default_q).any()))
-print("the module still runs:", nnx_attn(x).shape)'''),
-        ("code", PLOT_HELPER + '''
+print("the module still runs:", nnx_attn(x).shape)""",
+        ),
+        (
+            "code",
+            PLOT_HELPER
+            + '''
 
 def qk_product(q, k, head=0):
     """W_q^h W_k^hT of one head, from (d, heads, head dim) query and key kernels."""
@@ -200,15 +216,21 @@ fig.colorbar(image, ax=axes, shrink=0.8)
 plt.show()
 for name, m in products.items():
     print(f"{name:20s} mean diagonal {np.diag(m).mean():+.3f}, mean |off-diagonal| "
-          f"{np.abs(m - np.diag(np.diag(m))).mean():.3f}")'''),
-        ("md", """## 2. A model you already have, in one call: `mj.mimetic`
+          f"{np.abs(m - np.diag(np.diag(m))).mean():.3f}")''',
+        ),
+        (
+            "md",
+            """## 2. A model you already have, in one call: `mj.mimetic`
 
 `mj.mimetic(tree, key, preset=...)` finds the parts each scheme of a preset applies to by their
 names and shapes and re-draws only those. The `"vit"` preset: mimetic attention (every attention
 block), then the MLP mean shift of the first MLP layer (`mj.mimetic_mlp`). `report=True` says
 which leaves changed. Here a pre-LayerNorm transformer encoder written the usual way, first in
-linen, then in NNX."""),
-        ("code", '''class Block(nn.Module):
+linen, then in NNX.""",
+        ),
+        (
+            "code",
+            """class Block(nn.Module):
     width: int
     heads: int
 
@@ -234,8 +256,11 @@ class Encoder(nn.Module):
 encoder = Encoder(WIDTH, HEADS, DEPTH)
 enc_params = encoder.init(jax.random.key(0), x)
 enc_params, report = mj.mimetic(enc_params, jax.random.key(1), preset="vit", report=True)
-print(report)'''),
-        ("code", '''class NNXBlock(nnx.Module):
+print(report)""",
+        ),
+        (
+            "code",
+            """class NNXBlock(nnx.Module):
     def __init__(self, width, heads, *, rngs):
         self.norm1, self.norm2 = nnx.LayerNorm(width, rngs=rngs), nnx.LayerNorm(width, rngs=rngs)
         self.attention = nnx.MultiHeadAttention(num_heads=heads, in_features=width, decode=False, rngs=rngs)
@@ -259,14 +284,20 @@ class NNXEncoder(nnx.Module):
 nnx_encoder = NNXEncoder(WIDTH, HEADS, DEPTH, rngs=nnx.Rngs(0))
 _, report = mj.mimetic(nnx_encoder, jax.random.key(1), preset="vit", report=True)   # in place
 print(report)
-print("output:", nnx_encoder(x).shape)'''),
-        ("md", """## 3. Default vs mimetic ViT on digits
+print("output:", nnx_encoder(x).shape)""",
+        ),
+        (
+            "md",
+            """## 3. Default vs mimetic ViT on digits
 
 `paired_inits` draws, per seed, one default init and the same tree with only its attention
 kernels re-drawn mimetically; `train_models` trains all of them side by side (one `vmap`ped
 program, same data order within a pair). The same comparison from the command line:
-`mimetic-jax compare --seeds 2 --steps 150 --width 32 --depth 2 --heads 2`."""),
-        ("code", '''from mimetic_jax.experiments.models import ViT
+`mimetic-jax compare --seeds 2 --steps 150 --width 32 --depth 2 --heads 2`.""",
+        ),
+        (
+            "code",
+            """from mimetic_jax.experiments.models import ViT
 from mimetic_jax.experiments.tasks import load_digits
 from mimetic_jax.experiments.training import checkpoint_steps, paired_inits, stack_trees, train_models
 
@@ -278,14 +309,21 @@ history = train_models(model.apply, stack_trees(default + mimetic_p), jnp.stack(
 acc = history.test_accuracy
 curves = {"default": acc[:SEEDS], "mimetic": acc[SEEDS:]}
 print(f"{history.seconds:.0f} s on {jax.default_backend()}; final test accuracy:",
-      {k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()})'''),
-        ("code", '''fig, ax = plt.subplots(figsize=(5.5, 3.8))
+      {k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()})""",
+        ),
+        (
+            "code",
+            """fig, ax = plt.subplots(figsize=(5.5, 3.8))
 plot_curves(ax, history.steps, curves,
             f"ViT d={WIDTH}, {DEPTH} blocks, {HEADS} heads on digits\\n{STEPS} steps, batch 64, lr 3e-3")
-plt.show()'''),
-        ("md", """At a small budget the curves are noisy; the package's benchmarks (`benchmarks/`, README
+plt.show()""",
+        ),
+        (
+            "md",
+            """At a small budget the curves are noisy; the package's benchmarks (`benchmarks/`, README
 "Results") report the measured effect with several seeds. Next: `vit.ipynb` (per-head structure,
-`exact` vs `fast`), `convmixer.ipynb`, `mamba_recall.ipynb`, `emergence.ipynb`, `fuseinit.ipynb`."""),
+`exact` vs `fast`), `convmixer.ipynb`, `mamba_recall.ipynb`, `emergence.ipynb`, `fuseinit.ipynb`.""",
+        ),
     ],
 )
 
@@ -310,7 +348,10 @@ Here: the per-head structure of a ViT before and after the transform, exact vs f
 paired training comparison on digits.""",
     params="STEPS = 300\nSEEDS = 3\nWIDTH, DEPTH, HEADS = 32, 2, 2\nLR = 3e-3",
     cells=[
-        ("code", PLOT_HELPER + '''
+        (
+            "code",
+            PLOT_HELPER
+            + """
 import jax.numpy as jnp
 import mimetic_jax as mj
 from mimetic_jax.experiments.models import ViT, query_key_products, value_output_products
@@ -323,9 +364,12 @@ params = init_params(model, jax.random.key(0), data.x_train)
 inits = {"default": params,
          "mimetic (exact)": mj.mimetic_attention(params, jax.random.key(1), method="exact"),
          "mimetic (fast)": mj.mimetic_attention(params, jax.random.key(1), method="fast")}
-print("attention blocks found:", [b.path for b in mj.find_attention_blocks(params)])'''),
+print("attention blocks found:", [b.path for b in mj.find_attention_blocks(params)])""",
+        ),
         ("md", "## Structure: $W_q W_k^\\top$ of block 0, head 0 (top row) and $W_v W_o$ of block 0 (bottom row)"),
-        ("code", '''def diag_stats(m):
+        (
+            "code",
+            """def diag_stats(m):
     m = np.asarray(m)
     off = m - np.diag(np.diag(m))
     return np.diag(m).mean(), np.abs(off).mean()
@@ -345,13 +389,19 @@ for name, p in inits.items():
     qk = [diag_stats(h) for block in query_key_products(p) for h in block]
     vo = [diag_stats(block) for block in value_output_products(p)]
     print(f"{name:16s} q·k diag {np.mean([a for a, _ in qk]):+.3f} (|off| {np.mean([b for _, b in qk]):.3f})   "
-          f"v·o diag {np.mean([a for a, _ in vo]):+.3f} (|off| {np.mean([b for _, b in vo]):.3f})")'''),
-        ("md", """## Training: default vs mimetic, paired by seed
+          f"v·o diag {np.mean([a for a, _ in vo]):+.3f} (|off| {np.mean([b for _, b in vo]):.3f})")""",
+        ),
+        (
+            "md",
+            """## Training: default vs mimetic, paired by seed
 
 Per seed, one `model.init` draw; the mimetic model is that draw with only the attention kernels
 replaced; both see the same minibatches. All models train in one vmapped program
-(`mimetic_jax.experiments.training.train_models`: AdamW, warm-up, cosine)."""),
-        ("code", '''from mimetic_jax.experiments.training import paired_inits
+(`mimetic_jax.experiments.training.train_models`: AdamW, warm-up, cosine).""",
+        ),
+        (
+            "code",
+            """from mimetic_jax.experiments.training import paired_inits
 
 seeds = list(range(SEEDS))
 default, exact, keys = paired_inits(model, data.x_train, seeds, method="exact")
@@ -365,19 +415,26 @@ print(f"{history.seconds:.0f} s. Final accuracy: default {100 * curves['default'
 
 fig, ax = plt.subplots(figsize=(5, 3.5))
 plot_curves(ax, history.steps, curves, f"ViT {WIDTH}x{DEPTH}, {HEADS} heads, digits, {STEPS} steps, lr {LR:g}")
-plt.show()'''),
-        ("md", """## Does training grow the structure by itself?
+plt.show()""",
+        ),
+        (
+            "md",
+            """## Does training grow the structure by itself?
 
 The diagonal of the default model's $W_q W_k^\\top$ after training, against its value at init
-(the paper's observation is that trained heads move towards the mimetic pattern)."""),
-        ("code", '''from mimetic_jax.experiments.training import unstack_tree
+(the paper's observation is that trained heads move towards the mimetic pattern).""",
+        ),
+        (
+            "code",
+            """from mimetic_jax.experiments.training import unstack_tree
 
 def mean_qk_diag(p):
     return np.mean([diag_stats(h)[0] for block in query_key_products(p) for h in block])
 
 before = [mean_qk_diag(p) for p in default]
 after = [mean_qk_diag(unstack_tree(history.params, i)) for i in range(SEEDS)]
-print("default init, mean diag of W_q W_k^T: at init", np.round(before, 3), "after training", np.round(after, 3))'''),
+print("default init, mean diag of W_q W_k^T: at init", np.round(before, 3), "after training", np.round(after, 3))""",
+        ),
     ],
 )
 
@@ -400,7 +457,10 @@ with $s^2$ the variance of Flax's default (`lecun_normal`) depthwise kernel. Onl
 kernels change; `freeze_mask` keeps them fixed during training.""",
     params="STEPS = 200\nSEEDS = 2\nWIDTH, DEPTH, KERNEL = 16, 3, 5\nLR = 3e-3\nTRAIN_FROZEN = True",
     cells=[
-        ("code", PLOT_HELPER + '''
+        (
+            "code",
+            PLOT_HELPER
+            + """
 import flax.linen as nn
 import jax.numpy as jnp
 import mimetic_jax as mj
@@ -412,15 +472,21 @@ data = load_digits()
 model = ConvMixer(data.num_classes, width=WIDTH, depth=DEPTH, kernel_size=KERNEL)
 variables = jax.jit(model.init)(jax.random.key(0), jnp.asarray(data.x_train[:1]))
 structured = mj.mimetic_conv(variables, jax.random.key(1))
-print("depthwise kernels:", [s.path for s in mj.find_depthwise_convs(variables)])'''),
-        ("md", """## What the init looks like
+print("depthwise kernels:", [s.path for s in mj.find_depthwise_convs(variables)])""",
+        ),
+        (
+            "md",
+            """## What the init looks like
 
 Left: a few filters of the last depthwise layer of the model. Right: the covariance of the centre
 tap with every other tap (`mj.filter_covariance`), estimated from 4096 filters drawn by Flax's
 default initializer and by the structured initializer of the first and last depthwise layer
 (`mj.depthwise_conv_init`, with `mimetic_conv`'s default $\\sigma_{start}, \\sigma_{end}$, which
-`benchmarks/conv_training.py` chose)."""),
-        ("code", '''fig, axes = plt.subplots(2, 5, figsize=(11, 4.5))
+`benchmarks/conv_training.py` chose).""",
+        ),
+        (
+            "code",
+            """fig, axes = plt.subplots(2, 5, figsize=(11, 4.5))
 for row, (name, v) in enumerate([("default", variables), ("covariance", structured)]):
     k = np.asarray(v["params"][f"block_{DEPTH - 1}"]["depthwise"]["kernel"])   # (kh, kw, 1, C)
     for j in range(3):
@@ -437,12 +503,18 @@ for row, (name, v) in enumerate([("default", variables), ("covariance", structur
         axes[row, 3 + j].set_title(f"{name}\\ncov(centre, ·), layer {layer}", fontsize=9)
 for ax in axes.flat:
     ax.axis("off")
-plt.tight_layout(); plt.show()'''),
-        ("md", """## Training: default vs covariance init (BatchNorm statistics updated in training)
+plt.tight_layout(); plt.show()""",
+        ),
+        (
+            "md",
+            """## Training: default vs covariance init (BatchNorm statistics updated in training)
 
 Per seed one `model.init` draw; the covariance model re-draws only its depthwise kernels; both
-see the same minibatches."""),
-        ("code", '''def run(frozen):
+see the same minibatches.""",
+        ),
+        (
+            "code",
+            """def run(frozen):
     trees, keys = [], []
     for seed in range(SEEDS):
         init_key, scheme_key, data_key = jax.random.split(jax.random.key(seed), 3)
@@ -463,10 +535,14 @@ fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squee
 for ax, (title, (h, curves)) in zip(axes[0], results.items()):
     plot_curves(ax, h.steps, curves, f"ConvMixer {WIDTH}x{DEPTH} on digits, {title}, {STEPS} steps")
     print(title, {k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()}, f"({h.seconds:.0f} s)")
-plt.tight_layout(); plt.show()'''),
-        ("md", """The MLP mean shift of the same authors (`mj.mimetic_mlp(variables, mean=...)`, shifting
+plt.tight_layout(); plt.show()""",
+        ),
+        (
+            "md",
+            """The MLP mean shift of the same authors (`mj.mimetic_mlp(variables, mean=...)`, shifting
 the first MLP layer's kernel by a constant) is a one-line addition to `run`; see
-`benchmarks/conv_training.py` for the measured effect of both at several seeds."""),
+`benchmarks/conv_training.py` for the measured effect of both at several seeds.""",
+        ),
     ],
 )
 
@@ -490,14 +566,19 @@ $$y_i = \\sum_{j \\le i} (C_i \\cdot B_j) \\Big(\\prod_{k=j+1}^{i} e^{\\Delta_k 
 The numeric values ($A_{log}$ range, $\\Delta$, $\\alpha = \\beta = 0.7$) are this project's (the
 paper's are not available to us; SPEC §4). Task: multi-query associative recall (MQAR): key/value
 pairs, then queries of the keys; the model must output each key's value.""",
-    params=("# At these values training takes more than 8 minutes on a (shared) 2-core CPU: use a GPU/TPU runtime,\n"
-            "# or lower STEPS for a first look.\n"
-            "STEPS = 300\nSEEDS = 2\nVERSION = 1          # Mamba-1 or Mamba-2\n"
-            "# On Mamba-1 MQAR the learning rate matters as much as the init (README, SSM results):\n"
-            "# at d_model 64 mimetic init solved it at LR 1e-3 in every seed and stalled at 3e-3.\n"
-            "D_MODEL, LAYERS, D_STATE = 32, 2, 8\nSEQ_LEN, PAIRS, VOCAB = 32, 4, 32\nBATCH, LR = 64, 3e-3"),
+    params=(
+        "# At these values training takes more than 8 minutes on a (shared) 2-core CPU: use a GPU/TPU runtime,\n"
+        "# or lower STEPS for a first look.\n"
+        "STEPS = 300\nSEEDS = 2\nVERSION = 1          # Mamba-1 or Mamba-2\n"
+        "# On Mamba-1 MQAR the learning rate matters as much as the init (README, SSM results):\n"
+        "# at d_model 64 mimetic init solved it at LR 1e-3 in every seed and stalled at 3e-3.\n"
+        "D_MODEL, LAYERS, D_STATE = 32, 2, 8\nSEQ_LEN, PAIRS, VOCAB = 32, 4, 32\nBATCH, LR = 64, 3e-3"
+    ),
     cells=[
-        ("code", PLOT_HELPER + '''
+        (
+            "code",
+            PLOT_HELPER
+            + """
 import jax.numpy as jnp
 import mimetic_jax as mj
 from mimetic_jax.experiments.models import MambaLM
@@ -511,12 +592,18 @@ print("an example (inputs / targets, -1 = not scored):")
 print(data.x_train[0]); print(data.y_train[0])
 params = jax.jit(model.init)(jax.random.key(0), jnp.asarray(data.x_train[:1]))
 mimetic = mj.mimetic_ssm(params, jax.random.key(1))
-print("Mamba blocks:", [b.path for b in mj.find_ssm_blocks(params)])'''),
-        ("md", """## What changes: how much of a token the state keeps $L$ steps later
+print("Mamba blocks:", [b.path for b in mj.find_ssm_blocks(params)])""",
+        ),
+        (
+            "md",
+            """## What changes: how much of a token the state keeps $L$ steps later
 
 For every state entry, $e^{-L\\,\\Delta\\, e^{A_{log}}}$ with $\\Delta = \\mathrm{softplus}(b_{dt})$
-(block 0, $L$ = sequence length)."""),
-        ("code", '''def retention(p, length=SEQ_LEN):
+(block 0, $L$ = sequence length).""",
+        ),
+        (
+            "code",
+            """def retention(p, length=SEQ_LEN):
     mixer = p["params"]["layers_0"]["mixer"]
     a_log = np.asarray(mixer["A_log"])
     bias = np.asarray(mixer["dt_bias"] if "dt_bias" in mixer else mixer["dt_proj"]["bias"])
@@ -529,9 +616,12 @@ bins = np.linspace(0, 1, 41)
 for name, p in [("default", params), ("mimetic", mimetic)]:
     ax.hist(retention(p), bins=bins, alpha=0.6, label=name)
 ax.set(xlabel=f"retention after {SEQ_LEN} steps", ylabel="state entries", title="block 0")
-ax.legend(); plt.show()'''),
+ax.legend(); plt.show()""",
+        ),
         ("md", "## Training on MQAR, paired by seed (same base draw and data order)"),
-        ("code", '''trees, keys = [], []
+        (
+            "code",
+            """trees, keys = [], []
 for seed in range(SEEDS):
     init_key, scheme_key, data_key = jax.random.split(jax.random.key(seed), 3)
     p = jax.jit(model.init)(init_key, jnp.asarray(data.x_train[:1]))
@@ -545,9 +635,13 @@ print(f"{history.seconds:.0f} s; final recall accuracy:", {k: f"{100 * v[:, -1].
 fig, ax = plt.subplots(figsize=(5, 3.5))
 plot_curves(ax, history.steps, curves, f"Mamba-{VERSION} on MQAR (L {SEQ_LEN}, {PAIRS} pairs), {STEPS} steps",
             ylabel="answer accuracy (%)")
-plt.show()'''),
-        ("md", """Measured at larger budgets (several seeds, copying and MQAR, Mamba-1 and -2):
-`benchmarks/ssm_recall.py` and the README's SSM section."""),
+plt.show()""",
+        ),
+        (
+            "md",
+            """Measured at larger budgets (several seeds, copying and MQAR, Mamba-1 and -2):
+`benchmarks/ssm_recall.py` and the README's SSM section.""",
+        ),
     ],
 )
 
@@ -576,7 +670,10 @@ computed by `mimetic_jax.emergence_measure` (in log space for wide nets). Here: 
 over an $\\alpha$ sweep, and training of the scaled MLPs vs $\\alpha = 1$ on digits.""",
     params="EPOCHS = 6\nSEEDS = 2\nALPHAS = [1.0, 1.1, 1.5, 2.0]\nWIDTH, HIDDEN_LAYERS = 128, 4\nLR, BATCH = 1e-3, 64",
     cells=[
-        ("code", PLOT_HELPER + '''
+        (
+            "code",
+            PLOT_HELPER
+            + '''
 import flax.linen as nn
 import jax.numpy as jnp
 import mimetic_jax as mj
@@ -607,9 +704,12 @@ model = MLP((WIDTH,) * HIDDEN_LAYERS)
 x0, probe = jnp.asarray(data.x_train[:1]), jnp.asarray(data.x_train[:512])
 variables = jax.jit(model.init)(jax.random.key(0), x0)
 for layer in mj.emergence_layers(variables, alpha=1.5):
-    print(layer)'''),
+    print(layer)''',
+        ),
         ("md", "## The measure at init, per $\\alpha$ (mean over 512 training images)"),
-        ("code", '''trees, keys, labels, log10_e = [], [], [], {}
+        (
+            "code",
+            """trees, keys, labels, log10_e = [], [], [], {}
 for alpha in ALPHAS:
     for seed in range(SEEDS):
         init_key, data_key = jax.random.split(jax.random.key(seed))
@@ -620,9 +720,12 @@ for alpha in ALPHAS:
             activations(model, v, probe), log=True)) / np.log(10)))
 spread = lambda e: f" ± {np.std(e, ddof=1):.2f} (std over {len(e)} seeds)" if len(e) > 1 else " (1 seed)"
 for alpha, e in log10_e.items():
-    print(f"alpha {alpha:4.2f}: log10 E at init = {np.mean(e):.2f}{spread(e)}")'''),
+    print(f"alpha {alpha:4.2f}: log10 E at init = {np.mean(e):.2f}{spread(e)}")""",
+        ),
         ("md", "## Training: every $\\alpha$, paired by seed (same base draw and data order)"),
-        ("code", '''steps_per_epoch = data.x_train.shape[0] // BATCH
+        (
+            "code",
+            """steps_per_epoch = data.x_train.shape[0] // BATCH
 steps = max(1, EPOCHS * steps_per_epoch)
 history = train_models(model.apply, stack_trees(trees), jnp.stack(keys), data, steps=steps, learning_rate=LR,
                        batch_size=BATCH, warmup_steps=0,
@@ -639,10 +742,14 @@ axes[1].set(xlabel="α", ylabel="log10 E at init (mean over 512 images)",
 plt.tight_layout(); plt.show()
 for a, c in curves.items():
     print(f"{a}: final accuracy {100 * c[:, -1].mean():.1f}% (paired diff to α = 1: "
-          f"{100 * (c[:, -1] - acc[0, :, -1]).mean():+.1f} pp)")'''),
-        ("md", """The package's own sweep (`benchmarks/emergence.py`: MLPs and CNNs, with and without
+          f"{100 * (c[:, -1] - acc[0, :, -1]).mean():+.1f} pp)")""",
+        ),
+        (
+            "md",
+            """The package's own sweep (`benchmarks/emergence.py`: MLPs and CNNs, with and without
 BatchNorm) found no $\\alpha$ whose effect on accuracy differs from no scaling beyond seed noise;
-the default stays $\\alpha = 1.1$, the value of a third-party implementation."""),
+the default stays $\\alpha = 1.1$, the value of a third-party implementation.""",
+        ),
     ],
 )
 
@@ -662,7 +769,10 @@ recipe, with a small ridge), or in closed form for Gaussian inputs (`mean=`, `co
 a Gaussian); every other layer is copied. The fused shallow net then trains on.""",
     params="STEPS1 = 300       # deep-net training\nSTEPS2 = 200       # after fusion\nSEEDS = 2\nWIDTH = 64\nLR, BATCH = 3e-3, 64",
     cells=[
-        ("code", PLOT_HELPER + '''
+        (
+            "code",
+            PLOT_HELPER
+            + """
 import flax.linen as nn
 import jax.numpy as jnp
 from mimetic_jax import fuse
@@ -690,11 +800,17 @@ keys = [jax.random.split(jax.random.key(s))[1] for s in seeds]
 deep_inits = [jax.jit(deep.init)(jax.random.key(s), x0) for s in seeds]
 phase1 = train_models(deep.apply, stack_trees(deep_inits), jnp.stack(keys), data, steps=STEPS1,
                       learning_rate=LR, batch_size=BATCH, eval_steps=[STEPS1])
-print(f"deep net after {STEPS1} steps: {100 * phase1.test_accuracy[:, -1].mean():.1f}% ({phase1.seconds:.0f} s)")'''),
-        ("md", """## Fuse deep layers `Dense_1`, `Dense_2` into shallow `Dense_1`
+print(f"deep net after {STEPS1} steps: {100 * phase1.test_accuracy[:, -1].mean():.1f}% ({phase1.seconds:.0f} s)")""",
+        ),
+        (
+            "md",
+            """## Fuse deep layers `Dense_1`, `Dense_2` into shallow `Dense_1`
 
-The pair's inputs are the trained deep net's `Dense_0` ReLU outputs on the training set."""),
-        ("code", '''def dense0_outputs(p, x):
+The pair's inputs are the trained deep net's `Dense_0` ReLU outputs on the training set.""",
+        ),
+        (
+            "code",
+            """def dense0_outputs(p, x):
     k, b = p["params"]["Dense_0"]["kernel"], p["params"]["Dense_0"]["bias"]
     return jax.nn.relu(jnp.asarray(x).reshape(len(x), -1) @ k + b)
 
@@ -713,18 +829,25 @@ for s, p in zip(seeds, trained):
 evaluate = lambda model, params: float((model.apply(params, jnp.asarray(data.x_test)).argmax(-1) == data.y_test).mean())
 print("accuracy right after fusion, before any shallow training:",
       [f"{100 * evaluate(shallow, p):.1f}%" for p in fused], "(random shallow:",
-      [f"{100 * evaluate(shallow, p):.1f}%" for p in random_shallow], ")")'''),
+      [f"{100 * evaluate(shallow, p):.1f}%" for p in random_shallow], ")")""",
+        ),
         ("md", "## Phase 2: the shallow net from fusion vs from random init (same data order)"),
-        ("code", '''phase2 = train_models(shallow.apply, stack_trees(random_shallow + fused), jnp.stack(keys + keys), data,
+        (
+            "code",
+            """phase2 = train_models(shallow.apply, stack_trees(random_shallow + fused), jnp.stack(keys + keys), data,
                       steps=STEPS2, learning_rate=LR, batch_size=BATCH, eval_steps=checkpoint_steps(STEPS2, 4))
 curves = {"shallow, random init": phase2.test_accuracy[:SEEDS], "shallow, FuseInit": phase2.test_accuracy[SEEDS:]}
 fig, ax = plt.subplots(figsize=(5, 3.5))
 plot_curves(ax, phase2.steps, curves, f"MLP on digits after fusion, {STEPS2} steps")
 ax.axhline(100 * phase1.test_accuracy[:, -1].mean(), color="gray", ls="--", label="deep net (phase 1)")
 ax.legend(); plt.show()
-print({k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()})'''),
-        ("md", """`benchmarks/fuse.py` measures this at several seeds on digits and MNIST-1D, for MLPs and
-CNNs (`fuse.conv_conv` fuses two convolutions into one with a larger kernel)."""),
+print({k: f"{100 * v[:, -1].mean():.1f}%" for k, v in curves.items()})""",
+        ),
+        (
+            "md",
+            """`benchmarks/fuse.py` measures this at several seeds on digits and MNIST-1D, for MLPs and
+CNNs (`fuse.conv_conv` fuses two convolutions into one with a larger kernel).""",
+        ),
     ],
 )
 

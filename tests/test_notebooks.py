@@ -55,11 +55,20 @@ def write_kernelspec(root: pathlib.Path) -> pathlib.Path:
     """A kernelspec ``mimetic-test`` in ``root`` running this interpreter with the checkout on PYTHONPATH."""
     spec = root / "mimetic-test"
     spec.mkdir(parents=True, exist_ok=True)
-    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "mimetic_jax test", "language": "python", "env": env}))
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "mimetic_jax test",
+                "language": "python",
+                "env": env,
+            }
+        )
+    )
     return root
 
 
@@ -70,8 +79,9 @@ def execute(nb, kernel_dir: pathlib.Path, timeout: int = 300):
     given running.
     """
     km = KernelManager(kernel_name="mimetic-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
-    client = nbclient.NotebookClient(nb, km=km, timeout=timeout, allow_errors=False,
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = nbclient.NotebookClient(
+        nb, km=km, timeout=timeout, allow_errors=False, resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     try:
         client.execute()  # raises CellExecutionError naming the cell when one fails
     finally:
@@ -174,13 +184,15 @@ def test_setup_cell_elsewhere_installs_the_requirement_generated_from_pyproject(
 def test_badges_and_install_source_come_from_the_one_repository_address(tmp_path):
     build = load_build()
     with_urls = tmp_path / "pyproject.toml"
-    with_urls.write_text('[project]\nname = "mimetic_jax"\n\n[project.urls]\n'
-                         'Repository = "https://github.com/someone/mimetic_jax"\n')
+    with_urls.write_text(
+        '[project]\nname = "mimetic_jax"\n\n[project.urls]\nRepository = "https://github.com/someone/mimetic_jax"\n'
+    )
     repo = build.repository(with_urls)
     assert repo == "https://github.com/someone/mimetic_jax"
     assert build.requirement(repo) == "mimetic_jax[cli] @ git+https://github.com/someone/mimetic_jax"
-    assert build.colab_url(repo, "vit") == ("https://colab.research.google.com/github/someone/mimetic_jax/blob/main/"
-                                            "notebooks/vit.ipynb")
+    assert build.colab_url(repo, "vit") == (
+        "https://colab.research.google.com/github/someone/mimetic_jax/blob/main/notebooks/vit.ipynb"
+    )
     assert "colab-badge" in build.badge("vit", repo) and build.badge("vit", None) == ""
     assert build.requirement(None) == "mimetic_jax[cli]" and build.colab_url(None, "vit") is None
     # the stored notebooks follow this checkout's pyproject: a badge exactly when it names a repository
@@ -198,12 +210,14 @@ def test_stored_notebooks_are_what_build_writes(tmp_path, monkeypatch):
         fresh = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
         stored = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         assert [c.source for c in fresh.cells] == [c.source for c in stored.cells], (
-            f"{name}.ipynb is stale: run python notebooks/_build.py")
+            f"{name}.ipynb is stale: run python notebooks/_build.py"
+        )
 
 
 def test_quickstart_shows_nnx_and_the_one_call_on_a_users_model():
-    code = "\n".join(c.source for c in nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4).cells
-                     if c.cell_type == "code")
+    code = "\n".join(
+        c.source for c in nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4).cells if c.cell_type == "code"
+    )
     assert "from flax import nnx" in code and "nnx.MultiHeadAttention" in code
     assert "mj.mimetic_attention(nnx_attn" in code
     assert 'mj.mimetic(enc_params, jax.random.key(1), preset="vit"' in code
