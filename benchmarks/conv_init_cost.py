@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import depthwise_conv_init, mimetic_conv
-from mimetic_jax.conv_transforms import DEFAULT_SIGMA_END, DEFAULT_SIGMA_START
+from mimetic_jax.conv import DEFAULT_SIGMA_END, DEFAULT_SIGMA_START
 from mimetic_jax.experiments.models import ConvNeXt
 
 TARGET_RATIO = 1.2

@@ -43,7 +43,7 @@ from training import paired_stats
 from mimetic_jax.experiments.models import MambaLM
 from mimetic_jax.experiments.tasks import sequence_dataset
 from mimetic_jax.experiments.training import checkpoint_steps, cross_entropy, make_optimizer, stack_trees, train_models
-from mimetic_jax.ssm_transform import mimetic_ssm
+from mimetic_jax.ssm import mimetic_ssm
 
 #: init name -> mimetic_ssm options (None: the model's default init).
 INITS: dict[str, dict | None] = {

@@ -38,11 +38,11 @@ import jax
 import numpy as np
 from scipy import stats
 
+from mimetic_jax.attention import mimetic_attention
 from mimetic_jax.experiments.cli import DEFAULT_PATCH
 from mimetic_jax.experiments.models import ViT
 from mimetic_jax.experiments.tasks import load_dataset
 from mimetic_jax.experiments.training import checkpoint_steps, paired_inits, stack_trees, train_models
-from mimetic_jax.transforms import mimetic_attention
 
 INITS = ("default", "mimetic")
 SWEEP_SEED0 = 1000

@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 
 from mimetic_jax import _checks
+from mimetic_jax._kernels import KernelSite
 from mimetic_jax._tree import Path, flatten, path_name, selected
-from mimetic_jax.conv_transforms import DEPTHWISE_NAMES, MLP_NAMES, _find_kernels, _is_depthwise, _is_first_mlp
-from mimetic_jax.ssm_transform import DEFAULT_SSM_LAYOUTS, SSMBlock
-from mimetic_jax.ssm_transform import _find as _find_ssm
-from mimetic_jax.transforms import DEFAULT_LAYOUTS, AttentionBlock
-from mimetic_jax.transforms import _find as _find_attention
+from mimetic_jax.attention import DEFAULT_LAYOUTS, AttentionBlock, find_attention_blocks
+from mimetic_jax.conv import DEPTHWISE_NAMES, find_depthwise_convs
+from mimetic_jax.mlp import MLP_NAMES, find_mlp_layers
+from mimetic_jax.ssm import DEFAULT_SSM_LAYOUTS, SSMBlock, find_ssm_blocks
 
 __all__ = ["Analysis", "AttentionScores", "ConvScores", "MLPScores", "SSMScores", "analyze", "plot_analysis"]
 
@@ -240,23 +240,9 @@ def _ssm_scores(block: SSMBlock, flat: dict[Path, Any], length: int) -> list[SSM
     return out
 
 
-def _kernel_sites(
-    flat: dict[Path, Any],
-    fits,
-    kind_include: str | None,
-    include: str | None,
-    exclude: str | None,
-    stacked_axes: int,
-    tree: Any = None,
-) -> list[Any]:
-    """The kernels of one kind (``kind_include``) that also pass the caller's ``include``/``exclude``."""
-    return [
-        site
-        for site in _find_kernels(
-            flat, fits, kind_include, exclude, stacked_axes, tree, depthwise=fits is _is_depthwise
-        )
-        if selected(path_name(site.path), include, None)
-    ]
+def _only(sites: list[KernelSite], include: str | None) -> list[KernelSite]:
+    """The kernels of one kind that also pass the caller's ``include`` (on the kernel's path)."""
+    return [site for site in sites if selected(path_name(site.path), include, None)]
 
 
 # --------------------------------------------------------------------------- public
@@ -318,17 +304,26 @@ def analyze(
     flat = flatten(tree)
     attention = [
         s
-        for b in _find_attention(
-            flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes, tree=tree, config=config
+        for b in find_attention_blocks(
+            tree,
+            layouts=layouts,
+            include=include,
+            exclude=exclude,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            stacked_axes=stacked_axes,
+            config=config,
         )
         for s in _attention_scores(b, flat)
     ]
     conv = []
-    for site in _kernel_sites(flat, _is_depthwise, depthwise_include, include, exclude, stacked_axes, tree):
+    for site in _only(
+        find_depthwise_convs(tree, include=depthwise_include, exclude=exclude, stacked_axes=stacked_axes), include
+    ):
         k = _layers(site.to_flax(flat[site.path]), site.stack)
         conv += [_conv_scores(_slice_name(path_name(site.path[:-1]), site.stack, i), k[i]) for i in range(len(k))]
     mlp = []
-    for site in _kernel_sites(flat, _is_first_mlp, mlp_include, include, exclude, stacked_axes, tree):
+    for site in _only(find_mlp_layers(tree, include=mlp_include, exclude=exclude, stacked_axes=stacked_axes), include):
         k = _layers(flat[site.path], site.stack)
         for i in range(len(k)):
             std = k[i].std()
@@ -341,7 +336,9 @@ def analyze(
             )
     ssm = [
         s
-        for b in _find_ssm(flat, ssm_layouts, include, exclude, ngroups, stacked_axes)
+        for b in find_ssm_blocks(
+            tree, layouts=ssm_layouts, include=include, exclude=exclude, ngroups=ngroups, stacked_axes=stacked_axes
+        )
         for s in _ssm_scores(b, flat, length)
     ]
     if not (attention or conv or mlp or ssm):

@@ -43,7 +43,7 @@ from typing import Any
 import flax.linen as linen
 from flax import nnx
 
-from mimetic_jax.transforms import FLAX, mimetic_attention
+from mimetic_jax.attention import FLAX, mimetic_attention
 
 __all__ = ["MultiHeadAttention", "MultiHeadDotProductAttention"]
 

@@ -46,12 +46,13 @@ from typing import Any
 
 import jax
 
+from mimetic_jax import _checks
 from mimetic_jax._tree import Path, flatten, path_name
-from mimetic_jax.attention import _typed_key
-from mimetic_jax.conv_transforms import find_depthwise_convs, find_mlp_layers, mimetic_conv, mimetic_mlp
+from mimetic_jax.attention import find_attention_blocks, mimetic_attention
+from mimetic_jax.conv import find_depthwise_convs, mimetic_conv
 from mimetic_jax.emergence import emergence_layers, emergence_scale
-from mimetic_jax.ssm_transform import find_ssm_blocks, mimetic_ssm
-from mimetic_jax.transforms import find_attention_blocks, mimetic_attention
+from mimetic_jax.mlp import find_mlp_layers, mimetic_mlp
+from mimetic_jax.ssm import find_ssm_blocks, mimetic_ssm
 
 Array = jax.Array
 
@@ -68,7 +69,7 @@ class Rule:
         mapping or a tuple of pairs.
       include, exclude: regular expressions on paths, passed to the transform; ``None``
         keeps the transform's default (for ``conv``/``mlp`` that is a name pattern,
-        :data:`~mimetic_jax.conv_transforms.DEPTHWISE_NAMES` / ``MLP_NAMES``).
+        :data:`~mimetic_jax.conv.DEPTHWISE_NAMES` / :data:`~mimetic_jax.mlp.MLP_NAMES`).
       name: a label for the report and for error messages (default: the scheme).
     """
 
@@ -374,7 +375,7 @@ def mimetic(
       >>> [(e.label, len(e.paths)) for e in rep.entries]
       [('attention', 8), ('mlp', 2)]
     """
-    key = _typed_key(key)
+    key = _checks.prng_key("key", key)
     rule_list = _rules(preset, rules)
     _shared_options(options, rule_list)
     plan = _plan(tree, rule_list, options)

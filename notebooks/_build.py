@@ -493,7 +493,7 @@ for row, (name, v) in enumerate([("default", variables), ("covariance", structur
         axes[row, j].imshow(k[:, :, 0, j], cmap="RdBu_r")
         axes[row, j].set_title(f"{name}: filter {j}", fontsize=9)
     for j, layer in enumerate([0, DEPTH - 1]):
-        from mimetic_jax.conv_transforms import DEFAULT_SIGMA_END, DEFAULT_SIGMA_START
+        from mimetic_jax.conv import DEFAULT_SIGMA_END, DEFAULT_SIGMA_START
         init = (nn.initializers.lecun_normal() if name == "default" else
                 mj.depthwise_conv_init(layer, DEPTH, sigma_start=DEFAULT_SIGMA_START, sigma_end=DEFAULT_SIGMA_END))
         many = init(jax.random.key(layer), (KERNEL, KERNEL, 1, 4096))

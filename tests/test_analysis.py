@@ -62,7 +62,7 @@ def test_mlp_mean_is_the_shift_of_the_same_draw():
     default, mimetic = (mj.analyze(p).mlp for p in _vit())
     assert [m.name for m in mimetic] == ["params/block_0/mlp_in", "params/block_1/mlp_in"]
     for d, m in zip(default, mimetic):
-        assert m.mean - d.mean == pytest.approx(mj.conv_transforms.DEFAULT_MEAN, abs=1e-6)
+        assert m.mean - d.mean == pytest.approx(mj.mlp.DEFAULT_MEAN, abs=1e-6)
 
 
 def test_grouped_flat_attention_layout_matches_a_direct_computation():

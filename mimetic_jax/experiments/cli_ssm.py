@@ -96,7 +96,7 @@ def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
     from mimetic_jax.experiments.models import MambaLM
     from mimetic_jax.experiments.tasks import sequence_dataset
     from mimetic_jax.experiments.training import checkpoint_steps, stack_trees, train_models
-    from mimetic_jax.ssm_transform import mimetic_ssm
+    from mimetic_jax.ssm import mimetic_ssm
 
     start = time.perf_counter()
     data = sequence_dataset(

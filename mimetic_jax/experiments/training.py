@@ -112,7 +112,7 @@ def paired_inits(
     For each seed ``s``, ``jax.random.key(s)`` splits into an init key, a mimetic key and
     a data key: the default parameters are ``model.init(init_key, ...)``, the mimetic ones
     are the same tree with only its attention kernels replaced by
-    :func:`mimetic_jax.transforms.mimetic_attention` (``method``). Giving both models of a
+    :func:`mimetic_jax.mimetic_attention` (``method``). Giving both models of a
     pair the same data key (see :func:`train_models`) makes them see the same data order.
 
     One compiled init serves all seeds; the transform runs eagerly (its per-op
@@ -122,7 +122,7 @@ def paired_inits(
     Returns:
         ``(default_params, mimetic_params, data_keys)``, three lists of ``len(seeds)``.
     """
-    from mimetic_jax.transforms import mimetic_attention
+    from mimetic_jax.attention import mimetic_attention
 
     init = jax.jit(model.init)
     sample = jnp.asarray(sample_x[:1])

@@ -15,7 +15,7 @@
   separated by LayerNorm + stride-2 conv downsampling, average pooling, LayerNorm, head.
   ``ConvNeXt(1000, dims=(96, 192, 384, 768), depths=(3, 3, 9, 3))`` is ConvNeXt-T.
 
-The names are part of the interface: :mod:`mimetic_jax.conv_transforms` finds
+The names are part of the interface: :mod:`mimetic_jax.conv` finds
 ``depthwise``/``dwconv`` kernels and first MLP layers (``pointwise``, ``pwconv1``) by them.
 
 Example:

@@ -14,7 +14,7 @@ Architecture (the one the mimetic-init paper tests, scaled down):
 - final LayerNorm ``ln_final``, global average pooling over tokens (no class token),
   linear ``head``.
 
-The parameter names are part of the interface: :mod:`mimetic_jax.transforms` finds the
+The parameter names are part of the interface: :mod:`mimetic_jax.attention` finds the
 attention blocks by the ``attn/{query,key,value,out}/kernel`` paths.
 
 Example:
