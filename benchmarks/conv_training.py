@@ -65,7 +65,7 @@ def _variant(name: str, v, key, sigma, mean):
     if name.startswith("attn"):
         v = mimetic_attention(v, key)
     if name.endswith("+mean"):
-        v = mimetic_mlp(v, mean=mean)
+        v = mimetic_mlp(v, mean=mean, relative=False)  # the sweep's means are absolute
     return v
 
 

@@ -7,7 +7,8 @@ for both) trained with
 
 * ``default``: Mamba's own init (``A_log = log(1..N)``, ``Δ ~ logU[1e-3, 1e-1]``, ...);
 * ``mimetic``: ``mimetic_ssm(params, key)`` with the package defaults (transition + B/C);
-* ``mimetic+conv``: the same plus the identity short conv;
+* ``mimetic+conv``: the same plus the identity short conv on every channel;
+* ``mimetic+bcconv`` / ``mimetic-noconv``: identity conv on Mamba-2's B/C channels only / conv untouched;
 * ``transition``, ``bc``, ``conv``: each part alone (``mimetic_ssm(..., transition=…, bc=…, conv=…)``).
 
 ``--sweep`` trains the inits of :data:`SWEEP` instead: the package default against one
@@ -50,6 +51,8 @@ INITS: dict[str, dict | None] = {
     "default": None,
     "mimetic": {},
     "mimetic+conv": {"conv": True},
+    "mimetic+bcconv": {"conv": "bc"},
+    "mimetic-noconv": {"conv": False},
     "transition": {"transition": True, "bc": False},
     "bc": {"transition": False, "bc": True},
     "conv": {"transition": False, "bc": False, "conv": True},

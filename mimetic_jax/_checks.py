@@ -56,6 +56,13 @@ def finite_float(name: str, value: Any) -> float:
     return float(value)
 
 
+def boolean(name: str, value: Any) -> bool:
+    """``value`` as a bool; a ``TypeError`` for anything but ``True``/``False`` (NumPy's included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
+    return bool(value)
+
+
 def choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """Raise unless ``value`` is one of ``choices``."""
     if value not in choices:

@@ -6,13 +6,21 @@ arXiv:2602.07156.
 Known (Trockman & Kolter, arXiv 2602.07156): giving the first MLP layer ``W1`` a nonzero mean gives a small but real
 speed-up (CIFAR-10, ImageNet-1k), strongest early in training, additive with the
 attention and conv schemes. **Ours**: the value of the mean, its sign and whether it is
-relative to the std are not available to us. Here the mean is an absolute value added
-to every entry of the base draw,
+relative to the std are not available to us. Here the mean is relative to the std of the
+base draw (``relative=True``, the default),
 
-.. math::  W_1 = W_{base} + m\,\mathbf{1}\mathbf{1}^\top,
+.. math::  W_1 = W_{base} + m\,\mathrm{std}(W_{base})\,\mathbf{1}\mathbf{1}^\top,
 
-and its default (in :func:`mimetic_jax.mimetic_mlp`) comes from our benchmark
-(``benchmarks/conv_training.py``).
+so that ``m`` is the same amount of structure at every width (an absolute shift of 0.02 is
+0.11 of ``lecun_normal``'s std at width 32 and 1.28 at width 4096); ``relative=False`` adds
+``m`` itself. The default ``m = 0.1`` (:data:`DEFAULT_MEAN`) is about what the absolute 0.02
+of our width-32 sweep was. **No benchmark of ours found a gain from the shift**
+(``benchmarks/conv_training.py``, 10 paired seeds, 400 steps on digits: ConvMixer
++0.36 ± 1.23 pp, ViT +0.16 ± 0.54 pp, ViT with mimetic attention +0.56 pp over attention
+alone, none significant), so the presets of :func:`mimetic_jax.mimetic` do not apply it:
+add ``Rule("mlp")`` to use it. In a SwiGLU MLP (LLaMA) both ``gate_proj`` and ``up_proj``
+match :data:`MLP_NAMES` and both are shifted: which of them the paper would shift is
+not known to us.
 
 **LayerNorm versus BatchNorm.** After a LayerNorm with unit scale and zero shift the
 normalized input ``x̂`` sums to zero along the features, so ``x̂ W_1 = x̂ W_{base} +
@@ -20,7 +28,9 @@ m (Σ_i x̂_i) 1ᵀ = x̂ W_{base}``: the mean shift has *no effect on the forwa
 init* (a pre-LN transformer's MLP, a ConvNeXt block); it acts only through training
 (the gradients and the learned LayerNorm scale/shift). After a BatchNorm (ConvMixer's
 pointwise convs read a residual sum of BatchNorm outputs) the features of one example
-do not sum to zero, and the mean shift changes the output at once. Both are tested in
+do not sum to zero, and the mean shift changes the output at once. **RMSNorm** (LLaMA,
+T5) scales without subtracting the mean, so, as after BatchNorm, the shift acts at init:
+``x̂ W_1 = x̂ W_{base} + m\,σ\,(Σ_i x̂_i) 1ᵀ`` with ``Σ_i x̂_i ≠ 0``. All three are tested in
 ``tests/test_mlp.py``.
 
 Whole-model transform
@@ -52,28 +62,32 @@ Initializer = Callable[..., Array]
 __all__ = ["DEFAULT_MEAN", "MLP_NAMES", "find_mlp_layers", "mean_shift_init", "mimetic_mlp"]
 
 
-def mean_shift_init(mean: float, base: Initializer = jax.nn.initializers.lecun_normal()) -> Initializer:
-    r"""Initializer ``base(key, shape) + mean`` for an MLP's first layer (Trockman & Kolter, arXiv 2602.07156).
+def mean_shift_init(
+    mean: float, base: Initializer = jax.nn.initializers.lecun_normal(), *, relative: bool = True
+) -> Initializer:
+    r"""Initializer ``W + mean·std(W)``, ``W = base(key, shape)``, for an MLP's first layer (arXiv 2602.07156).
 
     Any kernel shape ``base`` accepts (``(d_in, d_hidden)`` for ``nn.Dense``,
-    ``(1, 1, C_in, C_out)`` for a pointwise conv). The draw is made in float32, the mean
-    added, then cast to ``dtype``: the entries have mean ``mean`` and the std of
-    ``base``. After a unit-scale LayerNorm this does not change the forward pass at init
+    ``(1, 1, C_in, C_out)`` for a pointwise conv). The draw is made in float32, the shift
+    added, then cast to ``dtype``: the entries have the std of ``base`` and mean
+    ``mean·std(W)`` (``relative=True``, the default; ``std(W)`` is the draw's own std) or
+    ``mean`` (``relative=False``). After a unit-scale LayerNorm this does not change the forward pass at init
     (see the module docstring); after BatchNorm it does.
 
     Checked (``ValueError``/``TypeError`` naming the argument): ``mean`` finite and
     ``base`` callable here; at ``init`` the key (a typed key or a raw ``uint32[2]``), the
     shape (rank 2 to 5, bounded size), the dtype, and ``mean`` finite in that dtype
-    (``float16`` tops at 65504; ``base``'s own draw adds to it).
+    (``float16`` tops at 65504; ``base``'s own draw adds to it), ``relative`` a bool.
 
     Example:
       >>> import flax.linen as nn
-      >>> dense = nn.Dense(256, kernel_init=mean_shift_init(0.05))
+      >>> dense = nn.Dense(256, kernel_init=mean_shift_init(0.5))
       >>> w = dense.init(jax.random.key(0), jnp.ones((1, 64)))["params"]["kernel"]
-      >>> round(float(w.mean()), 2)
-      0.05
+      >>> round(float(w.mean() / w.std()), 2)  # lecun_normal: std 1/8 at fan-in 64
+      0.5
     """
     mean = _checks.finite_float("mean", mean)
+    relative = _checks.boolean("relative", relative)
     if not callable(base):
         raise TypeError(f"base must be an initializer (key, shape, dtype) -> array, got {base!r}")
 
@@ -82,7 +96,8 @@ def mean_shift_init(mean: float, base: Initializer = jax.nn.initializers.lecun_n
         dims = _checks.shape_of("shape", shape, (2, 3, 4, 5))
         dtype = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
         _checks.fits_dtype("mean", mean, dtype)
-        w = base(key, dims, jnp.float32) + jnp.float32(mean)
+        w = base(key, dims, jnp.float32)
+        w = w + jnp.float32(mean) * (jnp.std(w) if relative else jnp.float32(1))
         return constrain(w.astype(dtype), out_sharding)
 
     return init
@@ -100,9 +115,10 @@ MLP_NAMES = (
     r"intermediate/dense|MlpBlock_\d+/Dense_0|mlp/Dense_0|mlp/layers/0|dense_h_to_4h|fc_in|lin1)(_\d+)?(/|$)"
 )
 
-#: Package default of the mean shift: the best of the sweep in ``benchmarks/conv_training.py``
-#: (ConvMixer and ViT on digits). No mean we tried beat the unshifted init there (README).
-DEFAULT_MEAN = 0.02
+#: Package default of the mean shift, in units of the kernel's std (``relative=True``): 0.1 is
+#: about what the absolute 0.02 picked by our width-32 sweep was; no mean we tried beat the
+#: unshifted init (``benchmarks/conv_training.py``), and the presets do not apply the shift.
+DEFAULT_MEAN = 0.1
 
 
 def _is_first_mlp(shape: tuple[int, ...]) -> bool:
@@ -127,28 +143,33 @@ def mimetic_mlp(
     tree: Any,
     *,
     mean: float = DEFAULT_MEAN,
+    relative: bool = True,
     include: str | None = MLP_NAMES,
     exclude: str | None = None,
     stacked_axes: int = 0,
     allow_empty: bool = False,
 ) -> Any:
-    """Add ``mean`` to every first-MLP-layer kernel of a model (the mimetic mean shift, arXiv 2602.07156).
+    """Shift every first-MLP-layer kernel of a model by ``mean`` of its std (the mimetic mean shift, arXiv 2602.07156).
 
-    The model's own draw is the base (for Flax's ``lecun_normal`` this is exactly
-    :func:`mimetic_jax.mean_shift_init` ``(mean)``), so a model and its shifted copy
-    differ by the mean alone. After a unit-scale LayerNorm this leaves the forward pass at
-    init unchanged (the normalized features sum to zero); after BatchNorm it does not
-    (see :mod:`mimetic_jax.mlp`). Arguments and return value as in :func:`mimetic_conv`.
+    The model's own draw ``W`` is the base: each layer (each slice of a stacked kernel)
+    becomes ``W + mean·std(W)`` (``relative=True``, the default; for Flax's
+    ``lecun_normal`` this is :func:`mimetic_jax.mean_shift_init` ``(mean)`` on the same
+    draw), or ``W + mean`` (``relative=False``), so a model and its shifted copy differ by
+    the shift alone. After a unit-scale LayerNorm this leaves the forward pass at init
+    unchanged (the normalized features sum to zero); after BatchNorm or RMSNorm it does
+    not (see :mod:`mimetic_jax.mlp`). The other arguments and the return value are as in
+    :func:`mimetic_jax.mimetic_conv`.
 
     Example:
       >>> from mimetic_jax.experiments.models import ViT
       >>> v = ViT(10, width=16, depth=1, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> w0 = v["params"]["block_0"]["mlp_in"]["kernel"]
-      >>> w1 = mimetic_mlp(v, mean=0.1)["params"]["block_0"]["mlp_in"]["kernel"]
-      >>> round(float((w1 - w0).mean()), 3)
-      0.1
+      >>> w1 = mimetic_mlp(v, mean=0.5)["params"]["block_0"]["mlp_in"]["kernel"]
+      >>> round(float((w1 - w0).mean() / w0.std()), 3)
+      0.5
     """
     mean = _checks.finite_float("mean", mean)
+    relative = _checks.boolean("relative", relative)
     flat = flatten(tree)
     sites = find_kernels(flat, _is_first_mlp, include, exclude, stacked_axes)
     if not sites:
@@ -161,6 +182,11 @@ def mimetic_mlp(
         old = flat[site.path]
         _checks.float_dtype(f"kernel {site.name} dtype", old.dtype)
         _checks.fits_dtype("mean", mean, old.dtype, f"the shift of kernel {site.name}")
-        new = (old.astype(jnp.float32) + jnp.float32(mean)).astype(old.dtype)
+        w = old.astype(jnp.float32)
+        if relative:  # one std per layer: the axes after the stacked ones
+            w = w + jnp.float32(mean) * jnp.std(w, axis=tuple(range(len(site.stack), w.ndim)), keepdims=True)
+        else:
+            w = w + jnp.float32(mean)
+        new = w.astype(old.dtype)
         flat[site.path] = put_like(new, old)
     return rebuild(tree, flat)

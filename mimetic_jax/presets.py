@@ -3,8 +3,8 @@
 A *preset* is data: a tuple of :class:`Rule` s, each naming a scheme (a whole-model
 transform of this package), its options and an optional ``include``/``exclude`` path
 pattern. :func:`mimetic` applies the rules in turn, rule ``i`` with its own key
-``jax.random.fold_in(key, i)``, so ``mimetic(tree, key, preset="vit")`` is *exactly*
-``mimetic_mlp(mimetic_attention(tree, fold_in(key, 0)))`` — nothing else happens.
+``jax.random.fold_in(key, i)``, so ``mimetic(tree, key, preset="convmixer", rules=[Rule("mlp")])``
+is *exactly* ``mimetic_mlp(mimetic_conv(tree, fold_in(key, 0)))`` — nothing else happens.
 
 =================  ======================================  ==========================  ================================
 scheme             transform                               paper                       changes
@@ -18,14 +18,17 @@ scheme             transform                               paper                
 
 Presets (:data:`PRESETS`), each the package's default options of its schemes:
 
-* ``"vit"`` (also any Flax/HF/GPT-2-named transformer): ``attention``, then ``mlp``;
-* ``"convmixer"``, ``"convnext"``: ``conv``, then ``mlp`` (ConvMixer's ``pointwise``,
-  ConvNeXt's ``pwconv1``);
+* ``"vit"`` (also any Flax/HF/GPT-2-named transformer): ``attention``;
+* ``"convmixer"``, ``"convnext"``: ``conv``;
 * ``"mamba"``: ``ssm``.
 
-Which schemes a preset combines is our choice (the papers each describe one scheme);
-``emergence`` is in no preset (it rescales every kernel, a different kind of change), add
-it with ``rules=[Rule("emergence", {"alpha": ...})]``.
+Which schemes a preset combines is our choice (the papers each describe one scheme): a
+preset applies a scheme only where a benchmark of ours backs it. ``mlp`` is in no preset:
+no mean shift we measured beat the unshifted init (``benchmarks/conv_training.py``, 10
+paired seeds; :mod:`mimetic_jax.mlp`); add it with ``rules=[Rule("mlp")]`` (ConvMixer's
+``pointwise``, ConvNeXt's ``pwconv1``, a transformer's ``mlp_in``/``fc1``/``c_fc``/…).
+``emergence`` is in no preset either (it rescales every kernel, a different kind of
+change): ``rules=[Rule("emergence", {"alpha": ...})]``.
 
 Options given to :func:`mimetic` itself (``num_heads=``, ``num_kv_heads=``,
 ``stacked_axes=``, ``config=``, ``layouts=``, ``method=`` …) go to every rule whose
@@ -161,9 +164,9 @@ SCHEMES: dict[str, _Scheme] = {
 
 #: Named presets: tuples of rules (data, not code). ``mimetic(preset=...)`` looks names up here.
 PRESETS: dict[str, tuple[Rule, ...]] = {
-    "vit": (Rule("attention"), Rule("mlp")),
-    "convmixer": (Rule("conv"), Rule("mlp")),
-    "convnext": (Rule("conv"), Rule("mlp")),
+    "vit": (Rule("attention"),),
+    "convmixer": (Rule("conv"),),
+    "convnext": (Rule("conv"),),
     "mamba": (Rule("ssm"),),
 }
 
@@ -371,7 +374,7 @@ def mimetic(
       >>> import jax, jax.numpy as jnp
       >>> from mimetic_jax.experiments.models import ViT
       >>> v = ViT(10, width=16, depth=2, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-      >>> v, rep = mimetic(v, jax.random.key(1), preset="vit", report=True)
+      >>> v, rep = mimetic(v, jax.random.key(1), preset="vit", rules=[Rule("mlp")], report=True)
       >>> [(e.label, len(e.paths)) for e in rep.entries]
       [('attention', 8), ('mlp', 2)]
     """

@@ -488,15 +488,30 @@ def _new_leaves(block: SSMBlock, key: Array, old: dict[Path, Array], opts: dict[
         new[block.bc_kernel] = jax.lax.dynamic_update_slice_in_dim(w, cols.astype(w.dtype), block.bc_offset, axis=1)
     if opts["conv"]:
         kernel = old[(lay.conv1d, lay.kernel)]
-        new[(lay.conv1d, lay.kernel)] = identity_conv_init()(None, kernel.shape, kernel.dtype)
+        lo = _conv_channels_from(block, opts["conv"], kernel.shape[-1])
+        ident = identity_conv_init()(None, (*kernel.shape[:-1], kernel.shape[-1] - lo), kernel.dtype)
+        new[(lay.conv1d, lay.kernel)] = kernel.at[..., lo:].set(ident)
         if (lay.conv1d, lay.bias) in old:
-            new[(lay.conv1d, lay.bias)] = jnp.zeros_like(old[(lay.conv1d, lay.bias)])
+            new[(lay.conv1d, lay.bias)] = old[(lay.conv1d, lay.bias)].at[..., lo:].set(0)
     return new
+
+
+def _conv_channels_from(block: SSMBlock, conv: bool | str, channels: int) -> int:
+    """The first conv channel the identity conv covers: all (``conv=True``) or Mamba-2's B/C channels."""
+    if conv is True:
+        return 0
+    return channels - 2 * block.ngroups * block.d_state
+
+
+def _writes_conv(block: SSMBlock, conv: bool | str) -> bool:
+    """Whether ``conv`` changes this block's conv (``"bc"`` leaves Mamba-1's alone: its B/C are not conv channels)."""
+    return conv is True or (conv == "bc" and block.layout.version == 2)
 
 
 def _reinit_block(flat: dict[Path, Any], block: SSMBlock, key: Array, opts: dict[str, Any]) -> None:
     lay = block.layout
     rel = [(lay.a_log,), block.dt, block.bc_kernel]
+    opts = {**opts, "conv": opts["conv"] if _writes_conv(block, opts["conv"]) else False}
     if opts["conv"]:
         if (*block.path, lay.conv1d, lay.kernel) not in flat:
             raise ValueError(f"SSM block {block.name!r} has no {lay.conv1d}/{lay.kernel}: conv=True needs one")
@@ -516,7 +531,7 @@ def mimetic_ssm(
     *,
     transition: bool = True,
     bc: bool = True,
-    conv: bool = False,
+    conv: bool | str = False,
     a_log_range: tuple[float, float] = A_LOG_RANGE,
     delta: float = DELTA,
     alpha: float = 0.7,
@@ -538,14 +553,19 @@ def mimetic_ssm(
       (:func:`~mimetic_jax.ssm.a_log_init`, :func:`~mimetic_jax.ssm.dt_bias_init`);
     * ``bc``: the B and C columns of the projection with ``W_C W_Bᵀ ≈ αZ + βI`` at
       rank ``N`` per group (:func:`~mimetic_jax.ssm.bc_kernels`);
-    * ``conv``: identity short convolution, bias zero (:func:`~mimetic_jax.ssm.identity_conv_init`).
+    * ``conv``: identity short convolution, bias zero (:func:`~mimetic_jax.ssm.identity_conv_init`):
+      ``True`` on every conv channel, ``"bc"`` on the channels that carry B and C only
+      (Mamba-2, whose conv runs on ``x``, ``B`` and ``C`` separately; ``x`` keeps its conv),
+      ``False`` leaves the conv as it is. Mamba-1's conv runs before ``x_proj``, in front of
+      ``x`` and of B/C alike, so ``"bc"`` leaves a Mamba-1 block's conv unchanged.
 
     Block ``i`` (in sorted path order) draws from ``jax.random.fold_in(key, i)``.
 
     Args:
       tree: a linen params dict, an ``nnx.State`` or an ``nnx.Module``.
       key: a PRNG key.
-      transition, bc, conv: which parts to write.
+      transition, bc: which parts to write.
+      conv: ``"bc"``, ``True`` or ``False``, as above.
       a_log_range, delta, alpha, beta, distribution, method: the parts' options.
       layouts: the :class:`SSMLayout` s to look for (default Mamba-1 and Mamba-2 names).
       include, exclude: regular expressions on the block path.
@@ -566,12 +586,14 @@ def mimetic_ssm(
       True
     """
     _checks.choice("method", method, METHODS)
+    if not (conv is True or conv is False or (isinstance(conv, str) and conv == "bc")):
+        raise ValueError(f"conv must be True, False or 'bc', got {conv!r}")
     if not (transition or bc or conv):
         raise ValueError("nothing to do: transition, bc and conv are all False")
     opts = dict(
         transition=bool(transition),
         bc=bool(bc),
-        conv=bool(conv),
+        conv=conv,
         a_log_range=tuple(a_log_range),
         delta=delta,
         alpha=alpha,

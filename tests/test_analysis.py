@@ -20,7 +20,7 @@ WIDTH = 64  # d: default-init scores are N(0, 1/d), so |score| < 4/sqrt(d) = 0.5
 @functools.cache
 def _vit():
     params = jax.jit(ViT(10, width=WIDTH, depth=2, num_heads=2).init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-    return params, mj.mimetic(params, jax.random.key(1), preset="vit")
+    return params, mj.mimetic(params, jax.random.key(1), preset="vit", rules=[mj.Rule("mlp")])
 
 
 def test_mimetic_vit_has_query_key_diagonal_and_negative_value_out_diagonal_and_default_does_not():
@@ -59,10 +59,12 @@ def test_stacked_layers_are_scored_like_separate_ones():
 
 
 def test_mlp_mean_is_the_shift_of_the_same_draw():
-    default, mimetic = (mj.analyze(p).mlp for p in _vit())
+    params, shifted = _vit()
+    default, mimetic = (mj.analyze(p).mlp for p in (params, shifted))
     assert [m.name for m in mimetic] == ["params/block_0/mlp_in", "params/block_1/mlp_in"]
-    for d, m in zip(default, mimetic):
-        assert m.mean - d.mean == pytest.approx(mj.mlp.DEFAULT_MEAN, abs=1e-6)
+    for i, (d, m) in enumerate(zip(default, mimetic)):
+        std = float(np.std(np.asarray(params["params"][f"block_{i}"]["mlp_in"]["kernel"], np.float64)))
+        assert m.mean - d.mean == pytest.approx(mj.mlp.DEFAULT_MEAN * std, rel=1e-4)
 
 
 def test_grouped_flat_attention_layout_matches_a_direct_computation():

@@ -28,9 +28,9 @@ MODELS = {
 
 # The single transforms each preset stands for, in order; rule i gets fold_in(key, i).
 SINGLE = {
-    "vit": lambda t, k: mj.mimetic_mlp(mj.mimetic_attention(t, jax.random.fold_in(k, 0))),
-    "convmixer": lambda t, k: mj.mimetic_mlp(mj.mimetic_conv(t, jax.random.fold_in(k, 0))),
-    "convnext": lambda t, k: mj.mimetic_mlp(mj.mimetic_conv(t, jax.random.fold_in(k, 0))),
+    "vit": lambda t, k: mj.mimetic_attention(t, jax.random.fold_in(k, 0)),
+    "convmixer": lambda t, k: mj.mimetic_conv(t, jax.random.fold_in(k, 0)),
+    "convnext": lambda t, k: mj.mimetic_conv(t, jax.random.fold_in(k, 0)),
     "mamba": lambda t, k: mj.mimetic_ssm(t, jax.random.fold_in(k, 0)),
 }
 
@@ -103,9 +103,9 @@ def test_user_rules_follow_the_preset_with_their_own_key_and_patterns():
         {"scheme": "emergence", "options": {"alpha": 2.0}},
     ]
     new, report = mj.mimetic(params, key, preset="convmixer", rules=rules, report=True)
-    assert [e.label for e in report.entries] == ["conv", "mlp", "late shift", "emergence"]
-    assert report.entries[2].paths == ("params/block_1/pointwise/kernel",)
-    assert report.by_path()["params/block_1/pointwise/kernel"] == ("mlp", "late shift", "emergence")
+    assert [e.label for e in report.entries] == ["conv", "late shift", "emergence"]
+    assert report.entries[1].paths == ("params/block_1/pointwise/kernel",)
+    assert report.by_path()["params/block_1/pointwise/kernel"] == ("late shift", "emergence")
     assert _changed(params, new) == report.paths
     ref = mj.emergence_scale(mj.mimetic_mlp(_eager("convmixer")[0], mean=0.5, include="block_1/pointwise"), alpha=2.0)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref)):
@@ -147,13 +147,15 @@ def test_unknown_preset_is_an_error_listing_the_presets():
 
 def test_a_preset_rule_that_matches_nothing_is_skipped_and_reported():
     params = _init("vit")
-    new, rep = mj.mimetic(params, jax.random.key(0), preset="convmixer", report=True)
+    new, rep = mj.mimetic(params, jax.random.key(0), preset="convmixer", rules=[mj.Rule("mlp")], report=True)
     assert rep.entries[0].skipped and rep.entries[0].scheme == "conv"
     assert "matched nothing (preset rule, skipped)" in str(rep)
-    assert not rep.entries[1].skipped  # the mlp rule still ran
+    assert not rep.entries[1].skipped  # the user's mlp rule still ran
     w0 = params["params"]["block_0"]["mlp_in"]["kernel"]
     w1 = new["params"]["block_0"]["mlp_in"]["kernel"]
-    assert float(jnp.mean(w1 - w0)) == pytest.approx(0.02, abs=1e-6)
+    assert float(jnp.mean(w1 - w0)) == pytest.approx(mj.mlp.DEFAULT_MEAN * float(w0.std()), rel=1e-4)
+    with pytest.raises(ValueError, match="no rule matches anything in the tree"):
+        mj.mimetic(params, jax.random.key(0), preset="convmixer")
     with pytest.raises(ValueError, match="no rule matches anything in the tree"):
         mj.mimetic({"params": {"embed": {"embedding": jnp.zeros((4, 4))}}}, jax.random.key(0), preset="vit")
 
@@ -161,7 +163,7 @@ def test_a_preset_rule_that_matches_nothing_is_skipped_and_reported():
 def test_a_user_rule_that_matches_nothing_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"rule 0 \('conv', scheme 'conv'.*matches nothing"):
         mj.mimetic(_init("vit"), jax.random.key(0), rules=[mj.Rule("conv")])
-    with pytest.raises(ValueError, match=r"rule 2 \('late'.*include='block_9'.*matches nothing"):
+    with pytest.raises(ValueError, match=r"rule 1 \('late'.*include='block_9'.*matches nothing"):
         mj.mimetic(
             _init("vit"), jax.random.key(0), preset="vit", rules=[mj.Rule("attention", include="block_9", name="late")]
         )

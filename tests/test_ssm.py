@@ -197,6 +197,29 @@ def test_mimetic_ssm_conv_option_and_jit(lm):
     assert jnp.isfinite(jax.jit(model.apply)(jitted, tokens)).all()
 
 
+def test_conv_bc_is_the_identity_on_mamba2_b_c_channels_only_and_leaves_mamba1_alone(lm):
+    model, params, _ = lm
+    new = mj.mimetic_ssm(params, jax.random.key(1), transition=False, bc=False, conv="bc")
+    old = params["params"]["layers_1"]["mixer"]["conv1d"]
+    conv = new["params"]["layers_1"]["mixer"]["conv1d"]
+    if model.version == 1:  # B/C come from x_proj after the one conv: nothing to do
+        jax.tree.map(np.testing.assert_array_equal, new, params)
+        return
+    gn = 2 * model.d_state  # B and C of one group
+    np.testing.assert_array_equal(conv["kernel"][..., :-gn], old["kernel"][..., :-gn])  # x keeps its conv
+    np.testing.assert_array_equal(conv["bias"][:-gn], old["bias"][:-gn])
+    np.testing.assert_array_equal(conv["kernel"][:-1, :, -gn:], 0.0)
+    np.testing.assert_array_equal(conv["kernel"][-1, :, -gn:], 1.0)
+    np.testing.assert_array_equal(conv["bias"][-gn:], 0.0)
+
+
+def test_conv_option_must_be_a_bool_or_bc(lm):
+    _, params, _ = lm
+    for bad in ("all", 1, None):
+        with pytest.raises(ValueError, match=f"conv must be True, False or 'bc', got {bad!r}"):
+            mj.mimetic_ssm(params, jax.random.key(1), conv=bad)
+
+
 def test_mimetic_ssm_patterns_nnx_and_stacked():
     model = MambaLM(vocab_size=8, d_model=16, n_layer=2, d_state=4)
     params = _zeros_like_init(model)

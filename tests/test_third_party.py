@@ -212,11 +212,13 @@ def test_transformers_flax_models_get_mimetic_attention_with_no_custom_layout(fa
 
 def test_mimetic_one_call_on_llama_takes_the_transform_options(monkeypatch):
     model, forward = _hf("llama", monkeypatch)
-    new, rep = mj.mimetic(model.params, KEY, preset="vit", config=model.config, report=True)
+    new, rep = mj.mimetic(model.params, KEY, preset="vit", rules=[mj.Rule("mlp")], config=model.config, report=True)
     assert [e.scheme for e in rep.entries] == ["attention", "mlp"]
     assert len(rep.entries[0].paths) == 4 * LAYERS
     assert any("gate_proj" in p for p in rep.entries[1].paths)
-    same, _ = mj.mimetic(model.params, KEY, preset="vit", num_heads=H, num_kv_heads=2, report=True)
+    same, _ = mj.mimetic(
+        model.params, KEY, preset="vit", rules=[mj.Rule("mlp")], num_heads=H, num_kv_heads=2, report=True
+    )
     jax.tree.map(np.testing.assert_array_equal, same, new)
     assert np.isfinite(np.asarray(forward(new))).all()
 
@@ -296,7 +298,7 @@ def test_equinox_depthwise_conv_is_found_by_its_groups_and_mlp_by_its_first_line
     taps = np.asarray(new.mixer.weight).reshape(8, 9)
     ref = mj.depthwise_conv_init(0, 1, sigma_start=2.0, sigma_end=2.0)(jax.random.fold_in(KEY, 0), (3, 3, 1, 8))
     np.testing.assert_allclose(taps, np.asarray(ref).reshape(9, 8).T, atol=1e-6)
-    shifted = mj.mimetic_mlp(block, mean=0.25)
+    shifted = mj.mimetic_mlp(block, mean=0.25, relative=False)
     delta = np.asarray(shifted.mlp.layers[0].weight - block.mlp.layers[0].weight)
     np.testing.assert_allclose(delta, 0.25, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(shifted.mlp.layers[1].weight), np.asarray(block.mlp.layers[1].weight))
