@@ -34,7 +34,9 @@ PYPROJECT = HERE.parent / "pyproject.toml"
 BRANCH = "main"
 #: The text format of the sources (jupytext's format name).
 FORMAT = "md:myst"
-BADGE = re.compile(r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]\([^)]*\)\n\n")
+BADGE = re.compile(
+    r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]\([^)]*\)\n\n"
+)
 
 
 def repository(pyproject: pathlib.Path = PYPROJECT) -> str | None:
