@@ -33,7 +33,7 @@ extensions = [
     "generated_pages",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "README.md"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 templates_path = ["_templates"]
 
 # MyST: $...$ / $$...$$ math, ::: fences, heading anchors for links to sections.
