@@ -101,8 +101,13 @@ def is_matrix(x: Any) -> bool:
     return isinstance(x, list) and bool(x) and all(is_vector(r) for r in x) and len({len(r) for r in x}) == 1
 
 
-def cell(x: Any) -> str:
-    """A leaf as a table cell: short or integer lists inline, samples of floats as mean ± std."""
+def cell(x: Any, name: str = "") -> str:
+    """A leaf as a table cell: short or integer lists inline, samples of floats as mean ± std.
+
+    A byte count (a ``*bytes`` field) is shown in GiB.
+    """
+    if str(name).endswith("bytes") and is_number(x):
+        return f"{x / 2**30:.2f} GiB"
     if is_matrix(x):
         return f"{len(x)}×{len(x[0])} values"
     if is_vector(x):
@@ -162,9 +167,10 @@ def records_alike(values: list) -> bool:
     """Rows of one table: records sharing most of their keys, none with curves of its own (``*steps``)."""
     if not all(is_record(r) for r in values):
         return False
-    keys = [set(r) for r in values]
     if any(str(k).endswith("steps") and is_vector(r[k]) for r in values for k in r):
         return False
+    # a failed run records an error instead of its data: it is a row all the same
+    keys = [set(r) for r in values if "error" not in r] or [set(r) for r in values]
     return len(set.intersection(*keys)) * 2 >= len(set.union(*keys))
 
 
@@ -205,7 +211,7 @@ def record_table(names: list[str] | None, records: list[dict], first: str = "") 
             elif len(keys) > 1:
                 row.append("/".join(fmt(f.get(k)) for k in keys))
             else:
-                row.append(cell(f.get(keys[0])))
+                row.append(cell(f.get(keys[0]), keys[0]))
         rows.append(row)
     return table(headers, rows)
 
@@ -234,7 +240,7 @@ def walk(node: Any, title: str, level: int, steps: list | None) -> str:
         and not (str(k).endswith("steps") and is_vector(v))
     }
     if scalars:
-        parts.append("".join(f"- {fmt(k)}: {cell(v)}\n" for k, v in scalars.items()) + "\n")
+        parts.append("".join(f"- {fmt(k)}: {cell(v, k)}\n" for k, v in scalars.items()) + "\n")
     step_keys = [k for k, v in node.items() if str(k).endswith("steps") and is_vector(v)]
     grouped: dict[str, dict[str, list]] = {}
     for k, v in node.items():
@@ -256,6 +262,11 @@ def walk(node: Any, title: str, level: int, steps: list | None) -> str:
         for k, v in node.items()
         if isinstance(v, (dict, list)) and not NOISE.match(str(k)) and not is_vector(v) and not is_matrix(v)
     }
+    siblings = {k: v for k, v in subs.items() if isinstance(v, dict)}
+    if len(siblings) >= 2 and len(siblings) < len(subs | scalars) and records_alike(list(siblings.values())):
+        # records beside scalars (``{"default": {...}, "mimetic": {...}, "seconds": 98}``): one table
+        parts.append(record_table([str(k) for k in siblings], list(siblings.values()), first=title) + "\n")
+        subs = {k: v for k, v in subs.items() if k not in siblings}
     for k, v in subs.items():
         heading = "#" * min(level, 6) + f" {fmt(k)}\n\n"
         if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
