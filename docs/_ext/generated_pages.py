@@ -263,7 +263,16 @@ def walk(node: Any, title: str, level: int, steps: list | None) -> str:
         if isinstance(v, (dict, list)) and not NOISE.match(str(k)) and not is_vector(v) and not is_matrix(v)
     }
     siblings = {k: v for k, v in subs.items() if isinstance(v, dict)}
-    if len(siblings) >= 2 and len(siblings) < len(subs | scalars) and records_alike(list(siblings.values())):
+
+    def is_table(d: dict) -> bool:  # a dictionary of records is a table of its own, not a row
+        return len(d) >= 2 and all(isinstance(r, dict) for r in d.values()) and records_alike(list(d.values()))
+
+    if (
+        len(siblings) >= 2
+        and len(siblings) < len(subs | scalars)
+        and not any(is_table(v) for v in siblings.values())
+        and records_alike(list(siblings.values()))
+    ):
         # records beside scalars (``{"default": {...}, "mimetic": {...}, "seconds": 98}``): one table
         parts.append(record_table([str(k) for k in siblings], list(siblings.values()), first=title) + "\n")
         subs = {k: v for k, v in subs.items() if k not in siblings}
