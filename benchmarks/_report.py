@@ -69,13 +69,21 @@ def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None
     """``--quick`` (smoke test), ``--xla-threads``, ``--watchdog``, ``--tag``, and the script's own options."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes, well under a minute (smoke test)")
-    parser.add_argument("--xla-threads", type=int, default=None,
-                        help="size of XLA:CPU's intra-op thread pool (sets NPROC; default: one per core); "
-                             "see _report.py")
-    parser.add_argument("--watchdog", type=float, default=120.0,
-                        help="seconds without CPU progress before the run is declared deadlocked (0: off)")
-    parser.add_argument("--tag", default="",
-                        help="suffix of the result files, results/NAME_TAG.* (a run at other settings)")
+    parser.add_argument(
+        "--xla-threads",
+        type=int,
+        default=None,
+        help="size of XLA:CPU's intra-op thread pool (sets NPROC; default: one per core); see _report.py",
+    )
+    parser.add_argument(
+        "--watchdog",
+        type=float,
+        default=120.0,
+        help="seconds without CPU progress before the run is declared deadlocked (0: off)",
+    )
+    parser.add_argument(
+        "--tag", default="", help="suffix of the result files, results/NAME_TAG.* (a run at other settings)"
+    )
     if extra is not None:
         extra(parser)
     return parser.parse_args()
@@ -183,7 +191,8 @@ def machine_markdown(m: dict[str, Any]) -> str:
         f"JAX {m['jax']} on {m['backend']} ({m['device_kind']}, {m['device_count']} device(s)), "
         f"Flax {m['flax']}, NumPy {m['numpy']}, Python {m['python']}; {m['date_utc']}. "
         f"XLA:CPU intra-op pool: {m.get('xla_pool_threads')} threads"
-        + (f" (NPROC={m['NPROC']} set by --xla-threads)" if m.get("NPROC") else " (default)") + ". "
+        + (f" (NPROC={m['NPROC']} set by --xla-threads)" if m.get("NPROC") else " (default)")
+        + ". "
         f"Load average (1/5/15 min) at start: {m['load_average_at_start']}, "
         f"at end: {m.get('load_average_at_end')}."
     )
@@ -260,10 +269,18 @@ def time_jit(fn: Callable[..., Any], *args: Any, repeats: int, jit_kwargs: dict 
     """
     load0 = load_average()
     compiled, first = _compile_timed(fn, args, jit_kwargs)
-    steady = time_call(compiled, *args, repeats=repeats) if repeats > 0 else {
-        "repeats": 0, "median_s": first["first_run_s"], "min_s": first["first_run_s"], "times_s": [],
-        "median_cpu_s": first["first_run_cpu_s"],
-        "note": "no repeats: the steady state is the first run of the compiled executable"}
+    steady = (
+        time_call(compiled, *args, repeats=repeats)
+        if repeats > 0
+        else {
+            "repeats": 0,
+            "median_s": first["first_run_s"],
+            "min_s": first["first_run_s"],
+            "times_s": [],
+            "median_cpu_s": first["first_run_cpu_s"],
+            "note": "no repeats: the steady state is the first run of the compiled executable",
+        }
+    )
     return {**first, **steady, "load_average_before": load0, "load_average_after": load_average()}
 
 
@@ -287,8 +304,14 @@ def time_jit_interleaved(fns: dict[str, Callable[..., Any]], *args: Any, repeats
             out[name]["times_s"].append(time.perf_counter() - start)
     for name in compiled:
         times = out[name]["times_s"]
-        out[name].update(repeats=repeats, median_s=statistics.median(times), min_s=min(times),
-                         load_average_before=load0, load_average_after=load_average(), interleaved_with=list(fns))
+        out[name].update(
+            repeats=repeats,
+            median_s=statistics.median(times),
+            min_s=min(times),
+            load_average_before=load0,
+            load_average_after=load_average(),
+            interleaved_with=list(fns),
+        )
     return out
 
 
@@ -351,8 +374,15 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def write_results(name: str, quick: bool, mach: dict[str, Any], data: dict[str, Any], title: str,
-                  body: str, wall_s: float | None = None) -> tuple[Path, Path]:
+def write_results(
+    name: str,
+    quick: bool,
+    mach: dict[str, Any],
+    data: dict[str, Any],
+    title: str,
+    body: str,
+    wall_s: float | None = None,
+) -> tuple[Path, Path]:
     """Write ``results/NAME[.quick].json`` and ``.md``; return their paths."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     mach = dict(mach, load_average_at_end=load_average())
@@ -417,9 +447,11 @@ class Run:
                 self._deadlock(idle)
 
     def _deadlock(self, idle: float) -> None:
-        msg = (f"DEADLOCK: no CPU progress for {idle:.0f} s during stage {self.current!r} "
-               f"(XLA pool {self.machine.get('xla_pool_threads')} threads). Batched LAPACK kernels "
-               "can deadlock XLA:CPU's intra-op pool (see _report.py and mimetic_jax/_linalg.py).")
+        msg = (
+            f"DEADLOCK: no CPU progress for {idle:.0f} s during stage {self.current!r} "
+            f"(XLA pool {self.machine.get('xla_pool_threads')} threads). Batched LAPACK kernels "
+            "can deadlock XLA:CPU's intra-op pool (see _report.py and mimetic_jax/_linalg.py)."
+        )
         print("\n" + msg, file=sys.stderr, flush=True)
         faulthandler.dump_traceback(all_threads=True)
         with self._lock:
@@ -429,11 +461,13 @@ class Run:
                 body += self.partial_markdown() if self.partial_markdown else ""
             except Exception as e:  # noqa: BLE001 - the partial table is best effort
                 body += f"(partial table unavailable: {e!r})"
-            write_results(self.name, self.quick, self.machine, data, self.title, body,
-                          wall_s=time.perf_counter() - self.t0)
+            write_results(
+                self.name, self.quick, self.machine, data, self.title, body, wall_s=time.perf_counter() - self.t0
+            )
         os._exit(3)
 
     def finish(self, body: str) -> None:
         with self._lock:
-            write_results(self.name, self.quick, self.machine, self.data, self.title, body,
-                          wall_s=time.perf_counter() - self.t0)
+            write_results(
+                self.name, self.quick, self.machine, self.data, self.title, body, wall_s=time.perf_counter() - self.t0
+            )

@@ -57,9 +57,11 @@ def _extra(p) -> None:
 
 def scores(params) -> dict[str, float]:
     a = mj.analyze(params)
-    return {"qk_diag_ratio": float(np.mean([r for s in a.attention for r in s.qk_diag_ratio])),
-            "vo_diag_ratio": float(np.mean([s.vo_diag_ratio for s in a.attention])),
-            "vo_diag_mean": float(np.mean([s.vo_diag_mean for s in a.attention]))}
+    return {
+        "qk_diag_ratio": float(np.mean([r for s in a.attention for r in s.qk_diag_ratio])),
+        "vo_diag_ratio": float(np.mean([s.vo_diag_ratio for s in a.attention])),
+        "vo_diag_mean": float(np.mean([s.vo_diag_mean for s in a.attention])),
+    }
 
 
 def _pm(values) -> str:
@@ -72,33 +74,55 @@ def markdown(cfg: dict, res: dict) -> str:
     for init in INITS:
         for when in ("init", "trained"):
             r = res[init][when]
-            rows.append([init, "0" if when == "init" else str(cfg["steps"]), _pm(r["qk_diag_ratio"]),
-                         _pm(r["vo_diag_ratio"]), _pm(r["vo_diag_mean"]),
-                         "—" if when == "init" else _pm(100 * np.asarray(res[init]["accuracy"]))])
-    return (f"ViT width {cfg['width']}, depth {cfg['depth']}, {cfg['heads']} heads on digits, lr {cfg['lr']:g}, "
-            f"{cfg['seeds']} seed pairs (mean ± std over seeds):\n\n"
-            + _report.md_table(["init", "step", "qk diag ratio", "vo diag ratio", "vo diag mean", "test acc %"],
-                               rows))
+            rows.append(
+                [
+                    init,
+                    "0" if when == "init" else str(cfg["steps"]),
+                    _pm(r["qk_diag_ratio"]),
+                    _pm(r["vo_diag_ratio"]),
+                    _pm(r["vo_diag_mean"]),
+                    "—" if when == "init" else _pm(100 * np.asarray(res[init]["accuracy"])),
+                ]
+            )
+    return (
+        f"ViT width {cfg['width']}, depth {cfg['depth']}, {cfg['heads']} heads on digits, lr {cfg['lr']:g}, "
+        f"{cfg['seeds']} seed pairs (mean ± std over seeds):\n\n"
+        + _report.md_table(["init", "step", "qk diag ratio", "vo diag ratio", "vo diag mean", "test acc %"], rows)
+    )
 
 
 def vit(args) -> None:
     q = args.quick
-    cfg = {"steps": args.steps or (20 if q else 300), "seeds": args.seeds or (2 if q else 3), "width": args.width,
-           "depth": args.depth, "heads": args.heads, "lr": args.lr}
+    cfg = {
+        "steps": args.steps or (20 if q else 300),
+        "seeds": args.seeds or (2 if q else 3),
+        "width": args.width,
+        "depth": args.depth,
+        "heads": args.heads,
+        "lr": args.lr,
+    }
     name = "analysis_trained" if cfg["steps"] == 300 or q else f"analysis_trained_{cfg['steps']}steps"
-    run = _report.Run(name, "Structure of trained ViTs: does training grow the mimetic structure?",
-                      args)
+    run = _report.Run(name, "Structure of trained ViTs: does training grow the mimetic structure?", args)
     data = load_dataset("digits")
-    model = ViT(num_classes=data.num_classes, width=cfg["width"], depth=cfg["depth"], num_heads=cfg["heads"],
-                patch_size=(2, 2))
+    model = ViT(
+        num_classes=data.num_classes, width=cfg["width"], depth=cfg["depth"], num_heads=cfg["heads"], patch_size=(2, 2)
+    )
     run.stage("init")
-    default, mimetic, keys = paired_inits(model, data.x_train, list(range(cfg["seeds"])),
-                                          transform=lambda v, k: mj.mimetic(v, k, preset="vit"))
+    default, mimetic, keys = paired_inits(
+        model, data.x_train, list(range(cfg["seeds"])), transform=lambda v, k: mj.mimetic(v, k, preset="vit")
+    )
     params = {"default": default, "mimetic": mimetic}
     run.stage("train")
     stack = stack_trees(default + mimetic)
-    history = train_models(model.apply, stack, jnp.stack(keys * 2),
-                           data, steps=cfg["steps"], learning_rate=cfg["lr"], eval_steps=(cfg["steps"],))
+    history = train_models(
+        model.apply,
+        stack,
+        jnp.stack(keys * 2),
+        data,
+        steps=cfg["steps"],
+        learning_rate=cfg["lr"],
+        eval_steps=(cfg["steps"],),
+    )
     res = _paired_scores(params, history, cfg["seeds"], scores)
     run.data.update({"config": cfg, "results": res})
     run.finish(markdown(cfg, res))
@@ -110,17 +134,20 @@ def _paired_scores(params: dict, history, n: int, score) -> dict:
     for j, init in enumerate(INITS):
         at_init = [score(p) for p in params[init]]
         trained = [score(unstack_tree(history.params, j * n + i)) for i in range(n)]
-        res[init] = {w: {k: [s[k] for s in ss] for k in at_init[0]} for w, ss in (("init", at_init),
-                                                                                  ("trained", trained))}
-        res[init]["accuracy"] = history.test_accuracy[j * n:(j + 1) * n, -1].tolist()
+        res[init] = {
+            w: {k: [s[k] for s in ss] for k in at_init[0]} for w, ss in (("init", at_init), ("trained", trained))
+        }
+        res[init]["accuracy"] = history.test_accuracy[j * n : (j + 1) * n, -1].tolist()
     res["train_seconds"] = history.seconds
     return res
 
 
 def conv_scores(variables) -> dict[str, float]:
     conv = mj.analyze(variables, include="depthwise").conv
-    out = {"neighbour_corr": float(np.mean([c.neighbour_corr for c in conv])),
-           "far_corr": float(np.mean([c.far_corr for c in conv]))}
+    out = {
+        "neighbour_corr": float(np.mean([c.neighbour_corr for c in conv])),
+        "far_corr": float(np.mean([c.far_corr for c in conv])),
+    }
     out |= {f"neighbour_corr_{i}": c.neighbour_corr for i, c in enumerate(conv)}
     return out
 
@@ -131,38 +158,63 @@ def conv_markdown(cfg: dict, res: dict) -> str:
     for init in INITS:
         for when in ("init", "trained"):
             r = res[init][when]
-            grown = [_pm(np.asarray(r[k]) - np.asarray(res[init]["init"][k])) if when == "trained" else "—"
-                     for k in ("neighbour_corr", "far_corr")]
-            rows.append([init, "0" if when == "init" else str(cfg["steps"]), _pm(r["neighbour_corr"]),
-                         _pm(r["far_corr"])] + grown + [_pm(r[f"neighbour_corr_{i}"]) for i in layers]
-                        + ["—" if when == "init" else _pm(100 * np.asarray(res[init]["accuracy"]))])
-    return (f"ConvMixer width {cfg['width']}, depth {cfg['depth']}, kernel {cfg['kernel']}, patch 1 (BatchNorm) on "
-            f"digits, {cfg['steps']} steps, lr {cfg['lr']:g}, batch {cfg['batch_size']}; "
-            f"mimetic = `mimetic_conv` (package σ defaults). {cfg['seeds']} seed pairs, mean ± std over seeds "
-            f"(ddof=1). Correlations over the {cfg['width']} channels: an i.i.d. init gives ≈ 0, one tap pair ±1/√C = "
-            f"±{1 / np.sqrt(cfg['width']):.2f}.\n\n"
-            + "Δ: trained − init, per seed (paired).\n\n"
-            + _report.md_table(["init", "step", "neighbour corr (mean)", "far corr (mean)", "Δ neighbour", "Δ far"]
-                               + [f"neighbour corr, block {i}" for i in layers] + ["test acc %"], rows))
+            grown = [
+                _pm(np.asarray(r[k]) - np.asarray(res[init]["init"][k])) if when == "trained" else "—"
+                for k in ("neighbour_corr", "far_corr")
+            ]
+            rows.append(
+                [init, "0" if when == "init" else str(cfg["steps"]), _pm(r["neighbour_corr"]), _pm(r["far_corr"])]
+                + grown
+                + [_pm(r[f"neighbour_corr_{i}"]) for i in layers]
+                + ["—" if when == "init" else _pm(100 * np.asarray(res[init]["accuracy"]))]
+            )
+    return (
+        f"ConvMixer width {cfg['width']}, depth {cfg['depth']}, kernel {cfg['kernel']}, patch 1 (BatchNorm) on "
+        f"digits, {cfg['steps']} steps, lr {cfg['lr']:g}, batch {cfg['batch_size']}; "
+        f"mimetic = `mimetic_conv` (package σ defaults). {cfg['seeds']} seed pairs, mean ± std over seeds "
+        f"(ddof=1). Correlations over the {cfg['width']} channels: an i.i.d. init gives ≈ 0, one tap pair ±1/√C = "
+        f"±{1 / np.sqrt(cfg['width']):.2f}.\n\n"
+        + "Δ: trained − init, per seed (paired).\n\n"
+        + _report.md_table(
+            ["init", "step", "neighbour corr (mean)", "far corr (mean)", "Δ neighbour", "Δ far"]
+            + [f"neighbour corr, block {i}" for i in layers]
+            + ["test acc %"],
+            rows,
+        )
+    )
 
 
 def convmixer(args) -> None:
     q = args.quick
-    cfg = {"steps": args.steps or (20 if q else 300), "seeds": args.seeds or (2 if q else 3),
-           "width": 16 if q else args.conv_width, "depth": args.conv_depth, "kernel": args.kernel, "lr": args.conv_lr,
-           "batch_size": args.conv_batch}
-    name = ("analysis_trained_convmixer" if cfg["steps"] == 300 or q
-            else f"analysis_trained_convmixer_{cfg['steps']}steps")
-    run = _report.Run(name, "Structure of trained ConvMixers: does training grow covariance-structured filters?",
-                      args)
+    cfg = {
+        "steps": args.steps or (20 if q else 300),
+        "seeds": args.seeds or (2 if q else 3),
+        "width": 16 if q else args.conv_width,
+        "depth": args.conv_depth,
+        "kernel": args.kernel,
+        "lr": args.conv_lr,
+        "batch_size": args.conv_batch,
+    }
+    name = (
+        "analysis_trained_convmixer" if cfg["steps"] == 300 or q else f"analysis_trained_convmixer_{cfg['steps']}steps"
+    )
+    run = _report.Run(name, "Structure of trained ConvMixers: does training grow covariance-structured filters?", args)
     data = load_dataset("digits")
     model = ConvMixer(data.num_classes, width=cfg["width"], depth=cfg["depth"], kernel_size=cfg["kernel"])
     run.stage("init")
     default, mimetic, keys = paired_inits(model, data.x_train, list(range(cfg["seeds"])), transform=mj.mimetic_conv)
     run.stage("train")
-    history = train_models(model.apply, stack_trees(default + mimetic), jnp.stack(keys * 2), data,
-                           steps=cfg["steps"], learning_rate=cfg["lr"], batch_size=cfg["batch_size"],
-                           eval_steps=(cfg["steps"],), mutable=("batch_stats",))
+    history = train_models(
+        model.apply,
+        stack_trees(default + mimetic),
+        jnp.stack(keys * 2),
+        data,
+        steps=cfg["steps"],
+        learning_rate=cfg["lr"],
+        batch_size=cfg["batch_size"],
+        eval_steps=(cfg["steps"],),
+        mutable=("batch_stats",),
+    )
     res = _paired_scores({"default": default, "mimetic": mimetic}, history, cfg["seeds"], conv_scores)
     run.data.update({"config": cfg, "results": res})
     run.finish(conv_markdown(cfg, res))

@@ -77,12 +77,18 @@ def regimes(d: int, keys: np.ndarray) -> dict:
             row[method] = {"diag_mean": diag.mean(1), "offdiag_std": off.mean(1), "time_s": time.perf_counter() - t0}
         out["query_key"].append(row)
         k = d // 24
-        row = {"rank": r, "heads": r // k, "head_dim": k, "regime": _linalg.fast_regime(d, d, r),
-               "random_subspace_diag": -BETA_VO * r / d}
+        row = {
+            "rank": r,
+            "heads": r // k,
+            "head_dim": k,
+            "regime": _linalg.fast_regime(d, d, r),
+            "random_subspace_diag": -BETA_VO * r / d,
+        }
         for method in ("exact", "fast"):
             t0 = time.perf_counter()
-            w_v, w_o = draw(lambda kk, m=method: mj.value_output(kk, d, r // k, k, alpha=ALPHA_VO, beta=BETA_VO,
-                                                                   method=m), keys)
+            w_v, w_o = draw(
+                lambda kk, m=method: mj.value_output(kk, d, r // k, k, alpha=ALPHA_VO, beta=BETA_VO, method=m), keys
+            )
             diag, off = diag_off(np.einsum("nihk,nhkj->nij", w_v, w_o))
             row[method] = {"diag_mean": diag, "offdiag_std": off, "time_s": time.perf_counter() - t0}
         out["value_output"].append(row)
@@ -93,26 +99,43 @@ def regimes(d: int, keys: np.ndarray) -> dict:
 def grouped(d: int, heads: int, k: int, kv_heads: int, keys: np.ndarray) -> dict:
     """Per-position diagonal means (exact, fast, previous construction) and least-squares errors."""
     g = heads // kv_heads
-    res: dict = {"d": d, "heads": heads, "head_dim": k, "kv_heads": kv_heads, "group": g, "keys": len(keys),
-                 "regime": _linalg.fast_regime(d, d, k, g)}
+    res: dict = {
+        "d": d,
+        "heads": heads,
+        "head_dim": k,
+        "kv_heads": kv_heads,
+        "group": g,
+        "keys": len(keys),
+        "regime": _linalg.fast_regime(d, d, k, g),
+    }
     for method in ("exact", "fast"):
-        w_q, w_k = draw(lambda kk, m=method: mj.query_key(kk, d, heads, k, num_kv_heads=kv_heads, alpha=ALPHA_QK,
-                                                          beta=BETA_QK, method=m), keys)
+        w_q, w_k = draw(
+            lambda kk, m=method: mj.query_key(
+                kk, d, heads, k, num_kv_heads=kv_heads, alpha=ALPHA_QK, beta=BETA_QK, method=m
+            ),
+            keys,
+        )
         prods = qk_products(w_q, w_k)
         diag, off = diag_off(prods)  # (keys, H)
-        res[method] = {"position_diag_mean": diag.reshape(len(keys), kv_heads, g).mean(1),  # (keys, g)
-                       "offdiag_std": off.mean(1)}
+        res[method] = {
+            "position_diag_mean": diag.reshape(len(keys), kv_heads, g).mean(1),  # (keys, g)
+            "offdiag_std": off.mean(1),
+        }
         if method == "exact":
             exact_prods = prods
     # The targets of the exact recipe (head h from split(key, H)[h]) and the previous construction.
     err_new, err_old, tot, old_diag = [], [], [], []
     for n, key in enumerate(keys):
-        targets = np.stack([np.asarray(_linalg.identity_target(kk, d, d, ALPHA_QK, BETA_QK, "normal"), np.float64)
-                            for kk in jax.random.split(key, heads)])
+        targets = np.stack(
+            [
+                np.asarray(_linalg.identity_target(kk, d, d, ALPHA_QK, BETA_QK, "normal"), np.float64)
+                for kk in jax.random.split(key, heads)
+            ]
+        )
         old = np.empty_like(targets)
         for j in range(kv_heads):
             v = np.linalg.svd(targets[j * g])[2][:k].T  # key space of the group's first head
-            old[j * g:(j + 1) * g] = targets[j * g:(j + 1) * g] @ v @ v.T
+            old[j * g : (j + 1) * g] = targets[j * g : (j + 1) * g] @ v @ v.T
         tot.append(float((targets**2).sum()))
         err_new.append(float(((targets - exact_prods[n]) ** 2).sum()))
         err_old.append(float(((targets - old) ** 2).sum()))
@@ -129,23 +152,67 @@ def regime_tables(res: dict) -> str:
     rows = []
     for row in res["query_key"]:
         ex, fa = row["exact"]["diag_mean"], row["fast"]["diag_mean"]
-        rows.append([row["rank"], f"{row['rank'] / d:.3f}", row["regime"], pm(ex), pm(fa),
-                     f"{(fa.mean() - ex.mean()) / abs(ex.mean()) * 100:+.2f} %", pm(row["exact"]["offdiag_std"]),
-                     pm(row["fast"]["offdiag_std"]),
-                     f"{row['random_subspace_diag']:.4f}" if row["regime"] == "exact" else "—"])
-    qk = _report.md_table(["k", "k/d", "fast regime", "diag mean exact", "diag mean fast", "fast vs exact",
-                           "off-diag std exact", "off-diag std fast", "previous fast (β k/d)"], rows)
+        rows.append(
+            [
+                row["rank"],
+                f"{row['rank'] / d:.3f}",
+                row["regime"],
+                pm(ex),
+                pm(fa),
+                f"{(fa.mean() - ex.mean()) / abs(ex.mean()) * 100:+.2f} %",
+                pm(row["exact"]["offdiag_std"]),
+                pm(row["fast"]["offdiag_std"]),
+                f"{row['random_subspace_diag']:.4f}" if row["regime"] == "exact" else "—",
+            ]
+        )
+    qk = _report.md_table(
+        [
+            "k",
+            "k/d",
+            "fast regime",
+            "diag mean exact",
+            "diag mean fast",
+            "fast vs exact",
+            "off-diag std exact",
+            "off-diag std fast",
+            "previous fast (β k/d)",
+        ],
+        rows,
+    )
     rows = []
     for row in res["value_output"]:
         ex, fa = row["exact"]["diag_mean"], row["fast"]["diag_mean"]
-        rows.append([f"{row['heads']}×{row['head_dim']} = {row['rank']}", f"{row['rank'] / d:.3f}", row["regime"],
-                     pm(ex), pm(fa), f"{(fa.mean() - ex.mean()) / abs(ex.mean()) * 100:+.2f} %",
-                     pm(row["exact"]["offdiag_std"]), pm(row["fast"]["offdiag_std"]),
-                     f"{row['random_subspace_diag']:.4f}" if row["regime"] == "exact" else "—"])
-    vo = _report.md_table(["H·k", "H·k/d", "fast regime", "diag mean exact", "diag mean fast", "fast vs exact",
-                           "off-diag std exact", "off-diag std fast", "previous fast (−β H·k/d)"], rows)
-    return (f"### Rank regimes, d = {d} ({res['keys']} keys)\n\nQuery/key, 2 heads of size k (per head, averaged "
-            f"over the 2 heads of a draw):\n\n{qk}\n\nValue/out, rank H·k (per layer):\n\n{vo}\n")
+        rows.append(
+            [
+                f"{row['heads']}×{row['head_dim']} = {row['rank']}",
+                f"{row['rank'] / d:.3f}",
+                row["regime"],
+                pm(ex),
+                pm(fa),
+                f"{(fa.mean() - ex.mean()) / abs(ex.mean()) * 100:+.2f} %",
+                pm(row["exact"]["offdiag_std"]),
+                pm(row["fast"]["offdiag_std"]),
+                f"{row['random_subspace_diag']:.4f}" if row["regime"] == "exact" else "—",
+            ]
+        )
+    vo = _report.md_table(
+        [
+            "H·k",
+            "H·k/d",
+            "fast regime",
+            "diag mean exact",
+            "diag mean fast",
+            "fast vs exact",
+            "off-diag std exact",
+            "off-diag std fast",
+            "previous fast (−β H·k/d)",
+        ],
+        rows,
+    )
+    return (
+        f"### Rank regimes, d = {d} ({res['keys']} keys)\n\nQuery/key, 2 heads of size k (per head, averaged "
+        f"over the 2 heads of a draw):\n\n{qk}\n\nValue/out, rank H·k (per layer):\n\n{vo}\n"
+    )
 
 
 def grouped_table(results: list[dict]) -> str:
@@ -155,18 +222,28 @@ def grouped_table(results: list[dict]) -> str:
         for name, label in (("exact", "exact"), ("fast", "fast"), ("first_head", "previous (first head's key space)")):
             pos = res[name]["position_diag_mean"]
             means = pos.mean(0)
-            rows.append([cfg, label, " / ".join(f"{m:.4f}" for m in means), f"{means.max() - means.min():.4f}",
-                         pm(pos.mean(1))])
+            rows.append(
+                [cfg, label, " / ".join(f"{m:.4f}" for m in means), f"{means.max() - means.min():.4f}", pm(pos.mean(1))]
+            )
             cfg = ""
         rows.append(["", "LS error, group / previous", pm(res["ls_error_group"]), "", pm(res["ls_error_first_head"])])
-    return _report.md_table(["configuration", "construction", "diag mean by position in the group (1…g)",
-                             "largest − smallest", "diag mean, all heads (± over keys)"], rows)
+    return _report.md_table(
+        [
+            "configuration",
+            "construction",
+            "diag mean by position in the group (1…g)",
+            "largest − smallest",
+            "diag mean, all heads (± over keys)",
+        ],
+        rows,
+    )
 
 
 def main() -> None:
     args = _report.parse_args(__doc__.splitlines()[0])
-    run = _report.Run("attention_regimes", "Mimetic attention: rank regimes and grouped-query heads, exact vs fast",
-                      args)
+    run = _report.Run(
+        "attention_regimes", "Mimetic attention: rank regimes and grouped-query heads, exact vs fast", args
+    )
     sizes = [192] if args.quick else [96, 192, 384]
     n_keys = 4 if args.quick else 16
     gqa = [(192, 4, 48, 2), (192, 8, 24, 2), (192, 4, 96, 2), (192, 4, 192, 2)]
@@ -193,8 +270,7 @@ def main() -> None:
         "groups and keys), for the shared key space taken from the stack of the group's targets (exact, fast) "
         "and for the previous construction (the group's first head's key space, every head its least-squares "
         "fit; computed from the same targets as exact). LS error: Σ_h ‖A_h − W_q^h W_kᵀ‖² / Σ_h ‖A_h‖² over the "
-        "heads of a draw, same targets.\n\n"
-        + grouped_table(grp) + "\n"
+        "heads of a draw, same targets.\n\n" + grouped_table(grp) + "\n"
     )
     run.data.update({"rank_regimes": reg, "grouped": grp})
     run.finish(body)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import depthwise_conv_init, mimetic_conv
-from mimetic_jax.conv_transforms import DEFAULT_SIGMA_END, DEFAULT_SIGMA_START
+from mimetic_jax.conv import DEFAULT_SIGMA_END, DEFAULT_SIGMA_START
 from mimetic_jax.experiments.models import ConvNeXt
 
 TARGET_RATIO = 1.2
@@ -39,8 +39,12 @@ def default_layers(key):
 
 def covariance_layers(key):
     n = len(SHAPES)
-    return [depthwise_conv_init(i, n, sigma_start=DEFAULT_SIGMA_START, sigma_end=DEFAULT_SIGMA_END)(
-        jax.random.fold_in(key, i), s) for i, s in enumerate(SHAPES)]
+    return [
+        depthwise_conv_init(i, n, sigma_start=DEFAULT_SIGMA_START, sigma_end=DEFAULT_SIGMA_END)(
+            jax.random.fold_in(key, i), s
+        )
+        for i, s in enumerate(SHAPES)
+    ]
 
 
 def main() -> None:
@@ -48,35 +52,62 @@ def main() -> None:
     repeats = 5 if args.quick else 30
     run = _report.Run("conv_init_cost", "Init cost: covariance depthwise init of ConvNeXt-T vs default", args)
     key = jax.random.key(0)
-    rows, data = [], {"config": {"shapes": SHAPES, "repeats": repeats, "sigma": [DEFAULT_SIGMA_START, DEFAULT_SIGMA_END],
-                                 "target_ratio": TARGET_RATIO}}
+    rows, data = (
+        [],
+        {
+            "config": {
+                "shapes": SHAPES,
+                "repeats": repeats,
+                "sigma": [DEFAULT_SIGMA_START, DEFAULT_SIGMA_END],
+                "target_ratio": TARGET_RATIO,
+            }
+        },
+    )
     run.stage("layers")
     # the layers take milliseconds: 10× the repeats, calls of the two arms alternating
-    both = _report.time_jit_interleaved({"default": default_layers, "covariance": covariance_layers}, key,
-                                        repeats=10 * repeats)
+    both = _report.time_jit_interleaved(
+        {"default": default_layers, "covariance": covariance_layers}, key, repeats=10 * repeats
+    )
     t_def, t_cov = both["default"], both["covariance"]
     data["layers"] = {"default": t_def, "covariance": t_cov}
-    rows.append(["18 depthwise layers", _report.fmt_s(t_def["median_s"]), _report.fmt_s(t_cov["median_s"]),
-                 f"{t_cov['median_s'] / t_def['median_s']:.2f}", f"{t_cov['first_call_s'] / t_def['first_call_s']:.2f}"])
+    rows.append(
+        [
+            "18 depthwise layers",
+            _report.fmt_s(t_def["median_s"]),
+            _report.fmt_s(t_cov["median_s"]),
+            f"{t_cov['median_s'] / t_def['median_s']:.2f}",
+            f"{t_cov['first_call_s'] / t_def['first_call_s']:.2f}",
+        ]
+    )
     _report.log(rows[-1])
     if not args.quick:
         run.stage("whole model")
         model = ConvNeXt(1000, dims=DIMS, depths=DEPTHS, patch_size=4)
         x = jnp.zeros((1, 32, 32, 3))
         t_m = _report.time_jit(lambda k: model.init(k, x), key, repeats=max(3, repeats // 6))
-        t_mc = _report.time_jit(lambda k: mimetic_conv(model.init(k, x), jax.random.fold_in(k, 1)), key,
-                                repeats=max(3, repeats // 6))
+        t_mc = _report.time_jit(
+            lambda k: mimetic_conv(model.init(k, x), jax.random.fold_in(k, 1)), key, repeats=max(3, repeats // 6)
+        )
         data["model"] = {"default": t_m, "covariance": t_mc}
-        rows.append(["ConvNeXt-T whole init", _report.fmt_s(t_m["median_s"]), _report.fmt_s(t_mc["median_s"]),
-                     f"{t_mc['median_s'] / t_m['median_s']:.2f}", f"{t_mc['first_call_s'] / t_m['first_call_s']:.2f}"])
+        rows.append(
+            [
+                "ConvNeXt-T whole init",
+                _report.fmt_s(t_m["median_s"]),
+                _report.fmt_s(t_mc["median_s"]),
+                f"{t_mc['median_s'] / t_m['median_s']:.2f}",
+                f"{t_mc['first_call_s'] / t_m['first_call_s']:.2f}",
+            ]
+        )
         _report.log(rows[-1])
     run.data.update(data)
-    body = (f"ConvNeXt-T depthwise kernels {len(SHAPES)} × (7, 7, 1, C), C in {DIMS}; σ "
-            f"{DEFAULT_SIGMA_START:g}→{DEFAULT_SIGMA_END:g}. Steady state = median of {10 * repeats} (layers; "
-            "calls of the two arms alternate) or "
-            f"{max(3, repeats // 6)} (whole model) calls of the compiled function; first call = trace + compile + "
-            "run. The machine and its load are in the header above.\n\n"
-            + _report.md_table(["what", "default", "covariance", "ratio (steady)", "ratio (first call)"], rows))
+    body = (
+        f"ConvNeXt-T depthwise kernels {len(SHAPES)} × (7, 7, 1, C), C in {DIMS}; σ "
+        f"{DEFAULT_SIGMA_START:g}→{DEFAULT_SIGMA_END:g}. Steady state = median of {10 * repeats} (layers; "
+        "calls of the two arms alternate) or "
+        f"{max(3, repeats // 6)} (whole model) calls of the compiled function; first call = trace + compile + "
+        "run. The machine and its load are in the header above.\n\n"
+        + _report.md_table(["what", "default", "covariance", "ratio (steady)", "ratio (first call)"], rows)
+    )
     run.finish(body)
     print(body)
 

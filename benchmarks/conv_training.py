@@ -69,8 +69,9 @@ def _variant(name: str, v, key, sigma, mean):
     return v
 
 
-def train_variants(model, data, seeds, variants: dict[str, tuple], cfg, eval_steps, *, frozen: bool = False,
-                   mutable=()) -> dict:
+def train_variants(
+    model, data, seeds, variants: dict[str, tuple], cfg, eval_steps, *, frozen: bool = False, mutable=()
+) -> dict:
     """``variants``: name -> (scheme, σ pair, mean). Returns name -> accuracy (seeds, C), plus steps/seconds."""
     trees, keys = [], []
     for seed in seeds:
@@ -79,13 +80,24 @@ def train_variants(model, data, seeds, variants: dict[str, tuple], cfg, eval_ste
             trees.append(_variant(scheme, base, scheme_key, sigma, mean))
             keys.append(data_key)
     mask = freeze_mask(trees[0]) if frozen else None
-    h = train_models(model.apply, stack_trees(trees), jnp.stack(keys), data, steps=cfg["steps"],
-                     learning_rate=cfg["lr"], batch_size=cfg["batch_size"], eval_steps=eval_steps,
-                     mutable=mutable, frozen=mask)
+    h = train_models(
+        model.apply,
+        stack_trees(trees),
+        jnp.stack(keys),
+        data,
+        steps=cfg["steps"],
+        learning_rate=cfg["lr"],
+        batch_size=cfg["batch_size"],
+        eval_steps=eval_steps,
+        mutable=mutable,
+        frozen=mask,
+    )
     acc = h.test_accuracy.reshape(len(seeds), len(variants), -1)
     out = {name: acc[:, i] for i, name in enumerate(variants)}
-    _report.log(f"  {len(trees)} models, {cfg['steps']} steps: {h.seconds:.0f} s; final " +
-                ", ".join(f"{n} {100 * a[:, -1].mean():.2f}" for n, a in out.items()))
+    _report.log(
+        f"  {len(trees)} models, {cfg['steps']} steps: {h.seconds:.0f} s; final "
+        + ", ".join(f"{n} {100 * a[:, -1].mean():.2f}" for n, a in out.items())
+    )
     return {"acc": out, "steps": h.steps.tolist(), "seconds": h.seconds}
 
 
@@ -94,19 +106,25 @@ def _pm(a: np.ndarray) -> str:
 
 
 def markdown(cfg: dict, res: dict) -> str:
-    parts = [f"digits; ConvMixer width {cfg['width']}, depth {cfg['depth']}, kernel {cfg['kernel']}, patch 1 "
-             f"(BatchNorm); ViT width 32, depth 2, 2 heads, patch 2 (LayerNorm). {cfg['steps']} steps, batch "
-             f"{cfg['batch_size']}, lr {cfg['lr']:g}, AdamW wd 0.05, warm-up 10 %, cosine. Accuracies in %, "
-             "mean ± std over seeds (ddof=1); diff = variant − default per seed (paired)."]
+    parts = [
+        f"digits; ConvMixer width {cfg['width']}, depth {cfg['depth']}, kernel {cfg['kernel']}, patch 1 "
+        f"(BatchNorm); ViT width 32, depth 2, 2 heads, patch 2 (LayerNorm). {cfg['steps']} steps, batch "
+        f"{cfg['batch_size']}, lr {cfg['lr']:g}, AdamW wd 0.05, warm-up 10 %, cosine. Accuracies in %, "
+        "mean ± std over seeds (ddof=1); diff = variant − default per seed (paired)."
+    ]
     if "sweep" in res:
         sw = res["sweep"]
         rows = [[k, _pm(np.asarray(v))] for k, v in sw["convmixer"].items()]
-        parts.append(f"### Sweep ({cfg['sweep_seeds']} seeds, final accuracy): ConvMixer\n\n"
-                     + _report.md_table(["variant", "accuracy"], rows))
+        parts.append(
+            f"### Sweep ({cfg['sweep_seeds']} seeds, final accuracy): ConvMixer\n\n"
+            + _report.md_table(["variant", "accuracy"], rows)
+        )
         rows = [[k, _pm(np.asarray(v))] for k, v in sw["vit"].items()]
         parts.append("### Sweep: ViT\n\n" + _report.md_table(["variant", "accuracy"], rows))
-        parts.append(f"Chosen: σ_start, σ_end = {res['chosen']['sigma']}, mean = {res['chosen']['mean']:g} "
-                     f"({res['chosen']['why']}).")
+        parts.append(
+            f"Chosen: σ_start, σ_end = {res['chosen']['sigma']}, mean = {res['chosen']['mean']:g} "
+            f"({res['chosen']['why']})."
+        )
     for model in ("convmixer", "vit"):
         if model not in res:
             continue
@@ -116,19 +134,31 @@ def markdown(cfg: dict, res: dict) -> str:
         rows = []
         for name, a in r["acc"].items():
             a = np.asarray(a)
-            rows.append([name] + [_pm(a[:, c]) for c in range(len(steps))]
-                        + [_pm(a[:, -1] - default[:, -1]) if name != "default" else "—"])
-        parts.append(f"### Main run: {model} ({cfg['seeds']} seeds)\n\n"
-                     + _report.md_table(["variant"] + [f"step {s}" for s in steps] + ["final diff"], rows))
+            rows.append(
+                [name]
+                + [_pm(a[:, c]) for c in range(len(steps))]
+                + [_pm(a[:, -1] - default[:, -1]) if name != "default" else "—"]
+            )
+        parts.append(
+            f"### Main run: {model} ({cfg['seeds']} seeds)\n\n"
+            + _report.md_table(["variant"] + [f"step {s}" for s in steps] + ["final diff"], rows)
+        )
     return "\n\n".join(parts)
 
 
 def main() -> None:
     args = _report.parse_args(__doc__.splitlines()[0], _extra)
     q = args.quick
-    cfg = {"steps": args.steps or (20 if q else 150), "seeds": 2 if q else args.seeds,
-           "sweep_seeds": args.sweep_seeds, "lr": args.lr, "batch_size": args.batch_size,
-           "width": args.width or 16, "depth": args.depth, "kernel": args.kernel}
+    cfg = {
+        "steps": args.steps or (20 if q else 150),
+        "seeds": 2 if q else args.seeds,
+        "sweep_seeds": args.sweep_seeds,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "width": args.width or 16,
+        "depth": args.depth,
+        "kernel": args.kernel,
+    }
     run = _report.Run("conv_training", "Training: covariance depthwise filters and the MLP mean shift", args)
     res: dict = {}
     run.data.update({"config": cfg, "results": res})
@@ -150,37 +180,59 @@ def main() -> None:
     run.stage("sweep: ViT")
     vv = {"default": ("default", None, 0.0)} | {f"mean {m:g}": ("default+mean", None, m) for m in means}
     vt = train_variants(vit, data, sweep_seeds, vv, cfg, final)
-    res["sweep"] = {"convmixer": {k: a[:, -1].tolist() for k, a in cm["acc"].items()},
-                    "vit": {k: a[:, -1].tolist() for k, a in vt["acc"].items()},
-                    "seconds": cm["seconds"] + vt["seconds"]}
+    res["sweep"] = {
+        "convmixer": {k: a[:, -1].tolist() for k, a in cm["acc"].items()},
+        "vit": {k: a[:, -1].tolist() for k, a in vt["acc"].items()},
+        "seconds": cm["seconds"] + vt["seconds"],
+    }
     sig_scores = {s: cm["acc"][f"cov σ {s[0]:g}→{s[1]:g}"][:, -1].mean() for s in sigmas}
     best_sigma = max(sigmas, key=lambda s: sig_scores[s])
-    mean_scores = {m: (cm["acc"][f"mean {m:g}"][:, -1].mean() - cm["acc"]["default"][:, -1].mean()
-                       + vt["acc"][f"mean {m:g}"][:, -1].mean() - vt["acc"]["default"][:, -1].mean()) / 2
-                   for m in means}
+    mean_scores = {
+        m: (
+            cm["acc"][f"mean {m:g}"][:, -1].mean()
+            - cm["acc"]["default"][:, -1].mean()
+            + vt["acc"][f"mean {m:g}"][:, -1].mean()
+            - vt["acc"]["default"][:, -1].mean()
+        )
+        / 2
+        for m in means
+    }
     best_mean = max(means, key=lambda m: mean_scores[m])
-    res["chosen"] = {"sigma": list(best_sigma), "mean": best_mean,
-                     "why": "highest mean final sweep accuracy; mean: highest gain over default, "
-                            "ConvMixer and ViT averaged",
-                     "sigma_scores": {f"{s[0]:g},{s[1]:g}": float(v) for s, v in sig_scores.items()},
-                     "mean_gains": {f"{m:g}": float(v) for m, v in mean_scores.items()}}
+    res["chosen"] = {
+        "sigma": list(best_sigma),
+        "mean": best_mean,
+        "why": "highest mean final sweep accuracy; mean: highest gain over default, ConvMixer and ViT averaged",
+        "sigma_scores": {f"{s[0]:g},{s[1]:g}": float(v) for s, v in sig_scores.items()},
+        "mean_gains": {f"{m:g}": float(v) for m, v in mean_scores.items()},
+    }
     _report.log(f"chosen {res['chosen']}")
     run.finish(markdown(cfg, res))
 
     seeds = list(range(cfg["seeds"]))
     eval_steps = checkpoint_steps(cfg["steps"], 3)
     run.stage("main: ConvMixer")
-    mv = {"default": ("default", None, 0.0), "covariance": ("cov", best_sigma, 0.0),
-          "default + mean": ("default+mean", None, best_mean), "covariance + mean": ("cov+mean", best_sigma, best_mean)}
+    mv = {
+        "default": ("default", None, 0.0),
+        "covariance": ("cov", best_sigma, 0.0),
+        "default + mean": ("default+mean", None, best_mean),
+        "covariance + mean": ("cov+mean", best_sigma, best_mean),
+    }
     main = train_variants(mixer, data, seeds, mv, cfg, eval_steps, mutable=bn)
     fz = {"default, frozen filters": ("default", None, 0.0), "covariance, frozen filters": ("cov", best_sigma, 0.0)}
     frozen = train_variants(mixer, data, seeds, fz, cfg, eval_steps, mutable=bn, frozen=True)
-    res["convmixer"] = {"steps": main["steps"], "acc": {k: a.tolist() for k, a in (main["acc"] | frozen["acc"]).items()},
-                        "seconds": main["seconds"] + frozen["seconds"]}
+    res["convmixer"] = {
+        "steps": main["steps"],
+        "acc": {k: a.tolist() for k, a in (main["acc"] | frozen["acc"]).items()},
+        "seconds": main["seconds"] + frozen["seconds"],
+    }
     run.finish(markdown(cfg, res))
     run.stage("main: ViT")
-    vm = {"default": ("default", None, 0.0), "mean": ("default+mean", None, best_mean),
-          "mimetic attention": ("attn", None, 0.0), "mimetic attention + mean": ("attn+mean", None, best_mean)}
+    vm = {
+        "default": ("default", None, 0.0),
+        "mean": ("default+mean", None, best_mean),
+        "mimetic attention": ("attn", None, 0.0),
+        "mimetic attention + mean": ("attn+mean", None, best_mean),
+    }
     vr = train_variants(vit, data, seeds, vm, cfg, eval_steps)
     res["vit"] = {"steps": vr["steps"], "acc": {k: a.tolist() for k, a in vr["acc"].items()}, "seconds": vr["seconds"]}
     run.finish(markdown(cfg, res))

@@ -98,15 +98,26 @@ class CNN(nn.Module):
 def _extra(p) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 15; quick 3)")
     p.add_argument("--seeds", type=int, default=None, help="seeds (default 3; quick 2)")
-    p.add_argument("--alphas", type=float, nargs="+", default=None,
-                   help="swept alphas, 1 first (default 1 1.1 1.25 1.5 2; quick 1 1.5)")
+    p.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=None,
+        help="swept alphas, 1 first (default 1 1.1 1.25 1.5 2; quick 1 1.5)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--archs", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
-    p.add_argument("--mechanism", action="store_true",
-                   help="no training: active units per hidden layer and E vs alpha (why E falls with alpha)")
-    p.add_argument("--summarize-only", action="store_true",
-                   help="recompute the summary and tables from results/emergence[.quick].json (no training)")
+    p.add_argument(
+        "--mechanism",
+        action="store_true",
+        help="no training: active units per hidden layer and E vs alpha (why E falls with alpha)",
+    )
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="recompute the summary and tables from results/emergence[.quick].json (no training)",
+    )
 
 
 def make_model(arch: str, batch_norm: bool, base: str, quick: bool) -> nn.Module:
@@ -151,13 +162,33 @@ def run_config(arch: str, batch_norm: bool, data, cfg: dict, quick: bool) -> dic
     spe = data.x_train.shape[0] // cfg["batch_size"]
     steps = cfg["epochs"] * spe
     eval_steps = sorted({spe, min(steps, 5 * spe), steps})
-    history = train_models(apply_fn, stack_trees(stacks), jnp.stack(keys), data, steps=steps,
-                           learning_rate=cfg["lr"], batch_size=cfg["batch_size"], warmup_steps=0,
-                           eval_steps=eval_steps)
+    history = train_models(
+        apply_fn,
+        stack_trees(stacks),
+        jnp.stack(keys),
+        data,
+        steps=steps,
+        learning_rate=cfg["lr"],
+        batch_size=cfg["batch_size"],
+        warmup_steps=0,
+        eval_steps=eval_steps,
+    )
     acc = {lab: history.test_accuracy[i].tolist() for i, lab in enumerate(labels)}
-    out = {"steps": [int(s) for s in history.steps], "steps_per_epoch": spe, "seconds": history.seconds,
-           "runs": [{"base": b, "alpha": a, "seed": s, "accuracy": acc[(b, a, s)],
-                     "log10_emergence_at_init": measures[(b, a, s)]} for (b, a, s) in labels]}
+    out = {
+        "steps": [int(s) for s in history.steps],
+        "steps_per_epoch": spe,
+        "seconds": history.seconds,
+        "runs": [
+            {
+                "base": b,
+                "alpha": a,
+                "seed": s,
+                "accuracy": acc[(b, a, s)],
+                "log10_emergence_at_init": measures[(b, a, s)],
+            }
+            for (b, a, s) in labels
+        ],
+    }
     _report.log(f"  {arch} bn={batch_norm}: {len(labels)} models, {steps} steps, {history.seconds:.0f} s")
     return out
 
@@ -179,8 +210,11 @@ def summarize(results: dict, alphas: list[float]) -> dict:
         cand = max(alphas[1:], key=lambda a: (table[f"{a:g}"]["final"]["mean"], -a))
         final = table[f"{cand:g}"]["final"]
         best = cand if final["mean"] > 0 and final["p"] is not None and final["p"] < 0.05 else None
-    return {"paired_vs_alpha1": table, "best_alpha": best,
-            "default_alpha": best if best is not None else THIRD_PARTY_ALPHA}
+    return {
+        "paired_vs_alpha1": table,
+        "best_alpha": best,
+        "default_alpha": best if best is not None else THIRD_PARTY_ALPHA,
+    }
 
 
 def _paired(v: list[float]) -> dict:
@@ -189,8 +223,14 @@ def _paired(v: list[float]) -> dict:
 
     arr = np.asarray(v, np.float64)
     p = float(stats.ttest_1samp(arr, 0.0).pvalue) if arr.size > 1 and np.any(arr != arr[0]) else None
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-            "wins": int(np.sum(arr > 0)), "losses": int(np.sum(arr < 0)), "n": int(arr.size), "p": p}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        "wins": int(np.sum(arr > 0)),
+        "losses": int(np.sum(arr < 0)),
+        "n": int(arr.size),
+        "p": p,
+    }
 
 
 def markdown(cfg: dict, results: dict, summary: dict | None) -> str:
@@ -199,7 +239,8 @@ def markdown(cfg: dict, results: dict, summary: dict | None) -> str:
         f"{cfg['batch_size']}, {cfg['epochs']} epochs; {cfg['seeds']} seeds; α = 1 is the plain init. "
         "Accuracy in %, mean ± std over seeds (ddof=1). log10 E: emergence measure at init (threshold 0.05, "
         "nodes = input pixels, every hidden unit (h, w, c), logits; consecutive layers treated as fully "
-        "connected), mean over 512 training images. BatchNorm uses batch statistics at test time too."]
+        "connected), mean over 512 training images. BatchNorm uses batch statistics at test time too."
+    ]
     for name, r in results.items():
         rows = []
         for base in BASES:
@@ -208,38 +249,63 @@ def markdown(cfg: dict, results: dict, summary: dict | None) -> str:
                 first = 100 * np.array([x["accuracy"][0] for x in runs])
                 final = 100 * np.array([x["accuracy"][-1] for x in runs])
                 le = np.array([x["log10_emergence_at_init"] for x in runs])
-                sd = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
-                rows.append([base, f"{a:g}", _report.fmt_pm(first.mean(), sd(first), 2),
-                             _report.fmt_pm(final.mean(), sd(final), 2), f"{le.mean():.2f}"])
-        parts.append(f"## {name} (first epoch = step {r['steps'][0]}, end = step {r['steps'][-1]}; "
-                     f"{r['seconds']:.0f} s for {len(r['runs'])} models)\n\n"
-                     + _report.md_table(["init", "α", "acc. after epoch 1", "acc. at end", "log10 E at init"], rows))
+                sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+                rows.append(
+                    [
+                        base,
+                        f"{a:g}",
+                        _report.fmt_pm(first.mean(), sd(first), 2),
+                        _report.fmt_pm(final.mean(), sd(final), 2),
+                        f"{le.mean():.2f}",
+                    ]
+                )
+        parts.append(
+            f"## {name} (first epoch = step {r['steps'][0]}, end = step {r['steps'][-1]}; "
+            f"{r['seconds']:.0f} s for {len(r['runs'])} models)\n\n"
+            + _report.md_table(["init", "α", "acc. after epoch 1", "acc. at end", "log10 E at init"], rows)
+        )
     if summary is not None:
+
         def cells(d: dict) -> list[str]:
-            return [_report.fmt_pm(100 * d["mean"], 100 * d["std"], 2), f"{d['wins']}/{d['losses']}/{d['n']}",
-                    "—" if d["p"] is None else f"{d['p']:.2g}"]
+            return [
+                _report.fmt_pm(100 * d["mean"], 100 * d["std"], 2),
+                f"{d['wins']}/{d['losses']}/{d['n']}",
+                "—" if d["p"] is None else f"{d['p']:.2g}",
+            ]
 
         rows = [[a, *cells(d["first"]), *cells(d["final"])] for a, d in summary["paired_vs_alpha1"].items()]
-        parts.append("## Paired difference to α = 1 (same base draw and data order), over all configurations, "
-                     "base inits and seeds (percentage points; W/L/n = wins/losses/pairs; p = two-sided one-sample "
-                     "t-test of the differences)\n\n"
-                     + _report.md_table(["α", "epoch 1", "W/L/n", "p", "end", "W/L/n", "p"], rows))
+        parts.append(
+            "## Paired difference to α = 1 (same base draw and data order), over all configurations, "
+            "base inits and seeds (percentage points; W/L/n = wins/losses/pairs; p = two-sided one-sample "
+            "t-test of the differences)\n\n"
+            + _report.md_table(["α", "epoch 1", "W/L/n", "p", "end", "W/L/n", "p"], rows)
+        )
         best = summary["best_alpha"]
-        parts.append("Rule: the α > 1 with the best mean final difference becomes the default if that difference is "
-                     "positive with p < 0.05; otherwise the default stays α = "
-                     f"{THIRD_PARTY_ALPHA:g} (a third-party implementation's value; the authors' repository holds no "
-                     "code). Outcome: "
-                     + (f"**{best:g}**." if best is not None else
-                        f"**no α is distinguishable from no scaling; default stays {THIRD_PARTY_ALPHA:g}**."))
+        parts.append(
+            "Rule: the α > 1 with the best mean final difference becomes the default if that difference is "
+            "positive with p < 0.05; otherwise the default stays α = "
+            f"{THIRD_PARTY_ALPHA:g} (a third-party implementation's value; the authors' repository holds no "
+            "code). Outcome: "
+            + (
+                f"**{best:g}**."
+                if best is not None
+                else f"**no α is distinguishable from no scaling; default stays {THIRD_PARTY_ALPHA:g}**."
+            )
+        )
     return "\n\n".join(parts)
 
 
 def main() -> None:
     args = _report.parse_args(__doc__.splitlines()[0], _extra)
     q = args.quick
-    cfg = {"epochs": args.epochs or (3 if q else 15), "seeds": args.seeds or (2 if q else 3),
-           "alphas": args.alphas or ([1.0, 1.5] if q else [1.0, 1.1, 1.25, 1.5, 2.0]),
-           "lr": args.lr, "batch_size": args.batch_size, "archs": args.archs}
+    cfg = {
+        "epochs": args.epochs or (3 if q else 15),
+        "seeds": args.seeds or (2 if q else 3),
+        "alphas": args.alphas or ([1.0, 1.5] if q else [1.0, 1.1, 1.25, 1.5, 2.0]),
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "archs": args.archs,
+    }
     if cfg["alphas"][0] != 1.0:
         raise SystemExit("--alphas must start with 1 (the unscaled baseline)")
     if args.summarize_only:
@@ -282,18 +348,39 @@ def _mechanism(args) -> None:
                 acts.append(np.asarray(h))
                 if i < len(kernels) - 1:
                     active.append(float((h > 0.05).mean()))
-                    rms.append(float(jnp.sqrt(jnp.mean(z ** 2))))
-            log10 = {k: float(np.mean(emergence_measure(acts, log=True, **kw)) / np.log(10))
-                     for k, kw in (("all", {}), ("to_output", {"paths": "to_output"}), ("threshold 0", {"threshold": 0.0}))}
+                    rms.append(float(jnp.sqrt(jnp.mean(z**2))))
+            log10 = {
+                k: float(np.mean(emergence_measure(acts, log=True, **kw)) / np.log(10))
+                for k, kw in (("all", {}), ("to_output", {"paths": "to_output"}), ("threshold 0", {"threshold": 0.0}))
+            }
             data.append({"init": name, "alpha": alpha, "active": active, "rms": rms, "log10_e": log10})
-            rows.append([name, f"{alpha:g}", " / ".join(f"{a:.2f}" for a in active),
-                         " / ".join(f"{r:.3f}" for r in rms), *(f"{v:.2f}" for v in log10.values())])
+            rows.append(
+                [
+                    name,
+                    f"{alpha:g}",
+                    " / ".join(f"{a:.2f}" for a in active),
+                    " / ".join(f"{r:.3f}" for r in rms),
+                    *(f"{v:.2f}" for v in log10.values()),
+                ]
+            )
     run.data["rows"] = data
-    body = ("Bias-free ReLU MLP 64 → 256 ×4 → 10 at init (key 0), 512 digits training images, threshold 0.05 "
-            "unless said. Active: fraction of hidden units > 0.05 per hidden layer; RMS: of each hidden "
-            "layer's pre-activations.\n\n"
-            + _report.md_table(["init", "α", "active (hidden 1–4)", "RMS pre-activation", "log10 E all",
-                                "log10 E to_output", "log10 E threshold 0"], rows))
+    body = (
+        "Bias-free ReLU MLP 64 → 256 ×4 → 10 at init (key 0), 512 digits training images, threshold 0.05 "
+        "unless said. Active: fraction of hidden units > 0.05 per hidden layer; RMS: of each hidden "
+        "layer's pre-activations.\n\n"
+        + _report.md_table(
+            [
+                "init",
+                "α",
+                "active (hidden 1–4)",
+                "RMS pre-activation",
+                "log10 E all",
+                "log10 E to_output",
+                "log10 E threshold 0",
+            ],
+            rows,
+        )
+    )
     run.finish(body)
     print(body)
 
@@ -308,9 +395,15 @@ def _resummarize(quick: bool) -> None:
     data = {k: v for k, v in saved.items() if k not in ("benchmark", "quick", "machine", "script_wall_s")}
     data["summary"] = summary
     body = markdown(cfg, results, summary)
-    _report.write_results("emergence", quick, saved["machine"], data,
-                          "Emergence-promoting scaling vs plain Xavier/Kaiming init on digits", body,
-                          wall_s=saved["script_wall_s"])
+    _report.write_results(
+        "emergence",
+        quick,
+        saved["machine"],
+        data,
+        "Emergence-promoting scaling vs plain Xavier/Kaiming init on digits",
+        body,
+        wall_s=saved["script_wall_s"],
+    )
     print(body)
 
 

@@ -91,12 +91,15 @@ def models(kind: str, dataset: str, width: int, channels: int, num_classes: int)
 
 def layer_inputs(model, params, x, prev: str, batch: int = 1024) -> np.ndarray:
     """``relu`` of layer ``prev``'s output: the fused pair's inputs, over ``x`` in batches."""
+
     @jax.jit
     def one(xb):
-        _, state = model.apply(params, xb, capture_intermediates=lambda mdl, _: mdl.name == prev,
-                               mutable=["intermediates"])
+        _, state = model.apply(
+            params, xb, capture_intermediates=lambda mdl, _: mdl.name == prev, mutable=["intermediates"]
+        )
         return jax.nn.relu(state["intermediates"][prev]["__call__"][0])
-    return np.concatenate([np.asarray(one(x[i:i + batch])) for i in range(0, len(x), batch)])
+
+    return np.concatenate([np.asarray(one(x[i : i + batch])) for i in range(0, len(x), batch)])
 
 
 def fuse_one(kind, deep_p, shallow_p, h, names_d, names_s, ridge):
@@ -107,18 +110,42 @@ def fuse_one(kind, deep_p, shallow_p, h, names_d, names_s, ridge):
         flat = h.reshape(len(h), -1).astype(np.float64)
         gauss = fuse.fuse_params(deep_p, shallow_p, 1, mean=flat.mean(0), cov=np.cov(flat.T, ddof=0), **common)
         p = deep_p["params"]
-        *_, mse = fuse.dense_dense_from_data(p["Dense_1"]["kernel"], p["Dense_1"]["bias"], p["Dense_2"]["kernel"],
-                                             p["Dense_2"]["bias"], h, ridge=ridge, return_mse=True, batch_size=4096)
+        *_, mse = fuse.dense_dense_from_data(
+            p["Dense_1"]["kernel"],
+            p["Dense_1"]["bias"],
+            p["Dense_2"]["kernel"],
+            p["Dense_2"]["bias"],
+            h,
+            ridge=ridge,
+            return_mse=True,
+            batch_size=4096,
+        )
         return data, gauss, float(mse)
     pad = ("SAME", "SAME")
     data = fuse.fuse_params(deep_p, shallow_p, 1, inputs=h, ridge=ridge, padding=pad, batch_size=512, **common)
     chan = h.reshape(-1, h.shape[-1]).astype(np.float64)
-    gauss = fuse.fuse_params(deep_p, shallow_p, 1, mean=chan.mean(0), cov=np.cov(chan.T, ddof=0), padding=pad,
-                             input_shape=h.shape[1:], **common)
+    gauss = fuse.fuse_params(
+        deep_p,
+        shallow_p,
+        1,
+        mean=chan.mean(0),
+        cov=np.cov(chan.T, ddof=0),
+        padding=pad,
+        input_shape=h.shape[1:],
+        **common,
+    )
     p = deep_p["params"]
-    _, mse = fuse.conv_conv_from_data(p["Conv_1"]["kernel"], p["Conv_1"]["bias"], p["Conv_2"]["kernel"],
-                                      p["Conv_2"]["bias"], h, padding=pad, ridge=ridge, return_mse=True,
-                                      batch_size=512)
+    _, mse = fuse.conv_conv_from_data(
+        p["Conv_1"]["kernel"],
+        p["Conv_1"]["bias"],
+        p["Conv_2"]["kernel"],
+        p["Conv_2"]["bias"],
+        h,
+        padding=pad,
+        ridge=ridge,
+        return_mse=True,
+        batch_size=512,
+    )
     return data, gauss, float(mse)
 
 
@@ -134,8 +161,16 @@ def run_one(kind: str, data, cfg: dict) -> dict:
     lr, bs = cfg["lr"], cfg["batch_size"]
     steps1, steps2 = cfg["steps"][kind]
     _report.log(f"  {kind}: phase 1, deep net, {steps1} steps")
-    h1 = train_models(deep.apply, stack_trees(deep0), data_keys, data, steps=steps1, learning_rate=lr,
-                      batch_size=bs, eval_steps=checkpoint_steps(steps1, cfg["checkpoints"]))
+    h1 = train_models(
+        deep.apply,
+        stack_trees(deep0),
+        data_keys,
+        data,
+        steps=steps1,
+        learning_rate=lr,
+        batch_size=bs,
+        eval_steps=checkpoint_steps(steps1, cfg["checkpoints"]),
+    )
     deep1 = [unstack_tree(h1.params, i) for i in seeds]
     fused_data, fused_gauss, mses = [], [], []
     prev = names_d[0]
@@ -148,16 +183,32 @@ def run_one(kind: str, data, cfg: dict) -> dict:
     _report.log(f"  {kind}: fusion MSE (data fit) {np.mean(mses):.4g}; phase 2, {steps2} steps")
     eval2 = (0,) + checkpoint_steps(steps2, cfg["checkpoints"])
     n = len(seeds)
-    hs = train_models(shallow.apply, stack_trees(shallow0 + fused_data + fused_gauss),
-                      jnp.concatenate([data_keys] * 3), data, steps=steps2, learning_rate=lr, batch_size=bs,
-                      eval_steps=eval2)
-    hd = train_models(deep.apply, h1.params, data_keys, data, steps=steps2, learning_rate=lr, batch_size=bs,
-                      eval_steps=eval2)
-    acc = {"shallow-random": hs.test_accuracy[:n], "fused-data": hs.test_accuracy[n:2 * n],
-           "fused-gauss": hs.test_accuracy[2 * n:], "deep": hd.test_accuracy}
-    out = {"phase1_steps": h1.steps.tolist(), "phase1_deep": h1.test_accuracy.tolist(),
-           "steps": [int(s) for s in hs.steps], "fusion_mse_data": mses,
-           "seconds": {"phase1": h1.seconds, "phase2_shallow": hs.seconds, "phase2_deep": hd.seconds}}
+    hs = train_models(
+        shallow.apply,
+        stack_trees(shallow0 + fused_data + fused_gauss),
+        jnp.concatenate([data_keys] * 3),
+        data,
+        steps=steps2,
+        learning_rate=lr,
+        batch_size=bs,
+        eval_steps=eval2,
+    )
+    hd = train_models(
+        deep.apply, h1.params, data_keys, data, steps=steps2, learning_rate=lr, batch_size=bs, eval_steps=eval2
+    )
+    acc = {
+        "shallow-random": hs.test_accuracy[:n],
+        "fused-data": hs.test_accuracy[n : 2 * n],
+        "fused-gauss": hs.test_accuracy[2 * n :],
+        "deep": hd.test_accuracy,
+    }
+    out = {
+        "phase1_steps": h1.steps.tolist(),
+        "phase1_deep": h1.test_accuracy.tolist(),
+        "steps": [int(s) for s in hs.steps],
+        "fusion_mse_data": mses,
+        "seconds": {"phase1": h1.seconds, "phase2_shallow": hs.seconds, "phase2_deep": hd.seconds},
+    }
     out.update({arm: acc[arm].tolist() for arm in ARMS})
     _report.log(f"  {kind}: final " + ", ".join(f"{a} {acc[a][:, -1].mean():.4f}" for a in ARMS))
     return out
@@ -177,14 +228,22 @@ def markdown(cfg: dict, results: dict) -> str:
         for kind, m in r.items():
             rows = []
             for c, step in enumerate(m["steps"]):
-                rows.append([step] + [_report.fmt_pm(100 * np.mean(np.asarray(m[a])[:, c]),
-                                                     100 * np.std(np.asarray(m[a])[:, c], ddof=1), 2)
-                                      for a in ARMS])
+                rows.append(
+                    [step]
+                    + [
+                        _report.fmt_pm(
+                            100 * np.mean(np.asarray(m[a])[:, c]), 100 * np.std(np.asarray(m[a])[:, c], ddof=1), 2
+                        )
+                        for a in ARMS
+                    ]
+                )
             p1 = np.asarray(m["phase1_deep"])[:, -1]
-            parts.append(f"## {name}, {kind.upper()}\n\nDeep net after phase 1: "
-                         f"{_report.fmt_pm(100 * p1.mean(), 100 * p1.std(ddof=1), 2)} %. Data-driven fusion MSE "
-                         f"(per example, summed over the fused layer's outputs): {np.mean(m['fusion_mse_data']):.4g}."
-                         "\n\n" + _report.md_table(["phase-2 step"] + list(ARMS), rows))
+            parts.append(
+                f"## {name}, {kind.upper()}\n\nDeep net after phase 1: "
+                f"{_report.fmt_pm(100 * p1.mean(), 100 * p1.std(ddof=1), 2)} %. Data-driven fusion MSE "
+                f"(per example, summed over the fused layer's outputs): {np.mean(m['fusion_mse_data']):.4g}."
+                "\n\n" + _report.md_table(["phase-2 step"] + list(ARMS), rows)
+            )
     return "\n\n".join(parts)
 
 
@@ -207,11 +266,21 @@ def _extra(p) -> None:
 def main() -> None:
     args = _report.parse_args(__doc__.splitlines()[0], _extra)
     q = args.quick
-    cfg = {"datasets": args.datasets, "kinds": args.kinds, "seeds": args.seeds or (2 if q else 3),
-           "steps": {"mlp": [args.steps1 or (30 if q else 500), args.steps2 or (30 if q else 500)],
-                     "cnn": [args.cnn_steps1 or (30 if q else 200), args.cnn_steps2 or (30 if q else 200)]},
-           "checkpoints": args.checkpoints, "lr": args.lr, "batch_size": args.batch_size,
-           "width": args.width if not q else 32, "channels": args.channels if not q else 4, "ridge": args.ridge}
+    cfg = {
+        "datasets": args.datasets,
+        "kinds": args.kinds,
+        "seeds": args.seeds or (2 if q else 3),
+        "steps": {
+            "mlp": [args.steps1 or (30 if q else 500), args.steps2 or (30 if q else 500)],
+            "cnn": [args.cnn_steps1 or (30 if q else 200), args.cnn_steps2 or (30 if q else 200)],
+        },
+        "checkpoints": args.checkpoints,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "width": args.width if not q else 32,
+        "channels": args.channels if not q else 4,
+        "ridge": args.ridge,
+    }
     run = _report.Run("fuse", "FuseInit: shallower nets from fused deeper nets", args)
     results: dict = {}
     run.data.update({"config": cfg, "datasets": results})

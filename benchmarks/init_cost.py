@@ -146,16 +146,44 @@ class Case:
 def cases(quick: bool) -> list[Case]:
     if quick:
         return [
-            Case("ViT-tiny (quick)", ViT(layers=2, dim=192, heads=3, mlp=768, num_patches=4, num_classes=10),
-                 jnp.zeros((1, 32, 32, 3)), None, "nn.MultiHeadDotProductAttention (query/key/value/out)", 2, 3),
-            Case("GPT-tiny (quick)", GPT(layers=2, dim=256, heads=4, mlp=1024, vocab=1000, context=128),
-                 jnp.zeros((1, 8), jnp.int32), 4, "flat Dense q_proj/k_proj/v_proj/o_proj", 2, 3),
+            Case(
+                "ViT-tiny (quick)",
+                ViT(layers=2, dim=192, heads=3, mlp=768, num_patches=4, num_classes=10),
+                jnp.zeros((1, 32, 32, 3)),
+                None,
+                "nn.MultiHeadDotProductAttention (query/key/value/out)",
+                2,
+                3,
+            ),
+            Case(
+                "GPT-tiny (quick)",
+                GPT(layers=2, dim=256, heads=4, mlp=1024, vocab=1000, context=128),
+                jnp.zeros((1, 8), jnp.int32),
+                4,
+                "flat Dense q_proj/k_proj/v_proj/o_proj",
+                2,
+                3,
+            ),
         ]
     return [
-        Case("ViT-B/16", ViT(layers=12, dim=768, heads=12, mlp=3072),
-             jnp.zeros((1, 32, 32, 3)), None, "nn.MultiHeadDotProductAttention (query/key/value/out)", 3, 10),
-        Case("GPT-2-medium", GPT(layers=24, dim=1024, heads=16, mlp=4096, vocab=50257, context=1024),
-             jnp.zeros((1, 8), jnp.int32), 16, "flat Dense q_proj/k_proj/v_proj/o_proj", 1, 10),
+        Case(
+            "ViT-B/16",
+            ViT(layers=12, dim=768, heads=12, mlp=3072),
+            jnp.zeros((1, 32, 32, 3)),
+            None,
+            "nn.MultiHeadDotProductAttention (query/key/value/out)",
+            3,
+            10,
+        ),
+        Case(
+            "GPT-2-medium",
+            GPT(layers=24, dim=1024, heads=16, mlp=4096, vocab=50257, context=1024),
+            jnp.zeros((1, 8), jnp.int32),
+            16,
+            "flat Dense q_proj/k_proj/v_proj/o_proj",
+            1,
+            10,
+        ),
     ]
 
 
@@ -183,13 +211,16 @@ def run_case(case: Case, run: _report.Run, results: list[dict], methods: tuple[s
 
     def mimetic(method):
         def f(k):
-            return mimetic_attention(model.init(k, x), jax.random.fold_in(k, 1), method=method,
-                                     num_heads=case.num_heads)
+            return mimetic_attention(
+                model.init(k, x), jax.random.fold_in(k, 1), method=method, num_heads=case.num_heads
+            )
+
         return f
 
     _report.log(f"{case.name}: {res['params'] / 1e6:.1f} M params, {len(blocks)} attention blocks")
     plan = [("default", default, case.repeats)] + [
-        (m, mimetic(m), case.exact_repeats if m == "exact" else case.repeats) for m in methods]
+        (m, mimetic(m), case.exact_repeats if m == "exact" else case.repeats) for m in methods
+    ]
     for label, fn, reps in plan:
         run.stage(f"{case.name}: {label} (jit, {reps} repeats)")
         t = _report.time_jit(fn, key, repeats=reps)
@@ -199,8 +230,10 @@ def run_case(case: Case, run: _report.Run, results: list[dict], methods: tuple[s
             res[f"ratio_{label}_steady"] = t["median_s"] / d["median_s"]
             res[f"ratio_{label}_first_call"] = t["first_call_s"] / d["first_call_s"]
             res[f"ratio_{label}_steady_cpu"] = t["median_cpu_s"] / d["median_cpu_s"]
-        _report.log(f"  {label:8s} trace {t['trace_s']:.2f} s, compile {t['compile_s']:.2f} s, "
-                    f"first run {t['first_run_s']:.2f} s, median {t['median_s']:.3f} s over {reps}")
+        _report.log(
+            f"  {label:8s} trace {t['trace_s']:.2f} s, compile {t['compile_s']:.2f} s, "
+            f"first run {t['first_run_s']:.2f} s, median {t['median_s']:.3f} s over {reps}"
+        )
     return res
 
 
@@ -217,21 +250,39 @@ def markdown(results: list[dict]) -> str:
             flag = ""
             if label != "default" and f"ratio_{label}_steady" in r:
                 flag = " ✅" if r[f"ratio_{label}_steady"] <= TARGET_RATIO else " ❌"
-            rows.append([
-                r["model"] if label == "default" else "",
-                "default `model.init`" if label == "default" else f"mimetic `{label}`",
-                _report.fmt_s(t["trace_s"]), _report.fmt_s(t["compile_s"]), _report.fmt_s(t["first_run_s"]),
-                _report.fmt_s(t["first_call_s"]), f"{_report.fmt_s(t['median_s'])} (n={t['repeats']})",
-                ratio_s + flag, ratio_f,
-            ])
+            rows.append(
+                [
+                    r["model"] if label == "default" else "",
+                    "default `model.init`" if label == "default" else f"mimetic `{label}`",
+                    _report.fmt_s(t["trace_s"]),
+                    _report.fmt_s(t["compile_s"]),
+                    _report.fmt_s(t["first_run_s"]),
+                    _report.fmt_s(t["first_call_s"]),
+                    f"{_report.fmt_s(t['median_s'])} (n={t['repeats']})",
+                    ratio_s + flag,
+                    ratio_f,
+                ]
+            )
     table = _report.md_table(
-        ["model", "init", "trace s", "compile s", "first run s", "first call s (trace+compile+run)",
-         "steady s (median)", "steady ratio vs default", "first-call ratio vs default"], rows)
+        [
+            "model",
+            "init",
+            "trace s",
+            "compile s",
+            "first run s",
+            "first call s (trace+compile+run)",
+            "steady s (median)",
+            "steady ratio vs default",
+            "first-call ratio vs default",
+        ],
+        rows,
+    )
     models = "\n".join(
         f"- **{r['model']}**: {r['params'] / 1e6:.1f} M parameters, {r['attention_blocks']} attention blocks "
         f"({r['attention_layout']}; d={r['block_sizes'][0]['d']}, H={r['block_sizes'][0]['heads']}, "
         f"k={r['block_sizes'][0]['head_dim']})."
-        for r in results)
+        for r in results
+    )
     return (
         f"{models}\n\nAll timings in one process, `jax.jit` of the whole init; mimetic = "
         "`mimetic_attention(model.init(k, x), fold_in(k, 1), method=m)` re-initializing every attention block's "

@@ -79,8 +79,12 @@ def child(name: str, shape: dict) -> dict:
         jax.block_until_ready(layer)
         times.append(time.perf_counter() - t)
         kept.append(layer)
-        print(f"  [{name}] layer {i + 1}/{count}: {times[-1]:.2f} s, VmRSS "
-              f"{(_report.proc_status_kib('VmRSS') or 0) / 2**20:.2f} GiB", file=sys.stderr, flush=True)
+        print(
+            f"  [{name}] layer {i + 1}/{count}: {times[-1]:.2f} s, VmRSS "
+            f"{(_report.proc_status_kib('VmRSS') or 0) / 2**20:.2f} GiB",
+            file=sys.stderr,
+            flush=True,
+        )
     out["layers_generated"] = count
     out["weights_bytes"] = sum(a.size * a.dtype.itemsize for layer in kept for a in layer)
     out["layer_times_s"] = times
@@ -89,7 +93,9 @@ def child(name: str, shape: dict) -> dict:
 
 
 def run_child(name: str, quick: bool, timeout: float | None) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--watchdog", "120"] + (["--quick"] if quick else [])
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--watchdog", "120"] + (
+        ["--quick"] if quick else []
+    )
     if os.environ.get("NPROC"):
         cmd += ["--xla-threads", os.environ["NPROC"]]
     t = time.perf_counter()
@@ -133,30 +139,51 @@ def markdown(results: dict, shape: dict) -> str:
             tcell = f"{_report.fmt_s(times[0])} (1 layer, incl. compile)"
         else:
             steady = sorted(times[1:])[len(times[1:]) // 2]
-            tcell = f"{_report.fmt_s(sum(times))} total; first {_report.fmt_s(times[0])}, median {_report.fmt_s(steady)}"
-        rows.append([labels[name], gib(peak), gib(w), gib(peak - w), gib(transient),
-                     f"{gib(r['ru_maxrss_bytes'])}", tcell])
-    table = _report.md_table(["configuration", "peak RSS GiB (VmHWM)", "weights GiB", "overhead GiB (peak − weights)",
-                              "transient GiB (peak − weights − runtime)", "ru_maxrss GiB", "time s"], rows)
-    notes = [f"One layer's weights: {gib(layer_bytes)} GiB; all {shape['layers']} layers: "
-             f"{gib(layer_bytes * shape['layers'])} GiB ({layer_bytes * shape['layers'] / GB:.2f} GB)."]
+            tcell = (
+                f"{_report.fmt_s(sum(times))} total; first {_report.fmt_s(times[0])}, median {_report.fmt_s(steady)}"
+            )
+        rows.append(
+            [labels[name], gib(peak), gib(w), gib(peak - w), gib(transient), f"{gib(r['ru_maxrss_bytes'])}", tcell]
+        )
+    table = _report.md_table(
+        [
+            "configuration",
+            "peak RSS GiB (VmHWM)",
+            "weights GiB",
+            "overhead GiB (peak − weights)",
+            "transient GiB (peak − weights − runtime)",
+            "ru_maxrss GiB",
+            "time s",
+        ],
+        rows,
+    )
+    notes = [
+        f"One layer's weights: {gib(layer_bytes)} GiB; all {shape['layers']} layers: "
+        f"{gib(layer_bytes * shape['layers'])} GiB ({layer_bytes * shape['layers'] / GB:.2f} GB)."
+    ]
     ex = results.get("exact_one")
     if ex and "layer_times_s" in ex:
         t1 = ex["layer_times_s"][0]
-        notes.append(f"**Exact, extrapolated** (not measured): {shape['layers']} layers × {_report.fmt_s(t1)} "
-                     f"= {_report.fmt_s(t1 * shape['layers'])} ≈ {t1 * shape['layers'] / 3600:.2f} h on this CPU "
-                     f"(the one measured layer includes its compile, a few seconds). Exact peak for "
-                     f"{shape['layers']} layers ≈ all weights + the one-layer transient above "
-                     f"(also extrapolated).")
+        notes.append(
+            f"**Exact, extrapolated** (not measured): {shape['layers']} layers × {_report.fmt_s(t1)} "
+            f"= {_report.fmt_s(t1 * shape['layers'])} ≈ {t1 * shape['layers'] / 3600:.2f} h on this CPU "
+            f"(the one measured layer includes its compile, a few seconds). Exact peak for "
+            f"{shape['layers']} layers ≈ all weights + the one-layer transient above "
+            f"(also extrapolated)."
+        )
     fa = results.get("fast")
     if fa and "layer_times_s" in fa and ex and "layer_times_s" in ex:
         steady = sorted(fa["layer_times_s"][1:])[len(fa["layer_times_s"][1:]) // 2]
-        notes.append(f"Per layer: fast {_report.fmt_s(steady)} (median of layers 2..), exact "
-                     f"{_report.fmt_s(ex['layer_times_s'][0])}: {ex['layer_times_s'][0] / steady:.0f}× slower.")
-    return (f"Attention stack of LLaMA-7B shape: {shape['layers']} layers, d={shape['d']}, H={shape['heads']}, "
-            f"k={shape['head_dim']}, float32, layers generated one at a time in a Python loop and kept. Each row is "
-            "a fresh child process; peak = its VmHWM. `transient` subtracts the weights kept and the runtime-only "
-            "peak (first row).\n\n" + table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+        notes.append(
+            f"Per layer: fast {_report.fmt_s(steady)} (median of layers 2..), exact "
+            f"{_report.fmt_s(ex['layer_times_s'][0])}: {ex['layer_times_s'][0] / steady:.0f}× slower."
+        )
+    return (
+        f"Attention stack of LLaMA-7B shape: {shape['layers']} layers, d={shape['d']}, H={shape['heads']}, "
+        f"k={shape['head_dim']}, float32, layers generated one at a time in a Python loop and kept. Each row is "
+        "a fresh child process; peak = its VmHWM. `transient` subtracts the weights kept and the runtime-only "
+        "peak (first row).\n\n" + table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    )
 
 
 def main() -> None:
@@ -196,8 +223,10 @@ def main() -> None:
         run.stage(f"child process: {name}")
         res = run_child(name, args.quick, timeout=None)
         run.data["configs"][name] = res
-        _report.log(f"  {name}: peak {gib(res.get('VmHWM_bytes'))} GiB, weights {gib(res.get('weights_bytes', 0))} GiB,"
-                    f" {res.get('wall_s', 0):.1f} s" + (f" ERROR {res['error']}" if "error" in res else ""))
+        _report.log(
+            f"  {name}: peak {gib(res.get('VmHWM_bytes'))} GiB, weights {gib(res.get('weights_bytes', 0))} GiB,"
+            f" {res.get('wall_s', 0):.1f} s" + (f" ERROR {res['error']}" if "error" in res else "")
+        )
     import mimetic_jax.attention as att
 
     run.data["exact_chunk_elements"] = att.EXACT_CHUNK_ELEMENTS

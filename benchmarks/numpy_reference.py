@@ -92,6 +92,7 @@ def ours_loop(key, layers, d, heads, k, method):
 def ours_vmap_fn(layers, d, heads, k, method):
     def f(key):
         return jax.vmap(lambda kk: ours_layer(kk, d, heads, k, method))(jax.random.split(key, layers))
+
     return f
 
 
@@ -106,11 +107,14 @@ def diag_means(w_q, w_k, w_v, w_o) -> tuple[float, float]:
 
 def main() -> None:
     def extra(p):
-        p.add_argument("--numpy-layers", type=int, default=None,
-                       help="time the NumPy baseline on this many layers and extrapolate (default: all)")
+        p.add_argument(
+            "--numpy-layers",
+            type=int,
+            default=None,
+            help="time the NumPy baseline on this many layers and extrapolate (default: all)",
+        )
         p.add_argument("--repeats", type=int, default=None, help="repeats of each of ours (steady state)")
-        p.add_argument("--with-vmap", action="store_true",
-                       help="also time one jit(vmap over layers) program")
+        p.add_argument("--with-vmap", action="store_true", help="also time one jit(vmap over layers) program")
 
     args = _report.parse_args(__doc__.splitlines()[0], extra)
     run = _report.Run("numpy_reference", "Mimetic attention stack: ours vs a NumPy per-head reference", args)
@@ -121,8 +125,18 @@ def main() -> None:
     np_layers = min(layers, args.numpy_layers or layers)
     repeats = args.repeats or (2 if args.quick else 3)
     res = run.data
-    res.update({"layers": layers, "d": d, "heads": heads, "head_dim": k, "numpy_dtype": "float32",
-                "numpy_layers_timed": np_layers, "target_speedup": TARGET_SPEEDUP, "ours": {}})
+    res.update(
+        {
+            "layers": layers,
+            "d": d,
+            "heads": heads,
+            "head_dim": k,
+            "numpy_dtype": "float32",
+            "numpy_layers_timed": np_layers,
+            "target_speedup": TARGET_SPEEDUP,
+            "ours": {},
+        }
+    )
     variants = ("loop", "jit_vmap") if args.with_vmap else ("loop",)
 
     run.stage(f"NumPy baseline: {np_layers} of {layers} layers, d={d}, H={heads}, k={k}")
@@ -130,11 +144,15 @@ def main() -> None:
     with _report.Stopwatch() as sw:
         stack, per_layer = numpy_stack(np_layers, d, heads, k)
     res["numpy"] = {
-        "measured_s": sw.wall, "measured_cpu_s": sw.cpu, "per_layer_s": per_layer,
+        "measured_s": sw.wall,
+        "measured_cpu_s": sw.cpu,
+        "per_layer_s": per_layer,
         "median_layer_s": statistics.median(per_layer),
-        "stack_s": sw.wall * layers / np_layers, "extrapolated": np_layers < layers,
+        "stack_s": sw.wall * layers / np_layers,
+        "extrapolated": np_layers < layers,
         "diag_means_layer0": diag_means(*stack[0]),
-        "load_average_before": load0, "load_average_after": _report.load_average(),
+        "load_average_before": load0,
+        "load_average_after": _report.load_average(),
     }
     _report.log(f"  NumPy {sw.wall:.1f} s for {np_layers} layers -> {res['numpy']['stack_s']:.1f} s for the stack")
     del stack
@@ -148,16 +166,21 @@ def main() -> None:
         dm = diag_means(*out[0])
         del out
         steady = _report.time_call(lambda kk: ours_loop(kk, layers, d, heads, k, method), key, repeats=repeats)
-        loop = {"first_call_s": first.wall, **steady, "compile_s_est": max(0.0, first.wall - steady["median_s"]),
-                "diag_means_layer0": dm}
+        loop = {
+            "first_call_s": first.wall,
+            **steady,
+            "compile_s_est": max(0.0, first.wall - steady["median_s"]),
+            "diag_means_layer0": dm,
+        }
         res["ours"][method] = {"loop": loop}
         _report.log(f"  {method}: loop first {first.wall:.2f} s, median {steady['median_s']:.3f} s")
         if args.with_vmap:
             run.stage(f"ours {method}: jit(vmap over layers)")
             vm = _report.time_jit(ours_vmap_fn(layers, d, heads, k, method), key, repeats=repeats)
             res["ours"][method]["jit_vmap"] = vm
-            _report.log(f"  {method}: jit(vmap) compile {vm['trace_s'] + vm['compile_s']:.2f} s, "
-                        f"median {vm['median_s']:.3f} s")
+            _report.log(
+                f"  {method}: jit(vmap) compile {vm['trace_s'] + vm['compile_s']:.2f} s, median {vm['median_s']:.3f} s"
+            )
     base = res["numpy"]["stack_s"]
     for method in ("fast", "exact"):
         for variant in variants:
@@ -165,11 +188,22 @@ def main() -> None:
             t["speedup_vs_numpy"] = base / t["median_s"]
             t["speedup_vs_numpy_first_call"] = base / t["first_call_s"]
 
-    np_note = (f"measured on {np_layers} of {layers} layers and extrapolated linearly (×{layers / np_layers:.2f})"
-               if res["numpy"]["extrapolated"] else f"measured on all {layers} layers, one pass")
-    rows = [["NumPy per head (float32, `np.linalg.svd`)", "—", _report.fmt_s(base) + (" (extrapolated)" if
-             res["numpy"]["extrapolated"] else ""), _report.fmt_s(base), "1", "1",
-             "{:.3f} / {:.3f}".format(*res["numpy"]["diag_means_layer0"])]]
+    np_note = (
+        f"measured on {np_layers} of {layers} layers and extrapolated linearly (×{layers / np_layers:.2f})"
+        if res["numpy"]["extrapolated"]
+        else f"measured on all {layers} layers, one pass"
+    )
+    rows = [
+        [
+            "NumPy per head (float32, `np.linalg.svd`)",
+            "—",
+            _report.fmt_s(base) + (" (extrapolated)" if res["numpy"]["extrapolated"] else ""),
+            _report.fmt_s(base),
+            "1",
+            "1",
+            "{:.3f} / {:.3f}".format(*res["numpy"]["diag_means_layer0"]),
+        ]
+    ]
     for method in ("fast", "exact"):
         for variant, label in (("loop", "per-layer calls"), ("jit_vmap", "jit(vmap over layers)")):
             if variant not in variants:
@@ -177,15 +211,35 @@ def main() -> None:
             t = res["ours"][method][variant]
             comp = t["compile_s_est"] if variant == "loop" else t["trace_s"] + t["compile_s"]
             sp = t["speedup_vs_numpy"]
-            rows.append([f"ours `{method}`, {label}", _report.fmt_s(comp), _report.fmt_s(t["median_s"]) +
-                         f" (n={t['repeats']})", _report.fmt_s(t["first_call_s"]),
-                         f"{sp:.1f}× {'✅' if sp >= TARGET_SPEEDUP else '❌'}",
-                         f"{t['speedup_vs_numpy_first_call']:.1f}×",
-                         "{:.3f} / {:.3f}".format(*(t["diag_means_layer0"] if variant == "loop"
-                                                    else res["ours"][method]["loop"]["diag_means_layer0"]))])
-    table = _report.md_table(["sampler", "compile s", "stack s (steady, median)", "first call s",
-                              "speed-up vs NumPy (steady)", "speed-up (first call)",
-                              "diag mean qk / vo (layer 0)"], rows)
+            rows.append(
+                [
+                    f"ours `{method}`, {label}",
+                    _report.fmt_s(comp),
+                    _report.fmt_s(t["median_s"]) + f" (n={t['repeats']})",
+                    _report.fmt_s(t["first_call_s"]),
+                    f"{sp:.1f}× {'✅' if sp >= TARGET_SPEEDUP else '❌'}",
+                    f"{t['speedup_vs_numpy_first_call']:.1f}×",
+                    "{:.3f} / {:.3f}".format(
+                        *(
+                            t["diag_means_layer0"]
+                            if variant == "loop"
+                            else res["ours"][method]["loop"]["diag_means_layer0"]
+                        )
+                    ),
+                ]
+            )
+    table = _report.md_table(
+        [
+            "sampler",
+            "compile s",
+            "stack s (steady, median)",
+            "first call s",
+            "speed-up vs NumPy (steady)",
+            "speed-up (first call)",
+            "diag mean qk / vo (layer 0)",
+        ],
+        rows,
+    )
     body = (
         f"Whole attention stack of ViT-B: {layers} layers, d={d}, H={heads}, k={k} (query, key, value, out kernels "
         f"of every layer). NumPy baseline: {np_note}; median layer {_report.fmt_s(res['numpy']['median_layer_s'])} "
@@ -194,8 +248,7 @@ def main() -> None:
         "of `fast` also builds the host-side spectral template), for jit(vmap) it is AOT trace + compile. "
         + ("" if args.with_vmap else "The jit(vmap over layers) variant was not run (`--with-vmap`). ")
         + f"Target: ≥ {TARGET_SPEEDUP:.0f}× (✅/❌). Last column: a check that all produce the same structure "
-        "(published: ≈ 0.40 and −0.40 at d=192; the truncated query/key diagonal shrinks with k/d).\n\n"
-        + table + "\n"
+        "(published: ≈ 0.40 and −0.40 at d=192; the truncated query/key diagonal shrinks with k/d).\n\n" + table + "\n"
     )
     run.finish(body)
 

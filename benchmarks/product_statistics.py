@@ -75,14 +75,21 @@ def vo_stats(w_v: np.ndarray, w_o: np.ndarray) -> dict[str, np.ndarray | float]:
     }
 
 
-QK_ROWS = [("diag_mean", "diag mean of W_q^h W_k^hᵀ"), ("offdiag_std", "off-diag std"),
-           ("sv_top", "top singular value"), ("sv_median", "median singular value (of k)"),
-           ("sv_kth", "k-th singular value")]
-VO_ROWS = [("diag_mean", "diag mean of W_v W_o (all heads)"), ("offdiag_std", "off-diag std of W_v W_o"),
-           ("head_diag_mean_avg", "per-head diag mean, avg over heads"),
-           ("head_diag_mean_spread", "per-head diag mean, std over heads"),
-           ("head_diag_mean_min", "per-head diag mean, smallest head"),
-           ("head_diag_mean_max", "per-head diag mean, largest head")]
+QK_ROWS = [
+    ("diag_mean", "diag mean of W_q^h W_k^hᵀ"),
+    ("offdiag_std", "off-diag std"),
+    ("sv_top", "top singular value"),
+    ("sv_median", "median singular value (of k)"),
+    ("sv_kth", "k-th singular value"),
+]
+VO_ROWS = [
+    ("diag_mean", "diag mean of W_v W_o (all heads)"),
+    ("offdiag_std", "off-diag std of W_v W_o"),
+    ("head_diag_mean_avg", "per-head diag mean, avg over heads"),
+    ("head_diag_mean_spread", "per-head diag mean, std over heads"),
+    ("head_diag_mean_min", "per-head diag mean, smallest head"),
+    ("head_diag_mean_max", "per-head diag mean, largest head"),
+]
 VO_VARIANTS = [("exact", False), ("exact", True), ("fast", False), ("fast", True)]
 
 
@@ -98,8 +105,9 @@ def run_config(d: int, heads: int, keys: int) -> dict:
         t0 = time.perf_counter()
         per_key = []
         for i in range(keys):
-            w_q, w_k = mj.query_key(jax.random.fold_in(base, i), d, heads, k, alpha=ALPHA_QK, beta=BETA_QK,
-                                    method=method)
+            w_q, w_k = mj.query_key(
+                jax.random.fold_in(base, i), d, heads, k, alpha=ALPHA_QK, beta=BETA_QK, method=method
+            )
             per_key.append(qk_stats(np.asarray(w_q, np.float64), np.asarray(w_k, np.float64)))
         res["qk"][method] = {n: np.stack([pk[n] for pk in per_key]) for n in per_key[0]}  # (keys, H[, k])
         res["time_s"][f"qk_{method}"] = time.perf_counter() - t0
@@ -109,8 +117,16 @@ def run_config(d: int, heads: int, keys: int) -> dict:
         t0 = time.perf_counter()
         per_key = []
         for i in range(keys):
-            w_v, w_o = mj.value_output(jax.random.fold_in(base, 1000 + i), d, heads, k, alpha=ALPHA_VO,
-                                       beta=BETA_VO, method=method, rotate_heads=rotate)
+            w_v, w_o = mj.value_output(
+                jax.random.fold_in(base, 1000 + i),
+                d,
+                heads,
+                k,
+                alpha=ALPHA_VO,
+                beta=BETA_VO,
+                method=method,
+                rotate_heads=rotate,
+            )
             per_key.append(vo_stats(np.asarray(w_v, np.float64), np.asarray(w_o, np.float64)))
         res["vo"][name] = {n: np.array([pk[n] for pk in per_key]) for n in per_key[0]}
         res["time_s"][f"vo_{name}"] = time.perf_counter() - t0
@@ -131,8 +147,11 @@ def summarize(res: dict) -> tuple[str, dict]:
         for method in ("exact", "fast"):
             per_draw = res["qk"][method][key].mean(axis=1)  # average over heads, one value per key
             m, s = float(per_draw.mean()), float(per_draw.std(ddof=1)) if len(per_draw) > 1 else 0.0
-            summary["qk"].setdefault(method, {})[key] = {"mean": m, "std_over_keys": s,
-                                                          "std_over_heads_and_keys": float(res["qk"][method][key].std())}
+            summary["qk"].setdefault(method, {})[key] = {
+                "mean": m,
+                "std_over_keys": s,
+                "std_over_heads_and_keys": float(res["qk"][method][key].std()),
+            }
             cells.append(_report.fmt_pm(m, s, 4))
         ex, fa = summary["qk"]["exact"][key]["mean"], summary["qk"]["fast"][key]["mean"]
         cells.append(f"{(fa - ex) / abs(ex) * 100:+.1f} %" if ex else "—")
@@ -149,8 +168,10 @@ def summarize(res: dict) -> tuple[str, dict]:
             cells.append(_report.fmt_pm(m, s, 4))
         rows.append(cells)
     vo_table = _report.md_table(["value/out (per layer)", *names], rows)
-    text = (f"### d = {res['d']}, H = {res['heads']}, k = {res['head_dim']} ({res['keys']} keys)\n\n"
-            f"{qk_table}\n\n{vo_table}\n")
+    text = (
+        f"### d = {res['d']}, H = {res['heads']}, k = {res['head_dim']} ({res['keys']} keys)\n\n"
+        f"{qk_table}\n\n{vo_table}\n"
+    )
     return text, summary
 
 
@@ -165,13 +186,19 @@ def plot(results: list[dict], path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     ax = axes[0]
     idx = np.arange(1, k + 1)
-    ax.plot(np.arange(1, res["d"] + 1), res["target_spectrum"], color="0.7", lw=1,
-            label="target αZ+βI (untruncated, one draw)")
+    ax.plot(
+        np.arange(1, res["d"] + 1),
+        res["target_spectrum"],
+        color="0.7",
+        lw=1,
+        label="target αZ+βI (untruncated, one draw)",
+    )
     for method, style in (("exact", "-"), ("fast", "--")):
         spec = res["qk"][method]["spectra"]  # (keys, H, k)
         ax.plot(idx, spec[0, 0], style, lw=1.8, label=f"{method}: key 0, head 0")
-        ax.fill_between(idx, spec.min(axis=(0, 1)), spec.max(axis=(0, 1)), alpha=0.15,
-                        label=f"{method}: range over keys × heads")
+        ax.fill_between(
+            idx, spec.min(axis=(0, 1)), spec.max(axis=(0, 1)), alpha=0.15, label=f"{method}: range over keys × heads"
+        )
     ax.axvline(k, color="k", lw=0.6, ls=":")
     ax.set_xlim(0, min(res["d"], 4 * k))
     ax.set_xlabel("singular value index")
@@ -224,18 +251,23 @@ def main() -> None:
         + f"\nPlot: `{png.name}` (left: singular spectra of one head's query/key product, d={configs[-1][0]}; "
         "right: value/out per-head diagonal means).\n"
     )
-    run.data.update({
-        "configs": [
-            {k: v for k, v in r.items() if k not in ("qk", "vo")} | {
-                "qk_per_key_per_head": {m: {n: v for n, v in r["qk"][m].items() if n != "spectra"} for m in r["qk"]},
-                "qk_spectrum_key0_head0": {m: r["qk"][m]["spectra"][0, 0] for m in r["qk"]},
-                "vo_per_key": r["vo"],
-            }
-            for r in results
-        ],
-        "summary": summaries,
-        "plot": png.name,
-    })
+    run.data.update(
+        {
+            "configs": [
+                {k: v for k, v in r.items() if k not in ("qk", "vo")}
+                | {
+                    "qk_per_key_per_head": {
+                        m: {n: v for n, v in r["qk"][m].items() if n != "spectra"} for m in r["qk"]
+                    },
+                    "qk_spectrum_key0_head0": {m: r["qk"][m]["spectra"][0, 0] for m in r["qk"]},
+                    "vo_per_key": r["vo"],
+                }
+                for r in results
+            ],
+            "summary": summaries,
+            "plot": png.name,
+        }
+    )
     run.finish(body)
 
 

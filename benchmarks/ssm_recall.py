@@ -43,7 +43,7 @@ from training import paired_stats
 from mimetic_jax.experiments.models import MambaLM
 from mimetic_jax.experiments.tasks import sequence_dataset
 from mimetic_jax.experiments.training import checkpoint_steps, cross_entropy, make_optimizer, stack_trees, train_models
-from mimetic_jax.ssm_transform import mimetic_ssm
+from mimetic_jax.ssm import mimetic_ssm
 
 #: init name -> mimetic_ssm options (None: the model's default init).
 INITS: dict[str, dict | None] = {
@@ -92,8 +92,13 @@ def _extra(p) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--d-model", type=int, default=None, help="default 64 (quick 32)")
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--inits", nargs="+", choices=list(OPTIONS), default=None,
-                   help=f"default: {' '.join(INITS)}; --sweep: {' '.join(SWEEP)}")
+    p.add_argument(
+        "--inits",
+        nargs="+",
+        choices=list(OPTIONS),
+        default=None,
+        help=f"default: {' '.join(INITS)}; --sweep: {' '.join(SWEEP)}",
+    )
     p.add_argument("--sweep", action="store_true", help="the option sweep (SWEEP) instead of the parts (INITS)")
     p.add_argument("--no-timing", action="store_true", help="skip the step-time measurement")
 
@@ -121,24 +126,40 @@ def run_config(model, data, inits, seeds, steps, cfg) -> dict:
                 params = mimetic_ssm(params, mimetic_key, **OPTIONS[name])
             trees.append(params)
             keys.append(data_key)  # the same data order for every init of a seed
-    history = train_models(model.apply, stack_trees(trees), jnp.stack(keys), data, steps=steps,
-                           learning_rate=cfg["lr"], batch_size=cfg["batch_size"],
-                           eval_steps=checkpoint_steps(steps, 4), eval_batch_size=512)
+    history = train_models(
+        model.apply,
+        stack_trees(trees),
+        jnp.stack(keys),
+        data,
+        steps=steps,
+        learning_rate=cfg["lr"],
+        batch_size=cfg["batch_size"],
+        eval_steps=checkpoint_steps(steps, 4),
+        eval_batch_size=512,
+    )
     exact = exact_sequences(model, history.params, data)
     n = len(seeds)
     out = {"steps": history.steps.tolist(), "seconds": history.seconds, "inits": {}}
     for i, name in enumerate(inits):
-        out["inits"][name] = {"accuracy": history.test_accuracy[i * n:(i + 1) * n].tolist(),
-                              "final_loss": history.train_loss[i * n:(i + 1) * n, -1].tolist(),
-                              "exact": exact[i * n:(i + 1) * n].tolist()}
+        out["inits"][name] = {
+            "accuracy": history.test_accuracy[i * n : (i + 1) * n].tolist(),
+            "final_loss": history.train_loss[i * n : (i + 1) * n, -1].tolist(),
+            "exact": exact[i * n : (i + 1) * n].tolist(),
+        }
     if "default" in inits:
         base = np.asarray(out["inits"]["default"]["accuracy"])[:, -1]
-        out["paired_vs_default"] = {name: paired_stats(base, np.asarray(r["accuracy"])[:, -1])
-                                    for name, r in out["inits"].items() if name != "default"}
+        out["paired_vs_default"] = {
+            name: paired_stats(base, np.asarray(r["accuracy"])[:, -1])
+            for name, r in out["inits"].items()
+            if name != "default"
+        }
     if "mimetic" in inits and is_sweep(inits):  # each option against the package default too
         base = np.asarray(out["inits"]["mimetic"]["accuracy"])[:, -1]
-        out["paired_vs_mimetic"] = {name: paired_stats(base, np.asarray(r["accuracy"])[:, -1])
-                                    for name, r in out["inits"].items() if name not in ("default", "mimetic")}
+        out["paired_vs_mimetic"] = {
+            name: paired_stats(base, np.asarray(r["accuracy"])[:, -1])
+            for name, r in out["inits"].items()
+            if name not in ("default", "mimetic")
+        }
     return out
 
 
@@ -156,8 +177,15 @@ def step_time(version: int, d_model: int, length: int, d_state: int, batch: int,
 
     t = _report.time_jit(step, params, state, x, repeats=repeats)
     n_params = sum(int(np.size(v)) for v in jax.tree.leaves(params))
-    return {"version": version, "d_model": d_model, "length": length, "d_state": d_state, "batch": batch,
-            "params": n_params, **t}
+    return {
+        "version": version,
+        "d_model": d_model,
+        "length": length,
+        "d_state": d_state,
+        "batch": batch,
+        "params": n_params,
+        **t,
+    }
 
 
 def _acc_cell(a: list, digits: int = 1) -> str:
@@ -195,11 +223,25 @@ def markdown(cfg: dict, results: dict, timing: list) -> str:
             head += ["Δ vs mimetic", "p", "W"]
         parts.append(f"## {label} ({r['seconds']:.0f} s for all models)\n\n" + _report.md_table(head, rows))
     if timing:
-        rows = [[f"Mamba-{t['version']}", t["d_model"], t["d_state"], t["length"], t["batch"], t["params"],
-                 _report.fmt_s(t["compile_s"]), f"{1e3 * t['median_s']:.2f}"] for t in timing]
-        parts.append("## Training step time (jitted forward + backward + AdamW, 2 layers, one model)\n\n"
-                     + _report.md_table(["block", "d_model", "N", "length", "batch", "params", "compile (s)",
-                                         "step (ms, median)"], rows))
+        rows = [
+            [
+                f"Mamba-{t['version']}",
+                t["d_model"],
+                t["d_state"],
+                t["length"],
+                t["batch"],
+                t["params"],
+                _report.fmt_s(t["compile_s"]),
+                f"{1e3 * t['median_s']:.2f}",
+            ]
+            for t in timing
+        ]
+        parts.append(
+            "## Training step time (jitted forward + backward + AdamW, 2 layers, one model)\n\n"
+            + _report.md_table(
+                ["block", "d_model", "N", "length", "batch", "params", "compile (s)", "step (ms, median)"], rows
+            )
+        )
     return "\n\n".join(parts)
 
 
@@ -207,14 +249,19 @@ def main() -> None:
     args = _report.parse_args(__doc__.splitlines()[0], _extra)
     q = args.quick
     cfg = {
-        "tasks": args.tasks, "versions": args.versions,
+        "tasks": args.tasks,
+        "versions": args.versions,
         "inits": args.inits or list(SWEEP if args.sweep else INITS),
         "copy_lengths": args.copy_lengths or ([8] if q else [16, 32]),
         "mqar_states": args.mqar_states or ([8] if q else [8, 32]),
         "copy_state": args.copy_state,
-        "copy_steps": args.copy_steps or (30 if q else 800), "mqar_steps": args.mqar_steps or (30 if q else 2000),
-        "seeds": args.seeds or (2 if q else 3), "lr": args.lr, "batch_size": args.batch_size,
-        "d_model": args.d_model or (32 if q else 64), "layers": args.layers,
+        "copy_steps": args.copy_steps or (30 if q else 800),
+        "mqar_steps": args.mqar_steps or (30 if q else 2000),
+        "seeds": args.seeds or (2 if q else 3),
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "d_model": args.d_model or (32 if q else 64),
+        "layers": args.layers,
     }
     run = _report.Run("ssm_recall", "Mimetic SSM init on copying and MQAR, paired seeds", args)
     results: dict = {}
@@ -225,21 +272,45 @@ def main() -> None:
     for version in cfg["versions"]:
         for task in cfg["tasks"]:
             if task == "copying":
-                configs = [(f"copying {n} tokens, N {cfg['copy_state']}", cfg["copy_state"], cfg["copy_steps"],
-                            {"num_tokens": n, "vocab_size": 16}) for n in cfg["copy_lengths"]]
+                configs = [
+                    (
+                        f"copying {n} tokens, N {cfg['copy_state']}",
+                        cfg["copy_state"],
+                        cfg["copy_steps"],
+                        {"num_tokens": n, "vocab_size": 16},
+                    )
+                    for n in cfg["copy_lengths"]
+                ]
             else:
-                configs = [(f"MQAR L 64, 8 pairs, N {n}", n, cfg["mqar_steps"],
-                            {"seq_len": 64, "num_pairs": 8, "vocab_size": 64}) for n in cfg["mqar_states"]]
+                configs = [
+                    (
+                        f"MQAR L 64, 8 pairs, N {n}",
+                        n,
+                        cfg["mqar_steps"],
+                        {"seq_len": 64, "num_pairs": 8, "vocab_size": 64},
+                    )
+                    for n in cfg["mqar_states"]
+                ]
             for label, d_state, steps, opts in configs:
                 label = f"Mamba-{version}, {label}, {steps} steps"
                 run.stage(label)
-                data = sequence_dataset(task, seed=100 + d_state, num_train=steps * cfg["batch_size"],
-                                        num_test=512, **opts)
-                model = MambaLM(vocab_size=data.num_classes, d_model=cfg["d_model"], n_layer=cfg["layers"],
-                                d_state=d_state, version=version)
+                data = sequence_dataset(
+                    task, seed=100 + d_state, num_train=steps * cfg["batch_size"], num_test=512, **opts
+                )
+                model = MambaLM(
+                    vocab_size=data.num_classes,
+                    d_model=cfg["d_model"],
+                    n_layer=cfg["layers"],
+                    d_state=d_state,
+                    version=version,
+                )
                 r = results[label] = run_config(model, data, cfg["inits"], seeds, steps, cfg)
-                _report.log(f"  {r['seconds']:.0f} s; final acc " + ", ".join(
-                    f"{k} {100 * np.mean(np.asarray(v['accuracy'])[:, -1]):.1f}" for k, v in r["inits"].items()))
+                _report.log(
+                    f"  {r['seconds']:.0f} s; final acc "
+                    + ", ".join(
+                        f"{k} {100 * np.mean(np.asarray(v['accuracy'])[:, -1]):.1f}" for k, v in r["inits"].items()
+                    )
+                )
                 run.finish(markdown(cfg, results, timing))
     if not args.no_timing:
         run.stage("step time")

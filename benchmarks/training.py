@@ -38,11 +38,11 @@ import jax
 import numpy as np
 from scipy import stats
 
+from mimetic_jax.attention import mimetic_attention
 from mimetic_jax.experiments.cli import DEFAULT_PATCH
 from mimetic_jax.experiments.models import ViT
 from mimetic_jax.experiments.tasks import load_dataset
 from mimetic_jax.experiments.training import checkpoint_steps, paired_inits, stack_trees, train_models
-from mimetic_jax.transforms import mimetic_attention
 
 INITS = ("default", "mimetic")
 SWEEP_SEED0 = 1000
@@ -61,16 +61,29 @@ def _extra(p) -> None:
     p.add_argument("--depth", type=int, default=None, help="blocks (default 4; quick 1)")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--method", choices=("exact", "fast"), default="exact")
-    p.add_argument("--rotate-heads", action="store_true",
-                   help="mimetic_attention(..., rotate_heads=True): value/out heads evened out by a rotation")
+    p.add_argument(
+        "--rotate-heads",
+        action="store_true",
+        help="mimetic_attention(..., rotate_heads=True): value/out heads evened out by a rotation",
+    )
 
 
-def train_pairs(model, data, seeds, inits_lr: dict[str, float], steps: int, eval_steps, batch_size: int,
-                method: str, rotate_heads: bool = False) -> dict[str, np.ndarray]:
+def train_pairs(
+    model,
+    data,
+    seeds,
+    inits_lr: dict[str, float],
+    steps: int,
+    eval_steps,
+    batch_size: int,
+    method: str,
+    rotate_heads: bool = False,
+) -> dict[str, np.ndarray]:
     """Train both inits over ``seeds``, paired; inits sharing a learning rate share one program.
 
     Returns ``{init: test accuracy (len(seeds), C)}`` and ``"steps"``, ``"seconds"``.
     """
+
     def transform(variables, key):
         return mimetic_attention(variables, key, method=method, rotate_heads=rotate_heads)
 
@@ -81,16 +94,19 @@ def train_pairs(model, data, seeds, inits_lr: dict[str, float], steps: int, eval
         group = [name for name in INITS if inits_lr[name] == lr]
         stack = stack_trees([p for name in group for p in params[name]])
         keys = jax.numpy.stack(data_keys * len(group))  # pairs see the same data order
-        history = train_models(model.apply, stack, keys, data, steps=steps, learning_rate=lr,
-                               batch_size=batch_size, eval_steps=eval_steps)
+        history = train_models(
+            model.apply, stack, keys, data, steps=steps, learning_rate=lr, batch_size=batch_size, eval_steps=eval_steps
+        )
         n = len(seeds)
         for i, name in enumerate(group):
-            out[name] = history.test_accuracy[i * n:(i + 1) * n]
+            out[name] = history.test_accuracy[i * n : (i + 1) * n]
         out["steps"] = history.steps
         out["seconds"][f"{lr:g}"] = history.seconds
-        _report.log(f"  lr {lr:g} ({'+'.join(group)}, {len(group) * n} models, {steps} steps): "
-                    f"{history.seconds:.0f} s; final acc " +
-                    ", ".join(f"{name} {out[name][:, -1].mean():.4f}" for name in group))
+        _report.log(
+            f"  lr {lr:g} ({'+'.join(group)}, {len(group) * n} models, {steps} steps): "
+            f"{history.seconds:.0f} s; final acc "
+            + ", ".join(f"{name} {out[name][:, -1].mean():.4f}" for name in group)
+        )
     return out
 
 
@@ -100,11 +116,17 @@ def paired_stats(default: np.ndarray, mimetic: np.ndarray) -> dict:
     t = stats.ttest_rel(mimetic, default) if n > 1 and np.any(diff != diff[0]) else None
     return {
         "n": n,
-        "default_mean": float(default.mean()), "default_std": float(default.std(ddof=1)) if n > 1 else 0.0,
-        "mimetic_mean": float(mimetic.mean()), "mimetic_std": float(mimetic.std(ddof=1)) if n > 1 else 0.0,
-        "diff_mean": float(diff.mean()), "diff_std": float(diff.std(ddof=1)) if n > 1 else 0.0,
-        "t": None if t is None else float(t.statistic), "p": None if t is None else float(t.pvalue),
-        "wins": int((diff > 0).sum()), "ties": int((diff == 0).sum()), "losses": int((diff < 0).sum()),
+        "default_mean": float(default.mean()),
+        "default_std": float(default.std(ddof=1)) if n > 1 else 0.0,
+        "mimetic_mean": float(mimetic.mean()),
+        "mimetic_std": float(mimetic.std(ddof=1)) if n > 1 else 0.0,
+        "diff_mean": float(diff.mean()),
+        "diff_std": float(diff.std(ddof=1)) if n > 1 else 0.0,
+        "t": None if t is None else float(t.statistic),
+        "p": None if t is None else float(t.pvalue),
+        "wins": int((diff > 0).sum()),
+        "ties": int((diff == 0).sum()),
+        "losses": int((diff < 0).sum()),
     }
 
 
@@ -115,7 +137,7 @@ def _pct(x: float) -> str:
 def markdown(cfg: dict, results: dict) -> str:
     parts = [
         f"ViT width {cfg['width']}, depth {cfg['depth']}, {cfg['heads']} heads; mimetic = "
-        f"`mimetic_attention(..., method=\"{cfg['method']}\", rotate_heads={cfg.get('rotate_heads', False)})`; "
+        f'`mimetic_attention(..., method="{cfg["method"]}", rotate_heads={cfg.get("rotate_heads", False)})`; '
         f"batch {cfg['batch_size']}, AdamW "
         f"(wd 0.05), warm-up 10 %, cosine to 0. Sweep: lrs {cfg['lrs']}, {cfg['sweep_seeds']} seed pairs, "
         f"{cfg['sweep_steps']} steps. Main: {cfg['seeds']} seed pairs, {cfg['steps']} steps, each init at its "
@@ -123,15 +145,24 @@ def markdown(cfg: dict, results: dict) -> str:
         "p = paired t-test (scipy.stats.ttest_rel); W/T/L = seed pairs where mimetic wins/ties/loses."
     ]
     for name, r in results.items():
-        parts.append(f"## {name} (patch {r['patch'][0]}x{r['patch'][1]}, "
-                     f"{r['num_train']} train / {r['num_test']} test)")
+        parts.append(
+            f"## {name} (patch {r['patch'][0]}x{r['patch'][1]}, {r['num_train']} train / {r['num_test']} test)"
+        )
         if "sweep" in r:
             sw = r["sweep"]
-            rows = [[f"{lr:g}"] + [_report.fmt_pm(100 * np.mean(a), 100 * np.std(a, ddof=1) if len(a) > 1 else 0.0, 2)
-                                   for a in (sw[f"{lr:g}"][i] for i in INITS)]
-                    for lr in cfg["lrs"] if f"{lr:g}" in sw]
-            parts.append(f"Sweep, final test accuracy at step {cfg['sweep_steps']}:\n\n"
-                         + _report.md_table(["lr", "default", "mimetic"], rows))
+            rows = [
+                [f"{lr:g}"]
+                + [
+                    _report.fmt_pm(100 * np.mean(a), 100 * np.std(a, ddof=1) if len(a) > 1 else 0.0, 2)
+                    for a in (sw[f"{lr:g}"][i] for i in INITS)
+                ]
+                for lr in cfg["lrs"]
+                if f"{lr:g}" in sw
+            ]
+            parts.append(
+                f"Sweep, final test accuracy at step {cfg['sweep_steps']}:\n\n"
+                + _report.md_table(["lr", "default", "mimetic"], rows)
+            )
         if "best_lr" in r:
             parts.append("Chosen learning rates: " + ", ".join(f"{i} {r['best_lr'][i]:g}" for i in INITS) + ".")
         if "main" in r:
@@ -139,17 +170,34 @@ def markdown(cfg: dict, results: dict) -> str:
             rows = []
             for c, step in enumerate(m["steps"]):
                 s = paired_stats(np.asarray(m["default"])[:, c], np.asarray(m["mimetic"])[:, c])
-                rows.append([step, _report.fmt_pm(100 * s["default_mean"], 100 * s["default_std"], 2),
-                             _report.fmt_pm(100 * s["mimetic_mean"], 100 * s["mimetic_std"], 2),
-                             _report.fmt_pm(100 * s["diff_mean"], 100 * s["diff_std"], 2),
-                             "—" if s["p"] is None else f"{s['p']:.3g}", f"{s['wins']}/{s['ties']}/{s['losses']}"])
-            parts.append(f"Main run, test accuracy ({m['n_seeds']} seed pairs):\n\n"
-                         + _report.md_table(["step", "default", "mimetic", "diff", "p", "W/T/L"], rows))
-            key_rows = [[f"{label} (step {s['step']})", _pct(s["diff_mean"]), _pct(s["diff_std"]),
-                         "—" if s["p"] is None else f"{s['p']:.3g}", f"{s['wins']}/{s['n']}"]
-                        for label, s in (("early", m["early"]), ("final", m["final"]))]
-            parts.append("Paired difference mimetic − default (percentage points):\n\n"
-                         + _report.md_table(["checkpoint", "mean", "std", "p (paired t)", "wins"], key_rows))
+                rows.append(
+                    [
+                        step,
+                        _report.fmt_pm(100 * s["default_mean"], 100 * s["default_std"], 2),
+                        _report.fmt_pm(100 * s["mimetic_mean"], 100 * s["mimetic_std"], 2),
+                        _report.fmt_pm(100 * s["diff_mean"], 100 * s["diff_std"], 2),
+                        "—" if s["p"] is None else f"{s['p']:.3g}",
+                        f"{s['wins']}/{s['ties']}/{s['losses']}",
+                    ]
+                )
+            parts.append(
+                f"Main run, test accuracy ({m['n_seeds']} seed pairs):\n\n"
+                + _report.md_table(["step", "default", "mimetic", "diff", "p", "W/T/L"], rows)
+            )
+            key_rows = [
+                [
+                    f"{label} (step {s['step']})",
+                    _pct(s["diff_mean"]),
+                    _pct(s["diff_std"]),
+                    "—" if s["p"] is None else f"{s['p']:.3g}",
+                    f"{s['wins']}/{s['n']}",
+                ]
+                for label, s in (("early", m["early"]), ("final", m["final"]))
+            ]
+            parts.append(
+                "Paired difference mimetic − default (percentage points):\n\n"
+                + _report.md_table(["checkpoint", "mean", "std", "p (paired t)", "wins"], key_rows)
+            )
             parts.append(f"Training time: {', '.join(f'lr {k}: {v:.0f} s' for k, v in m['seconds'].items())}.")
     return "\n\n".join(parts)
 
@@ -159,11 +207,18 @@ def main() -> None:
     q = args.quick
     steps = args.steps or (20 if q else 500)
     cfg = {
-        "datasets": args.datasets, "steps": steps, "seeds": args.seeds or (2 if q else 10),
-        "sweep_steps": args.sweep_steps or max(1, steps // 2), "sweep_seeds": args.sweep_seeds or (2 if q else 3),
-        "lrs": list(args.lrs), "checkpoints": args.checkpoints, "batch_size": args.batch_size,
-        "width": args.width or (32 if q else 64), "depth": args.depth or (1 if q else 4),
-        "heads": 2 if q and args.heads == 4 else args.heads, "method": args.method,
+        "datasets": args.datasets,
+        "steps": steps,
+        "seeds": args.seeds or (2 if q else 10),
+        "sweep_steps": args.sweep_steps or max(1, steps // 2),
+        "sweep_seeds": args.sweep_seeds or (2 if q else 3),
+        "lrs": list(args.lrs),
+        "checkpoints": args.checkpoints,
+        "batch_size": args.batch_size,
+        "width": args.width or (32 if q else 64),
+        "depth": args.depth or (1 if q else 4),
+        "heads": 2 if q and args.heads == 4 else args.heads,
+        "method": args.method,
         "rotate_heads": args.rotate_heads,
     }
     if q and args.lrs == [3e-4, 1e-3, 3e-3]:
@@ -177,16 +232,33 @@ def main() -> None:
     for name in cfg["datasets"]:
         data = load_dataset(name)
         patch = DEFAULT_PATCH[name]
-        model = ViT(num_classes=data.num_classes, width=cfg["width"], depth=cfg["depth"],
-                    num_heads=cfg["heads"], patch_size=patch)
-        r = results[name] = {"patch": list(patch), "num_train": int(data.x_train.shape[0]),
-                             "num_test": int(data.x_test.shape[0])}
+        model = ViT(
+            num_classes=data.num_classes,
+            width=cfg["width"],
+            depth=cfg["depth"],
+            num_heads=cfg["heads"],
+            patch_size=patch,
+        )
+        r = results[name] = {
+            "patch": list(patch),
+            "num_train": int(data.x_train.shape[0]),
+            "num_test": int(data.x_test.shape[0]),
+        }
         run.stage(f"{name}: sweep")
         sweep_seeds = list(range(SWEEP_SEED0, SWEEP_SEED0 + cfg["sweep_seeds"]))
         r["sweep"], r["sweep_seconds"] = {}, {}
         for lr in cfg["lrs"]:
-            out = train_pairs(model, data, sweep_seeds, {i: lr for i in INITS}, cfg["sweep_steps"],
-                              (cfg["sweep_steps"],), cfg["batch_size"], cfg["method"], cfg["rotate_heads"])
+            out = train_pairs(
+                model,
+                data,
+                sweep_seeds,
+                {i: lr for i in INITS},
+                cfg["sweep_steps"],
+                (cfg["sweep_steps"],),
+                cfg["batch_size"],
+                cfg["method"],
+                cfg["rotate_heads"],
+            )
             r["sweep"][f"{lr:g}"] = {i: out[i][:, -1].tolist() for i in INITS}
             r["sweep_seconds"][f"{lr:g}"] = out["seconds"][f"{lr:g}"]
         best = {}
@@ -197,19 +269,36 @@ def main() -> None:
         _report.log(f"{name}: best lr {best}")
         run.stage(f"{name}: main run")
         eval_steps = checkpoint_steps(steps, cfg["checkpoints"])
-        out = train_pairs(model, data, list(range(cfg["seeds"])), best, steps, eval_steps,
-                          cfg["batch_size"], cfg["method"], cfg["rotate_heads"])
+        out = train_pairs(
+            model,
+            data,
+            list(range(cfg["seeds"])),
+            best,
+            steps,
+            eval_steps,
+            cfg["batch_size"],
+            cfg["method"],
+            cfg["rotate_heads"],
+        )
         steps_done = [int(s) for s in out["steps"]]
-        main_r = {"steps": steps_done, "n_seeds": cfg["seeds"], "seconds": out["seconds"],
-                  "default": out["default"].tolist(), "mimetic": out["mimetic"].tolist(),
-                  "per_checkpoint": [paired_stats(out["default"][:, c], out["mimetic"][:, c])
-                                     for c in range(len(steps_done))]}
+        main_r = {
+            "steps": steps_done,
+            "n_seeds": cfg["seeds"],
+            "seconds": out["seconds"],
+            "default": out["default"].tolist(),
+            "mimetic": out["mimetic"].tolist(),
+            "per_checkpoint": [
+                paired_stats(out["default"][:, c], out["mimetic"][:, c]) for c in range(len(steps_done))
+            ],
+        }
         main_r["early"] = dict(main_r["per_checkpoint"][0], step=steps_done[0])
         main_r["final"] = dict(main_r["per_checkpoint"][-1], step=steps_done[-1])
         r["main"] = main_r
-        _report.log(f"{name}: final diff {100 * main_r['final']['diff_mean']:+.2f} pp "
-                    f"(p={main_r['final']['p']}, wins {main_r['final']['wins']}/{cfg['seeds']}); early "
-                    f"{100 * main_r['early']['diff_mean']:+.2f} pp (p={main_r['early']['p']})")
+        _report.log(
+            f"{name}: final diff {100 * main_r['final']['diff_mean']:+.2f} pp "
+            f"(p={main_r['final']['p']}, wins {main_r['final']['wins']}/{cfg['seeds']}); early "
+            f"{100 * main_r['early']['diff_mean']:+.2f} pp (p={main_r['early']['p']})"
+        )
         run.finish(markdown(cfg, results))  # partial results after each data set; the last call is final
     print(markdown(cfg, results))
 

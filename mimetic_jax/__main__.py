@@ -1,4 +1,5 @@
 """``python -m mimetic_jax``: the ``mimetic-jax`` command line (see :mod:`mimetic_jax.experiments.cli`)."""
+
 from __future__ import annotations
 
 import sys

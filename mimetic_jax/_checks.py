@@ -84,9 +84,7 @@ def head_counts(num_heads: Any, num_kv_heads: Any) -> tuple[int, int]:
     h = size("num_heads", num_heads)
     h_kv = h if num_kv_heads is None else size("num_kv_heads", num_kv_heads)
     if h % h_kv:
-        raise ValueError(
-            f"num_heads ({h}) must be a multiple of num_kv_heads ({h_kv}) for grouped-query attention"
-        )
+        raise ValueError(f"num_heads ({h}) must be a multiple of num_kv_heads ({h_kv}) for grouped-query attention")
     return h, h_kv
 
 
@@ -166,8 +164,10 @@ def elements(what: str, *counts: int) -> None:
     """
     n = max(int(c) for c in counts)
     if n > MAX_ELEMENTS:
-        raise ValueError(f"{what} = {n} elements exceeds the limit of {MAX_ELEMENTS} (2**34) elements per array; "
-                         f"the sizes are too large to allocate")
+        raise ValueError(
+            f"{what} = {n} elements exceeds the limit of {MAX_ELEMENTS} (2**34) elements per array; "
+            f"the sizes are too large to allocate"
+        )
 
 
 # --------------------------------------------------------------------------- keys
@@ -202,15 +202,25 @@ def prng_key(name: str, key: Any) -> jax.Array:
         return key if isinstance(key, jax.Array) else jnp.asarray(key)
     raw = _raw_key_shape()
     if dtype != np.uint32 or tuple(key.shape) != raw:
-        raise TypeError(f"{name} must be {hint}, got an array of dtype {dtype} and shape {tuple(key.shape)} "
-                        f"(a raw key is uint32{list(raw)})")
+        raise TypeError(
+            f"{name} must be {hint}, got an array of dtype {dtype} and shape {tuple(key.shape)} "
+            f"(a raw key is uint32{list(raw)})"
+        )
     return jax.random.wrap_key_data(jnp.asarray(key))
 
 
 # --------------------------------------------------------------------------- values
 
-def real_range(name: str, value: Any, low: float | None = None, high: float | None = None, *,
-               low_open: bool = False, high_open: bool = False) -> float:
+
+def real_range(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``finite_float`` restricted to ``[low, high]`` (``(low, …`` / ``…, high)`` when open)."""
     v = finite_float(name, value)
     bad_low = low is not None and (v <= low if low_open else v < low)

@@ -166,8 +166,9 @@ def stacked_targets(
     keys: Array, rows: int, cols: int, alpha: float, beta: float, distribution: str, dtype=jnp.float32
 ) -> Array:
     """``identity_target`` of each key, stacked vertically: ``(len(keys)·rows, cols)``."""
-    draw = functools.partial(identity_target, rows=rows, cols=cols, alpha=alpha, beta=beta,
-                             distribution=distribution, dtype=dtype)
+    draw = functools.partial(
+        identity_target, rows=rows, cols=cols, alpha=alpha, beta=beta, distribution=distribution, dtype=dtype
+    )
     return jax.vmap(draw)(keys).reshape(-1, cols)
 
 

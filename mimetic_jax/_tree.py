@@ -84,8 +84,10 @@ def flatten(tree: Any) -> dict[Path, Any]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     flat = {tuple(_key_name(k) for k in path): leaf for path, leaf in leaves if _is_array(leaf)}
     if not flat:
-        raise TypeError(f"tree must be a linen variable dict, an nnx.State, an nnx.Module or a pytree of arrays "
-                        f"(an Equinox module, say); got {type(tree).__name__} with no array leaves")
+        raise TypeError(
+            f"tree must be a linen variable dict, an nnx.State, an nnx.Module or a pytree of arrays "
+            f"(an Equinox module, say); got {type(tree).__name__} with no array leaves"
+        )
     return flat
 
 
@@ -133,15 +135,17 @@ def selected(name: str, include: str | None, exclude: str | None) -> bool:
     ``ValueError``, each naming the argument.
     """
     return (include is None or _search("include", include, name)) and (
-        exclude is None or not _search("exclude", exclude, name))
+        exclude is None or not _search("exclude", exclude, name)
+    )
 
 
 def _str_key(path: Path) -> tuple[str, ...]:
     return tuple(str(x) for x in path)
 
 
-def match_parts(flat: Mapping[Path, Any], parts: Sequence[Path], include: str | None, exclude: str | None, *,
-                root: bool) -> tuple[list[tuple[Path, tuple[Path, ...]]], list[tuple[Path, tuple[int, ...]]]]:
+def match_parts(
+    flat: Mapping[Path, Any], parts: Sequence[Path], include: str | None, exclude: str | None, *, root: bool
+) -> tuple[list[tuple[Path, tuple[Path, ...]]], list[tuple[Path, tuple[int, ...]]]]:
     """The one locator: every module path under which all of ``parts`` exist.
 
     ``parts`` are paths relative to a block (``("self", "query", "kernel")``), compared
@@ -159,8 +163,8 @@ def match_parts(flat: Mapping[Path, Any], parts: Sequence[Path], include: str | 
     for key, path in by_str.items():
         for rel in rels:
             n = len(rel)
-            if len(key) >= n and key[len(key) - n:] == rel and (root or len(key) > n):
-                parents.setdefault(key[:len(key) - n], path[:len(key) - n])
+            if len(key) >= n and key[len(key) - n :] == rel and (root or len(key) > n):
+                parents.setdefault(key[: len(key) - n], path[: len(key) - n])
     matches, partial = [], []
     for skey in sorted(parents):
         parent = parents[skey]
@@ -213,8 +217,11 @@ def rebuild(tree: Any, flat: dict[Path, Any]) -> Any:
 
 def natural_key(path: Path) -> tuple:
     """Sort key on a path that orders ``block_2`` before ``block_10`` (layer order)."""
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
-                 for part in path for t in re.split(r"(\d+)", str(part)) if t)
+    return tuple(
+        (0, int(t), "") if t.isdigit() else (1, 0, t) for part in path for t in re.split(r"(\d+)", str(part)) if t
+    )
+
+
 def map_stacked(fn: Any, key: Any, stack: tuple[int, ...], args: Any) -> Any:
     """``fn(key, args)`` on every slice of ``stack`` leading axes of ``args``, each slice its own key.
 

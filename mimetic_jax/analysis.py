@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 
 from mimetic_jax import _checks
+from mimetic_jax._kernels import KernelSite
 from mimetic_jax._tree import Path, flatten, path_name, selected
-from mimetic_jax.conv_transforms import DEPTHWISE_NAMES, MLP_NAMES, _find_kernels, _is_depthwise, _is_first_mlp
-from mimetic_jax.ssm_transform import DEFAULT_SSM_LAYOUTS, SSMBlock
-from mimetic_jax.ssm_transform import _find as _find_ssm
-from mimetic_jax.transforms import DEFAULT_LAYOUTS, AttentionBlock
-from mimetic_jax.transforms import _find as _find_attention
+from mimetic_jax.attention import DEFAULT_LAYOUTS, AttentionBlock, find_attention_blocks
+from mimetic_jax.conv import DEPTHWISE_NAMES, find_depthwise_convs
+from mimetic_jax.mlp import MLP_NAMES, find_mlp_layers
+from mimetic_jax.ssm import DEFAULT_SSM_LAYOUTS, SSMBlock, find_ssm_blocks
 
 __all__ = ["Analysis", "AttentionScores", "ConvScores", "MLPScores", "SSMScores", "analyze", "plot_analysis"]
 
@@ -102,16 +102,21 @@ class Analysis:
     def __str__(self) -> str:
         lines = []
         for a in self.attention:
-            lines.append(f"attention {a.name}: qk diag/offdiag-std per head "
-                         f"{[round(r, 2) for r in a.qk_diag_ratio]}, vo diag mean {a.vo_diag_mean:+.3f} "
-                         f"(ratio {a.vo_diag_ratio:+.2f})")
-        lines += [f"depthwise {c.name}: neighbour corr {c.neighbour_corr:+.3f}, far corr {c.far_corr:+.3f}"
-                  for c in self.conv]
+            lines.append(
+                f"attention {a.name}: qk diag/offdiag-std per head "
+                f"{[round(r, 2) for r in a.qk_diag_ratio]}, vo diag mean {a.vo_diag_mean:+.3f} "
+                f"(ratio {a.vo_diag_ratio:+.2f})"
+            )
+        lines += [
+            f"depthwise {c.name}: neighbour corr {c.neighbour_corr:+.3f}, far corr {c.far_corr:+.3f}" for c in self.conv
+        ]
         lines += [f"mlp {m.name}: mean {m.mean:+.4f} (mean/std {m.mean_over_std:+.3f})" for m in self.mlp]
-        lines += [f"ssm {s.name}: decay/step min {s.decay_min:.4f} median {s.decay_median:.4f} max "
-                  f"{s.decay_max:.4f}, median half-life {s.half_life_median:.1f} steps, retention after "
-                  f"{self.length} steps >= {s.retention_min:.3g}, B/C diag ratio {s.bc_diag_ratio:.2f}"
-                  for s in self.ssm]
+        lines += [
+            f"ssm {s.name}: decay/step min {s.decay_min:.4f} median {s.decay_median:.4f} max "
+            f"{s.decay_max:.4f}, median half-life {s.half_life_median:.1f} steps, retention after "
+            f"{self.length} steps >= {s.retention_min:.3g}, B/C diag ratio {s.bc_diag_ratio:.2f}"
+            for s in self.ssm
+        ]
         return "\n".join(lines)
 
 
@@ -136,7 +141,7 @@ def _diag_scores(p: np.ndarray) -> tuple[float, float]:
 def _layers(x: Any, stack: tuple[int, ...]) -> np.ndarray:
     """``x`` with its stacked axes merged into one leading layer axis."""
     a = _np(x)
-    return a.reshape((math.prod(stack), *a.shape[len(stack):]))
+    return a.reshape((math.prod(stack), *a.shape[len(stack) :]))
 
 
 def _slice_name(name: str, stack: tuple[int, ...], i: int) -> str:
@@ -150,8 +155,7 @@ def _attention_kernels(block: AttentionBlock, flat: dict[Path, Any]) -> tuple[np
     o = _layers(block.to_flax(flat[block.kernel_path(lay.out)]), st).reshape(-1, h, k, block.d_out)
     if lay.qkv is None:
         q, kk, v = (_layers(block.to_flax(flat[block.kernel_path(n)]), st) for n in (lay.query, lay.key, lay.value))
-        return (q.reshape(-1, block.d_in, h, k), kk.reshape(-1, block.d_kv, g, k),
-                v.reshape(-1, block.d_kv, g, k), o)
+        return (q.reshape(-1, block.d_in, h, k), kk.reshape(-1, block.d_kv, g, k), v.reshape(-1, block.d_kv, g, k), o)
     fused = _layers(block.to_flax(flat[block.kernel_path(lay.qkv)]), st)
     if fused.ndim == 5:
         return fused[:, :, 0], fused[:, :, 1], fused[:, :, 2], o
@@ -171,8 +175,15 @@ def _attention_scores(block: AttentionBlock, flat: dict[Path, Any]) -> list[Atte
         heads = [_diag_scores(wq[i, :, h] @ wk[i, :, h // group].T) for h in range(block.num_heads)]
         wv_full = np.repeat(wv[i], group, axis=1)  # value head of each query head
         vo_mean, vo_ratio = _diag_scores(np.einsum("dhk,hke->de", wv_full, wo[i]))
-        out.append(AttentionScores(_slice_name(block.name, block.stack, i), tuple(r for _, r in heads),
-                                   tuple(m for m, _ in heads), vo_mean, vo_ratio))
+        out.append(
+            AttentionScores(
+                _slice_name(block.name, block.stack, i),
+                tuple(r for _, r in heads),
+                tuple(m for m, _ in heads),
+                vo_mean,
+                vo_ratio,
+            )
+        )
     return out
 
 
@@ -187,8 +198,9 @@ def _conv_scores(name: str, kernels: np.ndarray) -> ConvScores:
     pos = np.stack(np.meshgrid(*[np.arange(n) for n in dims], indexing="ij"), -1).reshape(-1, len(dims))
     dist = np.sqrt(((pos[:, None] - pos[None]) ** 2).sum(-1))
     near, far = np.isclose(dist, 1.0), dist >= 2.0
-    return ConvScores(name, float(corr[near].mean()) if near.any() else math.nan,
-                      float(corr[far].mean()) if far.any() else math.nan)
+    return ConvScores(
+        name, float(corr[near].mean()) if near.any() else math.nan, float(corr[far].mean()) if far.any() else math.nan
+    )
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
@@ -208,22 +220,29 @@ def _ssm_scores(block: SSMBlock, flat: dict[Path, Any], length: int) -> list[SSM
         decay = np.exp(d * a).ravel()
         med = float(np.median(decay))
         half = math.log(0.5) / math.log(med) if 0 < med < 1 else (math.inf if med >= 1 else 0.0)
-        w_b = w[i][:, block.bc_offset:block.bc_offset + gn]
-        w_c = w[i][:, block.bc_offset + gn:block.bc_offset + 2 * gn]
+        w_b = w[i][:, block.bc_offset : block.bc_offset + gn]
+        w_c = w[i][:, block.bc_offset + gn : block.bc_offset + 2 * gn]
         n = block.d_state
-        ratios = [_diag_scores(w_c[:, j * n:(j + 1) * n] @ w_b[:, j * n:(j + 1) * n].T)[1]
-                  for j in range(block.ngroups)]
-        out.append(SSMScores(_slice_name(block.name, st, i), float(decay.min()), med, float(decay.max()), half,
-                             float(decay.min() ** length), float(np.mean(ratios))))
+        ratios = [
+            _diag_scores(w_c[:, j * n : (j + 1) * n] @ w_b[:, j * n : (j + 1) * n].T)[1] for j in range(block.ngroups)
+        ]
+        out.append(
+            SSMScores(
+                _slice_name(block.name, st, i),
+                float(decay.min()),
+                med,
+                float(decay.max()),
+                half,
+                float(decay.min() ** length),
+                float(np.mean(ratios)),
+            )
+        )
     return out
 
 
-def _kernel_sites(flat: dict[Path, Any], fits, kind_include: str | None, include: str | None,
-                  exclude: str | None, stacked_axes: int, tree: Any = None) -> list[Any]:
-    """The kernels of one kind (``kind_include``) that also pass the caller's ``include``/``exclude``."""
-    return [site for site in _find_kernels(flat, fits, kind_include, exclude, stacked_axes, tree,
-                                           depthwise=fits is _is_depthwise)
-            if selected(path_name(site.path), include, None)]
+def _only(sites: list[KernelSite], include: str | None) -> list[KernelSite]:
+    """The kernels of one kind that also pass the caller's ``include`` (on the kernel's path)."""
+    return [site for site in sites if selected(path_name(site.path), include, None)]
 
 
 # --------------------------------------------------------------------------- public
@@ -283,27 +302,52 @@ def analyze(
         raise ValueError(f"length must be a positive int, got {length!r}")
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     flat = flatten(tree)
-    attention = [s for b in _find_attention(flat, layouts, include, exclude, num_heads, num_kv_heads, stacked_axes,
-                                            tree=tree, config=config)
-                 for s in _attention_scores(b, flat)]
+    attention = [
+        s
+        for b in find_attention_blocks(
+            tree,
+            layouts=layouts,
+            include=include,
+            exclude=exclude,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            stacked_axes=stacked_axes,
+            config=config,
+        )
+        for s in _attention_scores(b, flat)
+    ]
     conv = []
-    for site in _kernel_sites(flat, _is_depthwise, depthwise_include, include, exclude, stacked_axes, tree):
+    for site in _only(
+        find_depthwise_convs(tree, include=depthwise_include, exclude=exclude, stacked_axes=stacked_axes), include
+    ):
         k = _layers(site.to_flax(flat[site.path]), site.stack)
         conv += [_conv_scores(_slice_name(path_name(site.path[:-1]), site.stack, i), k[i]) for i in range(len(k))]
     mlp = []
-    for site in _kernel_sites(flat, _is_first_mlp, mlp_include, include, exclude, stacked_axes, tree):
+    for site in _only(find_mlp_layers(tree, include=mlp_include, exclude=exclude, stacked_axes=stacked_axes), include):
         k = _layers(flat[site.path], site.stack)
         for i in range(len(k)):
             std = k[i].std()
-            mlp.append(MLPScores(_slice_name(path_name(site.path[:-1]), site.stack, i), float(k[i].mean()),
-                                 float(k[i].mean() / std) if std > 0 else math.nan))
-    ssm = [s for b in _find_ssm(flat, ssm_layouts, include, exclude, ngroups, stacked_axes)
-           for s in _ssm_scores(b, flat, length)]
+            mlp.append(
+                MLPScores(
+                    _slice_name(path_name(site.path[:-1]), site.stack, i),
+                    float(k[i].mean()),
+                    float(k[i].mean() / std) if std > 0 else math.nan,
+                )
+            )
+    ssm = [
+        s
+        for b in find_ssm_blocks(
+            tree, layouts=ssm_layouts, include=include, exclude=exclude, ngroups=ngroups, stacked_axes=stacked_axes
+        )
+        for s in _ssm_scores(b, flat, length)
+    ]
     if not (attention or conv or mlp or ssm):
         names = sorted({path_name(p[:-1]) for p in flat})[:12]
-        raise ValueError(f"analyze found no attention block, depthwise conv, first MLP layer or SSM block "
-                         f"with include={include!r}, exclude={exclude!r} (the tree's layers include {names}); "
-                         f"pass layouts=/depthwise_include=/mlp_include= or change include/exclude")
+        raise ValueError(
+            f"analyze found no attention block, depthwise conv, first MLP layer or SSM block "
+            f"with include={include!r}, exclude={exclude!r} (the tree's layers include {names}); "
+            f"pass layouts=/depthwise_include=/mlp_include= or change include/exclude"
+        )
     return Analysis(tuple(attention), tuple(conv), tuple(mlp), tuple(ssm), length)
 
 
@@ -326,30 +370,44 @@ def plot_analysis(analysis: Analysis, *, title: str | None = None):
     try:
         from matplotlib.figure import Figure  # no pyplot: no global state, any backend
     except ImportError as err:
-        raise ImportError(f"plot_analysis needs matplotlib, which is not installed ({err}); install it with "
-                          'pip install matplotlib, or pip install "mimetic_jax[experiments]"') from None
+        raise ImportError(
+            f"plot_analysis needs matplotlib, which is not installed ({err}); install it with "
+            'pip install matplotlib, or pip install "mimetic_jax[experiments]"'
+        ) from None
 
     panels = []
     if analysis.attention:
-        panels.append(("query/key: diag mean / offdiag std (per head)",
-                       [a.qk_diag_ratio for a in analysis.attention], 0.0))
+        panels.append(
+            ("query/key: diag mean / offdiag std (per head)", [a.qk_diag_ratio for a in analysis.attention], 0.0)
+        )
         panels.append(("value/out: diag mean of ΣW_v W_o", [(a.vo_diag_mean,) for a in analysis.attention], 0.0))
     if analysis.conv:
-        panels.append(("depthwise: neighbour tap corr (o) vs far (x)",
-                       [(c.neighbour_corr, c.far_corr) for c in analysis.conv], 0.0))
+        panels.append(
+            (
+                "depthwise: neighbour tap corr (o) vs far (x)",
+                [(c.neighbour_corr, c.far_corr) for c in analysis.conv],
+                0.0,
+            )
+        )
     if analysis.mlp:
         panels.append(("first MLP layer: kernel mean", [(m.mean,) for m in analysis.mlp], 0.0))
     if analysis.ssm:
-        panels.append(("SSM: decay per step (min, median, max)",
-                       [(s.decay_min, s.decay_median, s.decay_max) for s in analysis.ssm], None))
+        panels.append(
+            (
+                "SSM: decay per step (min, median, max)",
+                [(s.decay_min, s.decay_median, s.decay_max) for s in analysis.ssm],
+                None,
+            )
+        )
     fig = Figure(figsize=(3.6 * len(panels), 3.0))
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, rows, ref) in zip(axes[0], panels):
         for layer, values in enumerate(rows):
             markers = ["o", "x", "^"] if "corr" in name or "SSM" in name else ["o"] * len(values)
             for j, v in enumerate(values):
-                ax.plot(layer, v, markers[j % len(markers)], color=f"C{j % 10}" if len(values) <= 3 else "C0",
-                        alpha=0.8)
+                ax.plot(
+                    layer, v, markers[j % len(markers)], color=f"C{j % 10}" if len(values) <= 3 else "C0", alpha=0.8
+                )
         if ref is not None:
             ax.axhline(ref, color="gray", lw=0.8)
         ax.set_title(name, fontsize=8)

@@ -38,6 +38,22 @@ traced: the traced work is one normal draw and one ``K×K`` by ``K×C`` product.
 filters resized by aligned-corner linear interpolation, ``M Σ Mᵀ``, so it stays
 symmetric PSD); :func:`transfer_covariances` maps layers by relative depth.
 :func:`freeze_mask` builds the optax mask that keeps the filters frozen.
+
+Whole-model transform
+---------------------
+
+:func:`find_depthwise_convs` / :func:`mimetic_conv` walk a linen params dict, an
+``nnx.State``, an NNX module or an Equinox module and find the depthwise conv kernels:
+``(kh, kw, 1, C)`` or ``(k, 1, C)`` (``nn.Conv(feature_group_count=C)``; Equinox/PyTorch
+order ``(C, 1, kh, kw)`` for leaves named ``weight``) whose path matches ``include``
+(default :data:`DEPTHWISE_NAMES`). Linen parameters do not record
+``feature_group_count``: a plain conv on a 1-channel input (a stem on grayscale images)
+has the same kernel shape, hence the name pattern; modules that declare their group count
+(Equinox ``groups``, NNX ``feature_group_count``) are decided by it. ``include=None``
+matches by shape alone. Layers are ordered by path with numbers compared as numbers
+(``block_2`` before ``block_10``); that order is the depth ``ℓ``.
+:func:`filter_covariances` reads the empirical covariance of each depthwise layer of a
+(trained) model, in layer order, ready for :func:`transfer_covariances`.
 """
 
 from __future__ import annotations
@@ -52,10 +68,30 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimetic_jax import _checks
-from mimetic_jax.attention import constrain
+from mimetic_jax._kernels import KernelSite, find_kernels, nothing_found
+from mimetic_jax._sharding import constrain
+from mimetic_jax._tree import flatten, put_like, rebuild
 
 Array = jax.Array
 Initializer = Callable[..., Array]
+
+__all__ = [
+    "DEFAULT_SIGMA_END",
+    "DEFAULT_SIGMA_START",
+    "DEPTHWISE_NAMES",
+    "conv_filter_covariance",
+    "default_variance",
+    "depthwise_conv_init",
+    "filter_covariance",
+    "filter_covariances",
+    "find_depthwise_convs",
+    "freeze_mask",
+    "gaussian",
+    "layer_sigma",
+    "mimetic_conv",
+    "resize_covariance",
+    "transfer_covariances",
+]
 Displacement = Callable[[np.ndarray, float], np.ndarray]
 
 #: Relative tolerance on eigenvalues and asymmetry when a covariance is checked.
@@ -169,8 +205,10 @@ def conv_filter_covariance(
     sigma = _sigma("sigma", sigma)
     scale = _positive_float("scale", scale)
     if not SCALE_RANGE[0] <= scale * scale <= SCALE_RANGE[1]:
-        raise ValueError(f"scale² must be a positive normal float32 (the covariance is float32), i.e. scale in "
-                         f"[{math.sqrt(SCALE_RANGE[0]):.3g}, {math.sqrt(SCALE_RANGE[1]):.3g}], got scale={scale:g}")
+        raise ValueError(
+            f"scale² must be a positive normal float32 (the covariance is float32), i.e. scale in "
+            f"[{math.sqrt(SCALE_RANGE[0]):.3g}, {math.sqrt(SCALE_RANGE[1]):.3g}], got scale={scale:g}"
+        )
     if not callable(displacement):
         raise TypeError(f"displacement must be a function (delta, sigma) -> (K, K) array, got {displacement!r}")
     cov = _check_psd("the displacement covariance", _closed_form(dims, sigma, scale, displacement))
@@ -221,8 +259,9 @@ def _as_covariance(name: str, covariance: Any, size: int) -> np.ndarray:
     return _check_psd(name, cov)
 
 
-def _root_for(dims: tuple[int, ...], sigma: float, scale: float | None, covariance: Any,
-              displacement: Displacement) -> np.ndarray:
+def _root_for(
+    dims: tuple[int, ...], sigma: float, scale: float | None, covariance: Any, displacement: Displacement
+) -> np.ndarray:
     """The ``K×K`` square root ``R`` of the layer's ``Σ`` (float64).
 
     For the Gaussian closed form ``Σ = s²·(G_h ⊗ G_w)``, ``R = s·(A_h ⊗ A_w)`` with
@@ -232,8 +271,10 @@ def _root_for(dims: tuple[int, ...], sigma: float, scale: float | None, covarian
     k = math.prod(dims)
     variance = default_variance(dims) if scale is None else scale**2
     if covariance is None and displacement is gaussian:
-        factors = [_psd_root(gaussian(np.subtract.outer(np.arange(d), np.arange(d))[..., None].astype(float), sigma))
-                   for d in dims]
+        factors = [
+            _psd_root(gaussian(np.subtract.outer(np.arange(d), np.arange(d))[..., None].astype(float), sigma))
+            for d in dims
+        ]
         root = factors[0] * math.sqrt(variance)
         for f in factors[1:]:
             root = np.kron(root, f)
@@ -319,8 +360,10 @@ def depthwise_conv_init(
         std = math.sqrt(default_variance(dims)) if scale is None else scale
         _checks.fits_dtype("scale", 8 * std, dtype, "8 × the per-weight std")
         if std < float(jnp.finfo(dtype).tiny):
-            raise ValueError(f"scale ({std:.3g}) underflows the output dtype {dtype} (smallest normal value "
-                             f"{float(jnp.finfo(dtype).tiny):.3g}): the filters would be zero")
+            raise ValueError(
+                f"scale ({std:.3g}) underflows the output dtype {dtype} (smallest normal value "
+                f"{float(jnp.finfo(dtype).tiny):.3g}): the filters would be zero"
+            )
         if dims not in roots:
             roots[dims] = _root_for(dims, sigma, scale, covariance, displacement)
         return constrain(sample_filters(key, roots[dims], dims, channels, dtype), out_sharding)
@@ -446,3 +489,178 @@ def transfer_covariances(
         else:
             out.append(jnp.asarray(cov, jnp.float32))
     return out
+
+
+# --------------------------------------------------------------------------- whole-model transform
+
+
+#: Default path pattern of depthwise convs: ConvMixer ``depthwise``, ConvNeXt ``dwconv`` / timm ``conv_dw``.
+DEPTHWISE_NAMES = r"(?i)(depthwise|dw_?conv|conv_?dw)"
+
+#: Package defaults of the conv scheme: the best of the ``(σ_start, σ_end)`` sweep of
+#: ``benchmarks/conv_training.py`` (ConvMixer on digits, 2 seeds, 120 steps; README). The
+#: sweep is noisy (0.5→2 and 0.5→4 are within one std), so it neither confirms nor
+#: rules out the published "σ grows with depth"; pass ``sigma_end > sigma_start`` for it.
+DEFAULT_SIGMA_START = 0.5
+DEFAULT_SIGMA_END = 0.5
+
+
+def _is_depthwise(shape: tuple[int, ...]) -> bool:
+    return len(shape) in (3, 4) and shape[-2] == 1
+
+
+def find_depthwise_convs(
+    tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: str | None = None, stacked_axes: int = 0
+) -> list[KernelSite]:
+    """The depthwise conv kernels :func:`mimetic_conv` would change, in layer order.
+
+    Example:
+      >>> from mimetic_jax.experiments.models import ConvMixer
+      >>> v = ConvMixer(10, width=16, depth=3).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+      >>> [s.name for s in find_depthwise_convs(v)]
+      ['params/block_0/depthwise/kernel', 'params/block_1/depthwise/kernel', 'params/block_2/depthwise/kernel']
+    """
+    return find_kernels(
+        flatten(tree), _is_depthwise, include, exclude, stacked_axes, tree, depthwise_names=DEPTHWISE_NAMES
+    )
+
+
+def mimetic_conv(
+    tree: Any,
+    key: Array,
+    *,
+    sigma_start: float = DEFAULT_SIGMA_START,
+    sigma_end: float = DEFAULT_SIGMA_END,
+    scale: float | None = None,
+    covariances: Sequence[Any] | None = None,
+    displacement: Displacement = gaussian,
+    include: str | None = DEPTHWISE_NAMES,
+    exclude: str | None = None,
+    stacked_axes: int = 0,
+    allow_empty: bool = False,
+) -> Any:
+    """Re-draw every depthwise conv kernel of a model with covariance-structured filters.
+
+    Depthwise layer ``ℓ`` of ``L`` (layer order; the slices of a stacked kernel count as
+    consecutive layers) gets :func:`mimetic_jax.depthwise_conv_init` ``(ℓ, L,
+    sigma_start=, sigma_end=, scale=, covariance=covariances[ℓ])`` drawn from
+    ``fold_in(key, ℓ)`` (our reconstruction of Trockman, Willmott & Kolter,
+    ICLR 2023). Everything else, biases included, is unchanged.
+
+    Args:
+      tree: a linen params dict, an ``nnx.State`` or an ``nnx.Module``.
+      key: a PRNG key.
+      sigma_start, sigma_end: ``σ`` of the first and last depthwise layer (package
+        defaults from our digits sweep, see the README).
+      scale: per-weight std; ``None`` keeps Flax's default conv init variance ``1/(kh·kw)``.
+      covariances: ``L`` transferred covariances (:func:`~mimetic_jax.conv.transfer_covariances`)
+        used instead of the closed form.
+      include, exclude: regular expressions on the kernel path.
+      stacked_axes: leading axes of stacked layers (``nn.scan``).
+      allow_empty: return the tree unchanged when no depthwise conv matches.
+
+    Returns:
+      a new dict/``nnx.State`` (the input is not changed), or the ``nnx.Module`` updated in place.
+
+    Example:
+      >>> from mimetic_jax.experiments.models import ConvMixer
+      >>> v = ConvMixer(10, width=16, depth=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+      >>> v2 = mimetic_conv(v, jax.random.key(1))
+      >>> v2["params"]["block_1"]["depthwise"]["kernel"].shape
+      (5, 5, 1, 16)
+    """
+    flat = flatten(tree)
+    sites = find_kernels(flat, _is_depthwise, include, exclude, stacked_axes, tree, depthwise_names=DEPTHWISE_NAMES)
+    if not sites:
+        if allow_empty:
+            return tree
+        raise nothing_found(
+            "depthwise conv kernel (kh, kw, 1, C) or (k, 1, C)", flat, include, _is_depthwise, stacked_axes
+        )
+    total = sum(s.layers for s in sites)
+    if covariances is not None and len(covariances) != total:
+        raise ValueError(f"covariances must hold one matrix per depthwise layer ({total}), got {len(covariances)}")
+    if scale is not None:
+        scale = _checks.finite_float("scale", scale)
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+    key = _checks.prng_key("key", key)
+    for site in sites:
+        _checks.float_dtype(f"kernel {site.name!r} dtype", jnp.result_type(flat[site.path]))
+    layer = 0
+    for site in sites:
+        dims, channels = site.shape[:-2], site.shape[-1]
+        roots = []
+        for i in range(site.layers):
+            sigma = layer_sigma(layer + i, total, sigma_start, sigma_end)
+            cov = None if covariances is None else covariances[layer + i]
+            roots.append(_root_for(dims, sigma, scale, cov, displacement))
+        old = flat[site.path]
+        draws = [
+            sample_filters(jax.random.fold_in(key, layer + i), roots[i], dims, channels, old.dtype)
+            for i in range(site.layers)
+        ]
+        new = jnp.stack(draws).reshape((*site.stack, *site.shape)) if site.stack else draws[0]
+        flat[site.path] = put_like(site.from_flax(new), old)
+        layer += site.layers
+    return rebuild(tree, flat)
+
+
+def filter_covariances(
+    tree: Any,
+    *,
+    center: bool = True,
+    include: str | None = DEPTHWISE_NAMES,
+    exclude: str | None = None,
+    stacked_axes: int = 0,
+) -> list[Array]:
+    """The filter covariance (:func:`~mimetic_jax.conv.filter_covariance`) of every depthwise layer, in layer order.
+
+    Example:
+      >>> from mimetic_jax.experiments.models import ConvMixer
+      >>> v = ConvMixer(10, width=16, depth=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+      >>> [c.shape for c in filter_covariances(v)]
+      [(25, 25), (25, 25)]
+    """
+    flat = flatten(tree)
+    out = []
+    for site in find_kernels(
+        flat, _is_depthwise, include, exclude, stacked_axes, tree, depthwise_names=DEPTHWISE_NAMES
+    ):
+        kernels = jnp.reshape(site.to_flax(flat[site.path]), (site.layers, *site.shape))
+        out += [filter_covariance(kernels[i], center=center) for i in range(site.layers)]
+    return out
+
+
+def freeze_mask(
+    tree: Any, *, include: str | None = DEPTHWISE_NAMES, exclude: str | None = None, stacked_axes: int = 0
+) -> Any:
+    """An optax mask with the structure of ``tree``: ``True`` at depthwise conv kernels.
+
+    Freeze them (no gradient step *and* no weight decay) by zeroing their final updates::
+
+        optimizer = optax.chain(optax.adamw(1e-3), optax.masked(optax.set_to_zero(), freeze_mask(params)))
+
+    (``mimetic_jax.experiments.training.train_models(..., frozen=freeze_mask(variables))`` does this.)
+    For an ``nnx.Module`` the mask has the structure of ``nnx.state(module, nnx.Param)``.
+
+    Example:
+      >>> from mimetic_jax.experiments.models import ConvMixer
+      >>> v = ConvMixer(10, width=16, depth=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+      >>> m = freeze_mask(v["params"])
+      >>> m["block_0"]["depthwise"]["kernel"], m["block_0"]["depthwise"]["bias"], m["stem"]["kernel"]
+      (True, False, False)
+    """
+    from flax import nnx
+
+    source = tree
+    if isinstance(tree, nnx.Module):
+        tree = nnx.state(tree, nnx.Param)
+    flat = flatten(tree)
+    frozen = {
+        s.path
+        for s in find_kernels(
+            flat, _is_depthwise, include, exclude, stacked_axes, source, depthwise_names=DEPTHWISE_NAMES
+        )
+    }
+    return rebuild(tree, {p: p in frozen for p in flat})

@@ -131,15 +131,17 @@ def _pivot(pivot: Any, num_layers: int) -> int | float:
         half = num_layers - 1
         return half // 2 if half % 2 == 0 else half / 2  # (L-1)/2, an int when L is odd
     if isinstance(pivot, bool) or not isinstance(pivot, (int, np.integer)):
-        raise TypeError(f"pivot must be an int layer index, None or 'symmetric', got {pivot!r} of type "
-                        f"{type(pivot).__name__}")
+        raise TypeError(
+            f"pivot must be an int layer index, None or 'symmetric', got {pivot!r} of type {type(pivot).__name__}"
+        )
     if not 0 <= pivot < num_layers:
         raise ValueError(f"pivot must be a layer index in [0, {num_layers - 1}] ({num_layers} layers), got {pivot}")
     return int(pivot)
 
 
-def emergence_factors(num_layers: int, alpha: float = DEFAULT_ALPHA,
-                      pivot: int | str | None = None) -> tuple[float, ...]:
+def emergence_factors(
+    num_layers: int, alpha: float = DEFAULT_ALPHA, pivot: int | str | None = None
+) -> tuple[float, ...]:
     """The per-layer factors ``c_k = α^(k − p)``, ``k = 0 … L−1``, ``p = ⌊L/2⌋`` by default.
 
     ``pivot`` is a layer index ``p`` (its factor is 1), ``None`` (``⌊L/2⌋``, the default) or
@@ -174,8 +176,10 @@ def emergence_factors(num_layers: int, alpha: float = DEFAULT_ALPHA,
         except OverflowError:
             c = float("inf")
         if not 0.0 < c < float("inf"):
-            raise ValueError(f"alpha={a:g} gives layer {k} of {n} the factor alpha ** ({k - p:g}), which "
-                             f"{'overflows' if c else 'underflows'} float64: use an alpha nearer 1 or fewer layers")
+            raise ValueError(
+                f"alpha={a:g} gives layer {k} of {n} the factor alpha ** ({k - p:g}), which "
+                f"{'overflows' if c else 'underflows'} float64: use an alpha nearer 1 or fewer layers"
+            )
         out.append(c)
     return tuple(out)
 
@@ -293,17 +297,17 @@ def _is_list(names: Sequence[Any]) -> bool:
 def _auto_units(modules: Sequence[Path]) -> list[list[Path]]:
     """Group kernel-holding module paths (in forward order) into units, by the rules above."""
     depth = 0
-    while len({m[:depth + 1] for m in modules}) == 1 and all(len(m) > depth + 1 for m in modules):
+    while len({m[: depth + 1] for m in modules}) == 1 and all(len(m) > depth + 1 for m in modules):
         depth += 1  # wrapper holding every kernel
     units: dict[Path, list[Path]] = {}
-    tops = list(dict.fromkeys(m[:depth + 1] for m in modules))
+    tops = list(dict.fromkeys(m[: depth + 1] for m in modules))
     for top in tops:
-        inside = [m for m in modules if m[:depth + 1] == top]
+        inside = [m for m in modules if m[: depth + 1] == top]
         items = list(dict.fromkeys(m[depth + 1] for m in inside if len(m) > depth + 1))
         direct = any(len(m) == depth + 1 for m in inside)
         if not direct and _is_list(items):
             for m in inside:
-                units.setdefault(m[:depth + 2], []).append(m)
+                units.setdefault(m[: depth + 2], []).append(m)
         else:
             units[top] = inside
     return list(units.values())
@@ -311,7 +315,7 @@ def _auto_units(modules: Sequence[Path]) -> list[list[Path]]:
 
 def _matches(path: Path, entry: Path) -> bool:
     starts = (0, 1) if path and path[0] == "params" and (not entry or entry[0] != "params") else (0,)
-    return any(tuple(str(x) for x in path[s:s + len(entry)]) == entry for s in starts)
+    return any(tuple(str(x) for x in path[s : s + len(entry)]) == entry for s in starts)
 
 
 def _entry(e: Any) -> Path:
@@ -337,8 +341,9 @@ def _explicit_units(modules: Sequence[Path], order: Sequence[Any]) -> list[list[
             hit = [m for m in modules if _matches(m, entry)]
             if not hit:
                 names = [path_name(m) for m in modules][:12]
-                raise ValueError(f"order[{k}] names {'/'.join(entry)!r}, which holds no kernel; kernel-holding "
-                                 f"modules are {names}")
+                raise ValueError(
+                    f"order[{k}] names {'/'.join(entry)!r}, which holds no kernel; kernel-holding modules are {names}"
+                )
             for m in hit:
                 if m in owner and owner[m] != k:
                     raise ValueError(f"order[{k}] and order[{owner[m]}] both contain {path_name(m)!r}")
@@ -362,16 +367,19 @@ class EmergenceLayer:
         return tuple(path_name(p) for p in self.paths)
 
 
-def _layers(flat: Mapping[Path, Any], tree: Any, alpha: float, order: Any, pivot: Any,
-            kernel: str) -> list[EmergenceLayer]:
+def _layers(
+    flat: Mapping[Path, Any], tree: Any, alpha: float, order: Any, pivot: Any, kernel: str
+) -> list[EmergenceLayer]:
     a = _alpha(alpha)
     if not isinstance(kernel, str) or not kernel:
-        raise TypeError(f"kernel must be the leaf name of the weights (a non-empty str such as 'kernel'), "
-                        f"got {kernel!r}")
+        raise TypeError(
+            f"kernel must be the leaf name of the weights (a non-empty str such as 'kernel'), got {kernel!r}"
+        )
     kernels = [p for p in flat if p and p[-1] == kernel]
     if not kernels:
-        raise ValueError(f"no {kernel!r} leaf found in the tree (leaf names include "
-                         f"{sorted({str(p[-1]) for p in flat})[:12]})")
+        raise ValueError(
+            f"no {kernel!r} leaf found in the tree (leaf names include {sorted({str(p[-1]) for p in flat})[:12]})"
+        )
     obj = tree if not isinstance(tree, Mapping) and hasattr(tree, "__dict__") else None
     modules = [p[:-1] for p in _ordered(kernels, obj)]
     units = _auto_units(modules) if order is None else _explicit_units(modules, order)
@@ -379,8 +387,14 @@ def _layers(flat: Mapping[Path, Any], tree: Any, alpha: float, order: Any, pivot
     return [EmergenceLayer(k, tuple((*m, kernel) for m in u), c) for k, (u, c) in enumerate(zip(units, factors))]
 
 
-def emergence_layers(tree: Any, *, alpha: float = DEFAULT_ALPHA, order: Any = None, pivot: int | str | None = None,
-                     kernel: str = "kernel") -> list[EmergenceLayer]:
+def emergence_layers(
+    tree: Any,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    order: Any = None,
+    pivot: int | str | None = None,
+    kernel: str = "kernel",
+) -> list[EmergenceLayer]:
     """The layers :func:`emergence_scale` would scale, in forward order, with their factors.
 
     Example:
@@ -500,8 +514,9 @@ def _log(x: np.ndarray) -> np.ndarray:
 
 def _nodes(name: str, a: Any, node: str, batch: int | None) -> np.ndarray:
     if _checks.is_traced(a):
-        raise TypeError(f"{name} must be a concrete array (emergence_measure runs eagerly, not under jax.jit), "
-                        "got a tracer")
+        raise TypeError(
+            f"{name} must be a concrete array (emergence_measure runs eagerly, not under jax.jit), got a tracer"
+        )
     try:
         arr = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -511,8 +526,9 @@ def _nodes(name: str, a: Any, node: str, batch: int | None) -> np.ndarray:
     if batch is not None and arr.shape[0] != batch:
         raise ValueError(f"{name} has batch size {arr.shape[0]}, the first activation has {batch}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got NaN or inf entries (a NaN activation is neither active nor "
-                         "inactive)")
+        raise ValueError(
+            f"{name} must be finite, got NaN or inf entries (a NaN activation is neither active nor inactive)"
+        )
     if node == "channel" and arr.ndim > 2:
         arr = arr.mean(axis=tuple(range(1, arr.ndim - 1)))
     return arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:])))
@@ -574,21 +590,27 @@ def emergence_measure(
       5.0
     """
     if isinstance(activations, (str, bytes)) or not isinstance(activations, Sequence) or len(activations) < 2:
-        raise ValueError("activations must be a sequence of at least two arrays (input, ..., output), got "
-                         f"{type(activations).__name__}"
-                         + (f" of length {len(activations)}" if isinstance(activations, Sequence) else ""))
+        raise ValueError(
+            "activations must be a sequence of at least two arrays (input, ..., output), got "
+            f"{type(activations).__name__}"
+            + (f" of length {len(activations)}" if isinstance(activations, Sequence) else "")
+        )
     t = _checks.finite_float("threshold", threshold)
     if not isinstance(log, (bool, np.bool_)):
         raise TypeError(f"log must be a bool, got {log!r}")
     _checks.choice("paths", paths, ("all", "to_output"))
     _checks.choice("node", node, ("unit", "channel"))
     first = _nodes("activations[0]", activations[0], node, None)
-    layers = [first] + [_nodes(f"activations[{i}]", a, node, first.shape[0]) for i, a in enumerate(activations)
-                        if i > 0]
+    layers = [first] + [
+        _nodes(f"activations[{i}]", a, node, first.shape[0]) for i, a in enumerate(activations) if i > 0
+    ]
     active = [v > t for v in layers]
     adj = None if adjacency is None else _adjacency(adjacency, [v.shape[1] for v in layers])
-    log_measure = (lambda: _dense_log_measure(active, paths) if adj is None  # noqa: E731
-                   else _graph_log_measure(active, adj, paths))
+    log_measure = lambda: (
+        _dense_log_measure(active, paths)
+        if adj is None  # noqa: E731
+        else _graph_log_measure(active, adj, paths)
+    )
     if log:
         return log_measure()
     with np.errstate(over="ignore", invalid="ignore"):
@@ -604,16 +626,19 @@ def _adjacency(adjacency: Sequence[Any], widths: list[int]) -> list[np.ndarray]:
     if isinstance(adjacency, (str, bytes)) or not isinstance(adjacency, Sequence):
         raise TypeError(f"adjacency must be None or a sequence of arrays, got {type(adjacency).__name__}")
     if len(adjacency) != len(widths) - 1:
-        raise ValueError(f"adjacency must hold one matrix per pair of consecutive layers ({len(widths) - 1}), "
-                         f"got {len(adjacency)}")
+        raise ValueError(
+            f"adjacency must hold one matrix per pair of consecutive layers ({len(widths) - 1}), got {len(adjacency)}"
+        )
     out = []
     for i, a in enumerate(adjacency):
         m = np.asarray(a)
         if m.dtype == object or not np.all(np.isfinite(m.astype(np.float64, copy=False))):
             raise ValueError(f"adjacency[{i}] must be a finite numeric array, got NaN, inf or non-numbers")
         if m.shape != (widths[i], widths[i + 1]):
-            raise ValueError(f"adjacency[{i}] must have shape {(widths[i], widths[i + 1])} (nodes of layers {i} and "
-                             f"{i + 1}), got {m.shape}")
+            raise ValueError(
+                f"adjacency[{i}] must have shape {(widths[i], widths[i + 1])} (nodes of layers {i} and "
+                f"{i + 1}), got {m.shape}"
+            )
         out.append(m != 0)
     return out
 

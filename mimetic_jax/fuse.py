@@ -330,10 +330,12 @@ def _relu_moments(mean: Array, cov: Array) -> tuple[Array, Array]:
     pdf = jnp.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
     pa, pb = pdf[:, None], pdf[None, :]
     mi, mj, si, sj = mean[:, None], mean[None, :], s[:, None], s[None, :]
-    cross = ((rho * si * sj + mi * mj) * _bvn_cdf(ai, bj, rho)
-             + mi * sj * pb * ndtr((ai - rho * bj) / r)
-             + mj * si * pa * ndtr((bj - rho * ai) / r)
-             + si * sj * r * pa * jnp.exp(-0.5 * ((bj - rho * ai) / r) ** 2) / math.sqrt(2 * math.pi))
+    cross = (
+        (rho * si * sj + mi * mj) * _bvn_cdf(ai, bj, rho)
+        + mi * sj * pb * ndtr((ai - rho * bj) / r)
+        + mj * si * pa * ndtr((bj - rho * ai) / r)
+        + si * sj * r * pa * jnp.exp(-0.5 * ((bj - rho * ai) / r) ** 2) / math.sqrt(2 * math.pi)
+    )
     second = jnp.where(jnp.eye(d, dtype=bool), jnp.diag(e2), cross)
     c = second - e1[:, None] * e1[None, :]
     return e1, (c + c.T) / 2
@@ -350,8 +352,9 @@ def _gain_and_mean(m: Array, var: Array, activation: str) -> tuple[Array, Array]
     return cdf, e1
 
 
-def dense_dense(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any,
-                activation: str = "relu") -> tuple[Array, Array]:
+def dense_dense(
+    w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any, activation: str = "relu"
+) -> tuple[Array, Array]:
     """Gaussian closed form ``W = W₁ D W₂``, ``b = E[σ(z₁)] W₂ + b₂ − μ W`` (module doc).
 
     Args:
@@ -374,8 +377,9 @@ def dense_dense(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any,
 
 
 @functools.partial(jax.jit, static_argnums=6)
-def _dense_dense(w1: Array, b1: Array, w2: Array, b2: Array, mean: Array, cov: Array,
-                 activation: str) -> tuple[Array, Array]:
+def _dense_dense(
+    w1: Array, b1: Array, w2: Array, b2: Array, mean: Array, cov: Array, activation: str
+) -> tuple[Array, Array]:
     w1f, w2f = w1.astype(jnp.float32), w2.astype(jnp.float32)
     m = jnp.dot(mean, w1f, precision=HIGHEST) + b1.astype(jnp.float32)
     var = jnp.einsum("ij,ik,kj->j", w1f, cov, w1f, precision=HIGHEST)
@@ -492,7 +496,7 @@ class Moments(NamedTuple):
 def _batches(x: Any, batch_size: int) -> Iterable[Array]:
     if isinstance(x, (np.ndarray, jax.Array)):
         n = x.shape[0]
-        return (x[i:i + batch_size] for i in range(0, n, batch_size))
+        return (x[i : i + batch_size] for i in range(0, n, batch_size))
     return iter(x)
 
 
@@ -501,8 +505,9 @@ def _step(fn: Callable, moments: Moments, params: tuple, xb: Array) -> Moments:
     return moments.update(jnp.concatenate(fn(params, xb), axis=1))
 
 
-def _stream(fn: Callable[[tuple, Array], tuple[Array, Array]], params: tuple, x: Any, batch_size: int,
-            example: tuple[int, ...]) -> tuple[Moments, int]:
+def _stream(
+    fn: Callable[[tuple, Array], tuple[Array, Array]], params: tuple, x: Any, batch_size: int, example: tuple[int, ...]
+) -> tuple[Moments, int]:
     """Moments of the rows ``[features, targets]`` that ``fn(params, batch)`` makes of ``x``'s batches.
 
     ``fn`` is static (hashable, e.g. a frozen dataclass) so repeated calls reuse one program.
@@ -539,9 +544,18 @@ def _fit(moments: Moments, dx: int, ridge: float) -> tuple[Array, Array, Array]:
     return w, b, jnp.maximum(mse, 0.0)
 
 
-def dense_dense_from_data(w1: Any, b1: Any, w2: Any, b2: Any, x: Any, *,
-                          activation: str | Callable[[Array], Array] = "relu", ridge: float = 1e-5,
-                          batch_size: int = 4096, return_mse: bool = False):
+def dense_dense_from_data(
+    w1: Any,
+    b1: Any,
+    w2: Any,
+    b2: Any,
+    x: Any,
+    *,
+    activation: str | Callable[[Array], Array] = "relu",
+    ridge: float = 1e-5,
+    batch_size: int = 4096,
+    return_mse: bool = False,
+):
     """Data-driven linear MMSE fusion ``W = (C_x + λI)⁻¹ C_{x z₂}``, ``b = E z₂ − E x W``.
 
     Args:
@@ -560,8 +574,9 @@ def dense_dense_from_data(w1: Any, b1: Any, w2: Any, b2: Any, x: Any, *,
     ridge = _nonnegative("ridge", ridge)
     batches, example = _peek(x, batch_size)
     if example != (w1.shape[0],):
-        raise ValueError(f"x must have shape (n, {w1.shape[0]}) to match w1 {w1.shape}, "
-                         f"got examples of shape {example}")
+        raise ValueError(
+            f"x must have shape (n, {w1.shape[0]}) to match w1 {w1.shape}, got examples of shape {example}"
+        )
     params = tuple(v.astype(jnp.float32) for v in (w1, b1, w2, b2))
     moments, dx = _stream(_DenseRows(act), params, batches, batch_size, example)
     w, b, mse = _fit(moments, dx, ridge)
@@ -602,8 +617,9 @@ def _ints(name: str, value: Any, n: int) -> tuple[int, ...]:
     return tuple(_checks.size(f"{name}[{i}]", v) for i, v in enumerate(vals))
 
 
-def _pads(name: str, padding: Any, window: Sequence[int], strides: Sequence[int],
-          size: Sequence[int] | None) -> tuple[tuple[int, int], ...]:
+def _pads(
+    name: str, padding: Any, window: Sequence[int], strides: Sequence[int], size: Sequence[int] | None
+) -> tuple[tuple[int, int], ...]:
     """Explicit ``(lo, hi)`` per spatial axis for ``"VALID"``, ``"SAME"``, ints or pairs."""
     n = len(window)
     if isinstance(padding, str):
@@ -637,12 +653,14 @@ def _dimension_numbers(rank: int) -> tuple[str, str, str]:
 
 def _conv(x: Array, kernel: Array, strides: Sequence[int], pads: Sequence[tuple[int, int]]) -> Array:
     """Cross-correlation, channels last, as ``nn.Conv`` (no bias)."""
-    return jax.lax.conv_general_dilated(x, kernel, tuple(strides), tuple(pads),
-                                        dimension_numbers=_dimension_numbers(kernel.ndim - 2), precision=HIGHEST)
+    return jax.lax.conv_general_dilated(
+        x, kernel, tuple(strides), tuple(pads), dimension_numbers=_dimension_numbers(kernel.ndim - 2), precision=HIGHEST
+    )
 
 
-def _out_size(size: Sequence[int], window: Sequence[int], strides: Sequence[int],
-              pads: Sequence[tuple[int, int]]) -> tuple[int, ...]:
+def _out_size(
+    size: Sequence[int], window: Sequence[int], strides: Sequence[int], pads: Sequence[tuple[int, int]]
+) -> tuple[int, ...]:
     return tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(size, window, strides, pads))
 
 
@@ -687,14 +705,16 @@ def _pool_spec(pool: Any, rank: int, size: tuple | None) -> tuple[str, tuple, tu
     strides = _ints("pool.strides", pool.strides, rank)
     pads = _pads("pool.padding", pool.padding, window, strides, size)
     if any(lo >= w or hi >= w for (lo, hi), w in zip(pads, window)):
-        raise ValueError(f"pool.padding must be smaller than the pool window {window} on each side (a window of "
-                         f"padding only has no value), got {pads}")
+        raise ValueError(
+            f"pool.padding must be smaller than the pool window {window} on each side (a window of "
+            f"padding only has no value), got {pads}"
+        )
     return kind, window, strides, pads
 
 
-def _conv_pair(k1: Any, b1: Any, k2: Any, b2: Any, strides: Any, padding: Any, input_size: Any,
-               pool: Any = None) -> tuple[Array, Array, Array, Array, tuple, tuple, tuple, tuple, tuple | None,
-                                          tuple | None]:
+def _conv_pair(
+    k1: Any, b1: Any, k2: Any, b2: Any, strides: Any, padding: Any, input_size: Any, pool: Any = None
+) -> tuple[Array, Array, Array, Array, tuple, tuple, tuple, tuple, tuple | None, tuple | None]:
     k1 = _conv_kernel("k1", k1)
     rank = k1.ndim - 2
     k2 = _conv_kernel("k2", k2, rank)
@@ -719,13 +739,16 @@ def _conv_pair(k1: Any, b1: Any, k2: Any, b2: Any, strides: Any, padding: Any, i
         if size1 is not None:
             size1 = _out_size(size1, spec[1], spec[2], spec[3])
             if min(size1) < 1:
-                raise ValueError(f"pool window {spec[1]} does not fit k1's output with padding {spec[3]} "
-                                 f"(input size {size})")
+                raise ValueError(
+                    f"pool window {spec[1]} does not fit k1's output with padding {spec[3]} (input size {size})"
+                )
     p2 = _pads("padding[1]", padding[1], k2.shape[:-2], s2, size1)
     if size1 is not None and min(_out_size(size1, k2.shape[:-2], s2, p2)) < 1:
-        raise ValueError(f"k2 of shape {k2.shape} does not fit {'k1' if spec is None else 'the pool'}'s output of "
-                         f"size {size1} with padding {p2} "
-                         f"(input size {size})")
+        raise ValueError(
+            f"k2 of shape {k2.shape} does not fit {'k1' if spec is None else 'the pool'}'s output of "
+            f"size {size1} with padding {p2} "
+            f"(input size {size})"
+        )
     return k1, b1, k2, b2, s1, s2, p1, p2, size, spec
 
 
@@ -778,9 +801,20 @@ def _channel_gaussian(mean: Any, cov: Any, c: int) -> tuple[Array, Array]:
     return mean, cov.astype(jnp.float32)
 
 
-def conv_conv(k1: Any, b1: Any, k2: Any, b2: Any, *, mean: Any = 0.0, cov: Any = 1.0,
-              strides: tuple[Any, Any] = (1, 1), padding: tuple[Any, Any] = ("VALID", "VALID"),
-              input_size: Any = None, activation: str = "relu", pool: Pool | None = None) -> FusedConv:
+def conv_conv(
+    k1: Any,
+    b1: Any,
+    k2: Any,
+    b2: Any,
+    *,
+    mean: Any = 0.0,
+    cov: Any = 1.0,
+    strides: tuple[Any, Any] = (1, 1),
+    padding: tuple[Any, Any] = ("VALID", "VALID"),
+    input_size: Any = None,
+    activation: str = "relu",
+    pool: Pool | None = None,
+) -> FusedConv:
     """Closed-form conv → conv fusion for white stationary Gaussian input (module doc).
 
     Args:
@@ -812,9 +846,11 @@ def conv_conv(k1: Any, b1: Any, k2: Any, b2: Any, *, mean: Any = 0.0, cov: Any =
     activation = _closed_form_activation(activation)
     k1, b1, k2, b2, s1, s2, p1, p2, _, spec = _conv_pair(k1, b1, k2, b2, strides, padding, input_size, pool)
     if spec is not None and spec[0] != "avg":
-        raise ValueError("pool.kind must be 'avg' for the closed form conv_conv: max pooling is not linear, so "
-                         "the fused layer has no closed form here; use conv_conv_from_data (a least-squares fit "
-                         f"across any pooling), got {pool!r}")
+        raise ValueError(
+            "pool.kind must be 'avg' for the closed form conv_conv: max pooling is not linear, so "
+            "the fused layer has no closed form here; use conv_conv_from_data (a least-squares fit "
+            f"across any pooling), got {pool!r}"
+        )
     dtype = k1.dtype
     mean, cov = _channel_gaussian(mean, cov, k1.shape[-2])
     if spec is None:
@@ -828,8 +864,9 @@ def conv_conv(k1: Any, b1: Any, k2: Any, b2: Any, *, mean: Any = 0.0, cov: Any =
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7))
-def _conv_conv(k1: Array, b1: Array, k2: Array, b2: Array, mean: Array, cov: Array, s1: tuple,
-               activation: str) -> tuple[Array, Array]:
+def _conv_conv(
+    k1: Array, b1: Array, k2: Array, b2: Array, mean: Array, cov: Array, s1: tuple, activation: str
+) -> tuple[Array, Array]:
     k1f, k2f = k1.astype(jnp.float32), k2.astype(jnp.float32)
     flat = k1f.reshape(-1, k1.shape[-2], k1.shape[-1])  # (positions, c0, c1)
     m = jnp.einsum("pac,a->c", flat, mean, precision=HIGHEST) + b1.astype(jnp.float32)
@@ -837,8 +874,11 @@ def _conv_conv(k1: Array, b1: Array, k2: Array, b2: Array, mean: Array, cov: Arr
     gain, e_act = _gain_and_mean(m, var, activation)
     kernel = _compose(k1f * gain, k2f, s1)
     spatial = tuple(range(k2.ndim - 2))
-    bias = (b2.astype(jnp.float32) + jnp.dot(e_act, k2f.sum(spatial), precision=HIGHEST)
-            - jnp.dot(mean, kernel.sum(spatial), precision=HIGHEST))
+    bias = (
+        b2.astype(jnp.float32)
+        + jnp.dot(e_act, k2f.sum(spatial), precision=HIGHEST)
+        - jnp.dot(mean, kernel.sum(spatial), precision=HIGHEST)
+    )
     return kernel, bias
 
 
@@ -868,8 +908,13 @@ class _ConvConvRows:
             h = _pool(h, *self.pool)
         z2 = _conv(h, k2, self.s2, self.p2) + b2
         patches = jax.lax.conv_general_dilated_patches(
-            xb, self.window, self.strides, self.padding, dimension_numbers=_dimension_numbers(k1.ndim - 2),
-            precision=HIGHEST)
+            xb,
+            self.window,
+            self.strides,
+            self.padding,
+            dimension_numbers=_dimension_numbers(k1.ndim - 2),
+            precision=HIGHEST,
+        )
         return patches.reshape(-1, patches.shape[-1]), z2.reshape(-1, z2.shape[-1])
 
 
@@ -884,10 +929,21 @@ def _peek(x: Any, batch_size: int) -> tuple[Iterable[Any], tuple[int, ...]]:
     return itertools.chain([first], it), tuple(np.shape(first)[1:])
 
 
-def conv_conv_from_data(k1: Any, b1: Any, k2: Any, b2: Any, x: Any, *, strides: tuple[Any, Any] = (1, 1),
-                        padding: tuple[Any, Any] = ("VALID", "VALID"),
-                        activation: str | Callable[[Array], Array] = "relu", ridge: float = 1e-5,
-                        batch_size: int = 256, return_mse: bool = False, pool: Pool | None = None):
+def conv_conv_from_data(
+    k1: Any,
+    b1: Any,
+    k2: Any,
+    b2: Any,
+    x: Any,
+    *,
+    strides: tuple[Any, Any] = (1, 1),
+    padding: tuple[Any, Any] = ("VALID", "VALID"),
+    activation: str | Callable[[Array], Array] = "relu",
+    ridge: float = 1e-5,
+    batch_size: int = 256,
+    return_mse: bool = False,
+    pool: Pool | None = None,
+):
     """Least-squares conv → conv fusion over input patches (any activation, any input law).
 
     Each output position of the pair's ``z₂`` is regressed on the fused kernel's input
@@ -925,15 +981,18 @@ def conv_conv_from_data(k1: Any, b1: Any, k2: Any, b2: Any, x: Any, *, strides: 
     k1 = _conv_kernel("k1", k1)
     rank, c0 = k1.ndim - 2, k1.shape[-2]
     if len(example) != rank + 1 or example[-1] != c0:
-        raise ValueError(f"x must have shape (n, *spatial[{rank}], {c0}) to match k1 {k1.shape}, "
-                         f"got examples of shape {example}")
+        raise ValueError(
+            f"x must have shape (n, *spatial[{rank}], {c0}) to match k1 {k1.shape}, got examples of shape {example}"
+        )
     k1, b1, k2, b2, s1, s2, p1, p2, size, spec = _conv_pair(k1, b1, k2, b2, strides, padding, example[:-1], pool)
     dtype = k1.dtype
     stages = [(k1.shape[:-2], s1, p1)] + ([] if spec is None else [spec[1:]]) + [(k2.shape[:-2], s2, p2)]
     window, fused_strides, fused_padding = _chain(stages)
     if min(_out_size(size, window, fused_strides, fused_padding)) < 1:
-        raise ValueError(f"x's spatial size {size} is smaller than the fused window {window} with padding "
-                         f"{fused_padding}: there is no output position to fit")
+        raise ValueError(
+            f"x's spatial size {size} is smaller than the fused window {window} with padding "
+            f"{fused_padding}: there is no output position to fit"
+        )
     params = tuple(v.astype(jnp.float32) for v in (k1, b1, k2, b2))
     rows = _ConvConvRows(act, s1, p1, s2, p2, window, fused_strides, fused_padding, spec)
     moments, dx = _stream(rows, params, batches, batch_size, example)
@@ -947,8 +1006,9 @@ def conv_conv_from_data(k1: Any, b1: Any, k2: Any, b2: Any, x: Any, *, strides: 
 # --------------------------------------------------------------------------- conv → dense
 
 
-def _conv_dense_pair(k1: Any, b1: Any, w2: Any, b2: Any, input_shape: Sequence[int], strides: Any,
-                     padding: Any) -> tuple[Array, Array, Array, Array, tuple, tuple, tuple]:
+def _conv_dense_pair(
+    k1: Any, b1: Any, w2: Any, b2: Any, input_shape: Sequence[int], strides: Any, padding: Any
+) -> tuple[Array, Array, Array, Array, tuple, tuple, tuple]:
     k1 = _conv_kernel("k1", k1)
     rank = k1.ndim - 2
     shape = _ints("input_shape", input_shape, rank + 1)
@@ -963,15 +1023,27 @@ def _conv_dense_pair(k1: Any, b1: Any, w2: Any, b2: Any, input_shape: Sequence[i
     _checks.array_shape("b1", b1, (k1.shape[-1],))
     flat = math.prod(out) * k1.shape[-1]
     if w2.ndim != 2 or w2.shape[0] != flat:
-        raise ValueError(f"w2 must have shape ({flat}, d_out): the conv output {out + (k1.shape[-1],)} "
-                         f"flattened, got shape {w2.shape}")
+        raise ValueError(
+            f"w2 must have shape ({flat}, d_out): the conv output {out + (k1.shape[-1],)} "
+            f"flattened, got shape {w2.shape}"
+        )
     _checks.array_shape("b2", b2, (w2.shape[1],))
     return k1, b1, w2, b2, shape, s1, p1
 
 
-def conv_dense(k1: Any, b1: Any, w2: Any, b2: Any, *, input_shape: Sequence[int], mean: Any = 0.0,
-               cov: Any = 1.0, strides: Any = 1, padding: Any = "VALID",
-               activation: str = "relu") -> tuple[Array, Array]:
+def conv_dense(
+    k1: Any,
+    b1: Any,
+    w2: Any,
+    b2: Any,
+    *,
+    input_shape: Sequence[int],
+    mean: Any = 0.0,
+    cov: Any = 1.0,
+    strides: Any = 1,
+    padding: Any = "VALID",
+    activation: str = "relu",
+) -> tuple[Array, Array]:
     """Closed-form conv → (flatten →) dense fusion ``W = H₁ D W₂`` for Gaussian input.
 
     ``H₁ (D W₂)`` is computed by the conv's transpose, never as a matrix.
@@ -1008,8 +1080,19 @@ def conv_dense(k1: Any, b1: Any, w2: Any, b2: Any, *, input_shape: Sequence[int]
 
 
 @functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10))
-def _conv_dense(k1: Array, b1: Array, w2: Array, b2: Array, mean: Array, cov: Array, shape: tuple, s1: tuple,
-                p1: tuple, full_cov: bool, activation: str) -> tuple[Array, Array]:
+def _conv_dense(
+    k1: Array,
+    b1: Array,
+    w2: Array,
+    b2: Array,
+    mean: Array,
+    cov: Array,
+    shape: tuple,
+    s1: tuple,
+    p1: tuple,
+    full_cov: bool,
+    activation: str,
+) -> tuple[Array, Array]:
     k1f, full = k1.astype(jnp.float32), math.prod(shape)
     conv = lambda x: _conv(x, k1f, s1, p1)  # noqa: E731
     m = conv(mean[None])[0] + b1.astype(jnp.float32)
@@ -1025,14 +1108,28 @@ def _conv_dense(k1: Array, b1: Array, w2: Array, b2: Array, mean: Array, cov: Ar
     cot = (gain.reshape(-1, 1) * w2f).T.reshape((w2.shape[1],) + m.shape)
     (w_t,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct((w2.shape[1],) + shape, jnp.float32))(cot)
     w = w_t.reshape(w2.shape[1], full).T
-    b = (jnp.dot(e_act.reshape(-1), w2f, precision=HIGHEST) + b2.astype(jnp.float32)
-         - jnp.dot(mean.reshape(-1), w, precision=HIGHEST))
+    b = (
+        jnp.dot(e_act.reshape(-1), w2f, precision=HIGHEST)
+        + b2.astype(jnp.float32)
+        - jnp.dot(mean.reshape(-1), w, precision=HIGHEST)
+    )
     return w, b
 
 
-def conv_dense_from_data(k1: Any, b1: Any, w2: Any, b2: Any, x: Any, *, strides: Any = 1,
-                         padding: Any = "VALID", activation: str | Callable[[Array], Array] = "relu",
-                         ridge: float = 1e-5, batch_size: int = 1024, return_mse: bool = False):
+def conv_dense_from_data(
+    k1: Any,
+    b1: Any,
+    w2: Any,
+    b2: Any,
+    x: Any,
+    *,
+    strides: Any = 1,
+    padding: Any = "VALID",
+    activation: str | Callable[[Array], Array] = "relu",
+    ridge: float = 1e-5,
+    batch_size: int = 1024,
+    return_mse: bool = False,
+):
     """Data-driven conv → (flatten →) dense fusion: linear MMSE of ``z₂`` on ``x.reshape(n, -1)``.
 
     Args as :func:`conv_dense` and :func:`dense_dense_from_data`; ``x`` is ``(n, *spatial, c0)``
@@ -1066,8 +1163,17 @@ class _ConvDenseRows:
 # --------------------------------------------------------------------------- BatchNorm
 
 
-def fold_batchnorm(kernel: Any, bias: Any, *, mean: Any, var: Any, scale: Any = None, offset: Any = None,
-                   epsilon: float = 1e-5, side: str = "output") -> tuple[Array, Array]:
+def fold_batchnorm(
+    kernel: Any,
+    bias: Any,
+    *,
+    mean: Any,
+    var: Any,
+    scale: Any = None,
+    offset: Any = None,
+    epsilon: float = 1e-5,
+    side: str = "output",
+) -> tuple[Array, Array]:
     """Fold an inference-mode BatchNorm into a dense or conv layer (exact), before fusing.
 
     Inference-mode BatchNorm (running statistics, as ``nn.BatchNorm(use_running_average=True)``)
@@ -1117,8 +1223,9 @@ def fold_batchnorm(kernel: Any, bias: Any, *, mean: Any, var: Any, scale: Any = 
     side = _checks.choice("side", side, ("output", "input"))
     kernel = _float("kernel", kernel)
     if kernel.ndim not in (2, 3, 4):
-        raise ValueError(f"kernel must be a dense (d_in, d_out) or conv (*window, c_in, c_out) kernel, got shape "
-                         f"{kernel.shape}")
+        raise ValueError(
+            f"kernel must be a dense (d_in, d_out) or conv (*window, c_in, c_out) kernel, got shape {kernel.shape}"
+        )
     c_in, c_out = kernel.shape[-2:]
     c = c_out if side == "output" else c_in
     eps = _nonnegative("epsilon", epsilon)
@@ -1140,8 +1247,9 @@ def fold_batchnorm(kernel: Any, bias: Any, *, mean: Any, var: Any, scale: Any = 
     mu, v = channel("mean", mean, 0.0), channel("var", var, 1.0)
     gamma, beta = channel("scale", scale, 1.0), channel("offset", offset, 0.0)
     if not _checks.is_traced(v) and not bool(jnp.all(v + eps > 0)):
-        raise ValueError(f"var + epsilon must be > 0 in every channel, got var min {float(jnp.min(v))} and "
-                         f"epsilon {eps}")
+        raise ValueError(
+            f"var + epsilon must be > 0 in every channel, got var min {float(jnp.min(v))} and epsilon {eps}"
+        )
     g = gamma * jax.lax.rsqrt(v + eps)
     k = kernel.astype(ct)
     if side == "output":
@@ -1170,24 +1278,44 @@ def _resolve_layers(flat: dict, layers: Sequence[Any] | None, name: str) -> list
     out = []
     for layer in layers:
         prefix = tuple(layer.split("/")) if isinstance(layer, str) else tuple(layer)
-        match = [p for p in found if p == prefix or _tree.path_name(p) == _tree.path_name(prefix)
-                 or (len(p) > len(prefix) and _tree.path_name(p[-len(prefix):]) == _tree.path_name(prefix))]
+        match = [
+            p
+            for p in found
+            if p == prefix
+            or _tree.path_name(p) == _tree.path_name(prefix)
+            or (len(p) > len(prefix) and _tree.path_name(p[-len(prefix) :]) == _tree.path_name(prefix))
+        ]
         if len(match) != 1:
-            raise ValueError(f"{name} layer {layer!r} must name exactly one layer with a kernel; layers are "
-                             f"{[_tree.path_name(p) for p in found]}")
+            raise ValueError(
+                f"{name} layer {layer!r} must name exactly one layer with a kernel; layers are "
+                f"{[_tree.path_name(p) for p in found]}"
+            )
         out.append(match[0])
     return out
 
 
 def _sub(flat: dict, prefix: tuple) -> dict:
-    return {path[len(prefix):]: v for path, v in flat.items() if path[:len(prefix)] == prefix}
+    return {path[len(prefix) :]: v for path, v in flat.items() if path[: len(prefix)] == prefix}
 
 
-def fuse_params(deep: Any, shallow: Any, index: int, *, inputs: Any = None, mean: Any = None, cov: Any = None,
-                deep_layers: Sequence[Any] | None = None, shallow_layers: Sequence[Any] | None = None,
-                activation: str | Callable[[Array], Array] = "relu", ridge: float = 1e-5,
-                strides: tuple[Any, Any] = (1, 1), padding: tuple[Any, Any] = ("VALID", "VALID"),
-                input_shape: Sequence[int] | None = None, batch_size: int = 256, pool: Pool | None = None) -> Any:
+def fuse_params(
+    deep: Any,
+    shallow: Any,
+    index: int,
+    *,
+    inputs: Any = None,
+    mean: Any = None,
+    cov: Any = None,
+    deep_layers: Sequence[Any] | None = None,
+    shallow_layers: Sequence[Any] | None = None,
+    activation: str | Callable[[Array], Array] = "relu",
+    ridge: float = 1e-5,
+    strides: tuple[Any, Any] = (1, 1),
+    padding: tuple[Any, Any] = ("VALID", "VALID"),
+    input_shape: Sequence[int] | None = None,
+    batch_size: int = 256,
+    pool: Pool | None = None,
+) -> Any:
     """A shallower model's parameters from a trained deeper model's: layers ``index, index+1`` fused.
 
     Deep layers ``L₀ … L_{n−1}`` map to shallow layers ``S₀ … S_{n−2}``: ``S_j = L_j`` for
@@ -1238,10 +1366,11 @@ def fuse_params(deep: Any, shallow: Any, index: int, *, inputs: Any = None, mean
     if (inputs is None) == (mean is None or cov is None):
         raise ValueError("pass either inputs (data-driven fusion) or both mean and cov (Gaussian closed form)")
     first, second = _sub(flat_d, ld[index]), _sub(flat_d, ld[index + 1])
-    kernel, bias = _fuse_pair(first, second, inputs, mean, cov, activation, ridge, strides, padding,
-                              input_shape, batch_size, pool)
+    kernel, bias = _fuse_pair(
+        first, second, inputs, mean, cov, activation, ridge, strides, padding, input_shape, batch_size, pool
+    )
     new = dict(flat_s)
-    in_layer = {p for prefix in ls for p in flat_s if p[:len(prefix)] == prefix}
+    in_layer = {p for prefix in ls for p in flat_s if p[: len(prefix)] == prefix}
     for path, value in flat_s.items():
         if path not in in_layer and path in flat_d and np.shape(flat_d[path]) == np.shape(value):
             new[path] = flat_d[path]
@@ -1252,18 +1381,34 @@ def fuse_params(deep: Any, shallow: Any, index: int, *, inputs: Any = None, mean
             src = _sub(flat_d, ld[j if j < index else j + 1])
         dst = _sub(flat_s, prefix)
         if set(src) != set(dst):
-            raise ValueError(f"shallow layer {_tree.path_name(prefix)} has parameters "
-                             f"{sorted(map(_tree.path_name, dst))}, its source has {sorted(map(_tree.path_name, src))}")
+            raise ValueError(
+                f"shallow layer {_tree.path_name(prefix)} has parameters "
+                f"{sorted(map(_tree.path_name, dst))}, its source has {sorted(map(_tree.path_name, src))}"
+            )
         for rel, value in src.items():
             if np.shape(value) != np.shape(dst[rel]):
-                raise ValueError(f"shallow {_tree.path_name(prefix + rel)} has shape {np.shape(dst[rel])}, "
-                                 f"the {'fused' if j == index else 'copied'} value has shape {np.shape(value)}")
+                raise ValueError(
+                    f"shallow {_tree.path_name(prefix + rel)} has shape {np.shape(dst[rel])}, "
+                    f"the {'fused' if j == index else 'copied'} value has shape {np.shape(value)}"
+                )
             new[prefix + rel] = jnp.asarray(value, dtype=jnp.asarray(dst[rel]).dtype)
     return _tree.rebuild(shallow, new)
 
 
-def _fuse_pair(first: dict, second: dict, inputs: Any, mean: Any, cov: Any, activation: Any, ridge: float,
-               strides: Any, padding: Any, input_shape: Any, batch_size: int, pool: Any) -> tuple[Array, Array]:
+def _fuse_pair(
+    first: dict,
+    second: dict,
+    inputs: Any,
+    mean: Any,
+    cov: Any,
+    activation: Any,
+    ridge: float,
+    strides: Any,
+    padding: Any,
+    input_shape: Any,
+    batch_size: int,
+    pool: Any,
+) -> tuple[Array, Array]:
     k1, k2 = first[("kernel",)], second[("kernel",)]
     b1 = first.get(("bias",), jnp.zeros(np.shape(k1)[-1], jnp.asarray(k1).dtype))
     b2 = second.get(("bias",), jnp.zeros(np.shape(k2)[-1], jnp.asarray(k2).dtype))
@@ -1273,26 +1418,53 @@ def _fuse_pair(first: dict, second: dict, inputs: Any, mean: Any, cov: Any, acti
         raise ValueError(f"pool is supported between two convs only, got kernels of ranks {r1} and {r2}")
     if r1 == 2 and r2 == 2:
         if data:
-            return dense_dense_from_data(k1, b1, k2, b2, inputs, activation=activation, ridge=ridge,
-                                         batch_size=batch_size)
+            return dense_dense_from_data(
+                k1, b1, k2, b2, inputs, activation=activation, ridge=ridge, batch_size=batch_size
+            )
         return dense_dense(k1, b1, k2, b2, mean=mean, cov=cov, activation=activation)
     if r1 in (3, 4) and r2 == 2:
         s, p = strides[0], padding[0]
         if data:
-            return conv_dense_from_data(k1, b1, k2, b2, inputs, strides=s, padding=p, activation=activation,
-                                        ridge=ridge, batch_size=batch_size)
+            return conv_dense_from_data(
+                k1, b1, k2, b2, inputs, strides=s, padding=p, activation=activation, ridge=ridge, batch_size=batch_size
+            )
         if input_shape is None:
             raise ValueError("conv→dense closed form needs input_shape (one example's shape)")
-        return conv_dense(k1, b1, k2, b2, input_shape=input_shape, mean=mean, cov=cov, strides=s, padding=p,
-                          activation=activation)
+        return conv_dense(
+            k1, b1, k2, b2, input_shape=input_shape, mean=mean, cov=cov, strides=s, padding=p, activation=activation
+        )
     if r1 in (3, 4) and r2 == r1:
         if data:
-            fused = conv_conv_from_data(k1, b1, k2, b2, inputs, strides=strides, padding=padding,
-                                        activation=activation, ridge=ridge, batch_size=batch_size, pool=pool)
+            fused = conv_conv_from_data(
+                k1,
+                b1,
+                k2,
+                b2,
+                inputs,
+                strides=strides,
+                padding=padding,
+                activation=activation,
+                ridge=ridge,
+                batch_size=batch_size,
+                pool=pool,
+            )
         else:
             size = None if input_shape is None else tuple(input_shape)[:-1]
-            fused = conv_conv(k1, b1, k2, b2, mean=mean, cov=cov, strides=strides, padding=padding,
-                              input_size=size, activation=activation, pool=pool)
+            fused = conv_conv(
+                k1,
+                b1,
+                k2,
+                b2,
+                mean=mean,
+                cov=cov,
+                strides=strides,
+                padding=padding,
+                input_size=size,
+                activation=activation,
+                pool=pool,
+            )
         return fused.kernel, fused.bias
-    raise ValueError(f"cannot fuse kernels of ranks {r1} and {r2}: supported pairs are dense→dense (2, 2), "
-                     "conv→dense (3|4, 2) and conv→conv (3, 3) / (4, 4)")
+    raise ValueError(
+        f"cannot fuse kernels of ranks {r1} and {r2}: supported pairs are dense→dense (2, 2), "
+        "conv→dense (3|4, 2) and conv→conv (3, 3) / (4, 4)"
+    )

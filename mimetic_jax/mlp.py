@@ -22,6 +22,15 @@ init* (a pre-LN transformer's MLP, a ConvNeXt block); it acts only through train
 pointwise convs read a residual sum of BatchNorm outputs) the features of one example
 do not sum to zero, and the mean shift changes the output at once. Both are tested in
 ``tests/test_mlp.py``.
+
+Whole-model transform
+---------------------
+
+:func:`find_mlp_layers` / :func:`mimetic_mlp` find the first layer of each MLP by its path
+(:data:`MLP_NAMES`: ``mlp_in``, ``fc1``, ``c_fc``, ``pwconv1``, ``up_proj``/``gate_proj``,
+``wi``, ...), a ``Dense`` kernel ``(d_in, d_hidden)`` or a pointwise conv ``(1, 1, C, C')``,
+in a linen params dict, an ``nnx.State``, an NNX module or an Equinox module, and add the
+mean to it.
 """
 
 from __future__ import annotations
@@ -33,10 +42,14 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax.attention import constrain
+from mimetic_jax._kernels import KernelSite, find_kernels, nothing_found
+from mimetic_jax._sharding import constrain
+from mimetic_jax._tree import flatten, put_like, rebuild
 
 Array = jax.Array
 Initializer = Callable[..., Array]
+
+__all__ = ["DEFAULT_MEAN", "MLP_NAMES", "find_mlp_layers", "mean_shift_init", "mimetic_mlp"]
 
 
 def mean_shift_init(mean: float, base: Initializer = jax.nn.initializers.lecun_normal()) -> Initializer:
@@ -73,3 +86,81 @@ def mean_shift_init(mean: float, base: Initializer = jax.nn.initializers.lecun_n
         return constrain(w.astype(dtype), out_sharding)
 
     return init
+
+
+# --------------------------------------------------------------------------- whole-model transform
+
+
+#: Default path pattern of the first layer of an MLP (ViT ``mlp_in``, timm ``fc1``, GPT-2 ``c_fc``,
+#: ConvNeXt ``pwconv1``, ConvMixer ``pointwise``, LLaMA ``up_proj``/``gate_proj``, T5 ``wi``,
+#: Flax examples ``MlpBlock_*/Dense_0``, BLOOM ``dense_h_to_4h``, GPT-J ``fc_in``, DistilBERT ``lin1``,
+#: ``eqx.nn.MLP``'s ``layers/0``).
+MLP_NAMES = (
+    r"(^|/)(mlp_in|fc1|c_fc|pwconv1|pointwise|up_proj|gate_proj|wi|wi_0|wi_1|"
+    r"intermediate/dense|MlpBlock_\d+/Dense_0|mlp/Dense_0|mlp/layers/0|dense_h_to_4h|fc_in|lin1)(_\d+)?(/|$)"
+)
+
+#: Package default of the mean shift: the best of the sweep in ``benchmarks/conv_training.py``
+#: (ConvMixer and ViT on digits). No mean we tried beat the unshifted init there (README).
+DEFAULT_MEAN = 0.02
+
+
+def _is_first_mlp(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 or (len(shape) in (3, 4) and all(d == 1 for d in shape[:-2]))
+
+
+def find_mlp_layers(
+    tree: Any, *, include: str | None = MLP_NAMES, exclude: str | None = None, stacked_axes: int = 0
+) -> list[KernelSite]:
+    """The first-MLP-layer kernels :func:`mimetic_mlp` would change, in layer order.
+
+    Example:
+      >>> from mimetic_jax.experiments.models import ViT
+      >>> v = ViT(10, width=16, depth=2, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+      >>> [s.name for s in find_mlp_layers(v)]
+      ['params/block_0/mlp_in/kernel', 'params/block_1/mlp_in/kernel']
+    """
+    return find_kernels(flatten(tree), _is_first_mlp, include, exclude, stacked_axes)
+
+
+def mimetic_mlp(
+    tree: Any,
+    *,
+    mean: float = DEFAULT_MEAN,
+    include: str | None = MLP_NAMES,
+    exclude: str | None = None,
+    stacked_axes: int = 0,
+    allow_empty: bool = False,
+) -> Any:
+    """Add ``mean`` to every first-MLP-layer kernel of a model (the mimetic mean shift, arXiv 2602.07156).
+
+    The model's own draw is the base (for Flax's ``lecun_normal`` this is exactly
+    :func:`mimetic_jax.mean_shift_init` ``(mean)``), so a model and its shifted copy
+    differ by the mean alone. After a unit-scale LayerNorm this leaves the forward pass at
+    init unchanged (the normalized features sum to zero); after BatchNorm it does not
+    (see :mod:`mimetic_jax.mlp`). Arguments and return value as in :func:`mimetic_conv`.
+
+    Example:
+      >>> from mimetic_jax.experiments.models import ViT
+      >>> v = ViT(10, width=16, depth=1, num_heads=2).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+      >>> w0 = v["params"]["block_0"]["mlp_in"]["kernel"]
+      >>> w1 = mimetic_mlp(v, mean=0.1)["params"]["block_0"]["mlp_in"]["kernel"]
+      >>> round(float((w1 - w0).mean()), 3)
+      0.1
+    """
+    mean = _checks.finite_float("mean", mean)
+    flat = flatten(tree)
+    sites = find_kernels(flat, _is_first_mlp, include, exclude, stacked_axes)
+    if not sites:
+        if allow_empty:
+            return tree
+        raise nothing_found(
+            "first MLP layer (a Dense kernel or a 1x1 conv)", flat, include, _is_first_mlp, stacked_axes
+        )
+    for site in sites:
+        old = flat[site.path]
+        _checks.float_dtype(f"kernel {site.name} dtype", old.dtype)
+        _checks.fits_dtype("mean", mean, old.dtype, f"the shift of kernel {site.name}")
+        new = (old.astype(jnp.float32) + jnp.float32(mean)).astype(old.dtype)
+        flat[site.path] = put_like(new, old)
+    return rebuild(tree, flat)

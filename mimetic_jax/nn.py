@@ -43,7 +43,7 @@ from typing import Any
 import flax.linen as linen
 from flax import nnx
 
-from mimetic_jax.transforms import FLAX, mimetic_attention
+from mimetic_jax.attention import FLAX, mimetic_attention
 
 __all__ = ["MultiHeadAttention", "MultiHeadDotProductAttention"]
 
@@ -71,9 +71,18 @@ class MultiHeadDotProductAttention(linen.MultiHeadDotProductAttention):
         if self.is_initializing() and self.is_mutable_collection("params"):
             params = self.variables["params"]
             own = {n: dict(params[n]) for n in _PARTS}
-            new = mimetic_attention(own, self.make_rng("params"), layouts=[FLAX], alpha=self.alpha, beta=self.beta,
-                                    value_alpha=self.value_alpha, value_beta=self.value_beta, sign=self.sign,
-                                    method=self.method, rotate_heads=self.rotate_heads)
+            new = mimetic_attention(
+                own,
+                self.make_rng("params"),
+                layouts=[FLAX],
+                alpha=self.alpha,
+                beta=self.beta,
+                value_alpha=self.value_alpha,
+                value_beta=self.value_beta,
+                sign=self.sign,
+                method=self.method,
+                rotate_heads=self.rotate_heads,
+            )
             for n in _PARTS:
                 self.put_variable("params", n, new[n])
         return out
@@ -87,9 +96,29 @@ class MultiHeadAttention(nnx.MultiHeadAttention):
     built by Flax, then its four kernels are re-drawn in place from ``rngs.params()``.
     """
 
-    def __init__(self, *args: Any, rngs: nnx.Rngs, alpha: float = 0.7, beta: float = 0.7,
-                 value_alpha: float = 0.4, value_beta: float = 0.4, sign: int = -1, method: str = "exact",
-                 rotate_heads: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        rngs: nnx.Rngs,
+        alpha: float = 0.7,
+        beta: float = 0.7,
+        value_alpha: float = 0.4,
+        value_beta: float = 0.4,
+        sign: int = -1,
+        method: str = "exact",
+        rotate_heads: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, rngs=rngs, **kwargs)
-        mimetic_attention(self, rngs.params(), layouts=[FLAX], alpha=alpha, beta=beta, value_alpha=value_alpha,
-                          value_beta=value_beta, sign=sign, method=method, rotate_heads=rotate_heads)
+        mimetic_attention(
+            self,
+            rngs.params(),
+            layouts=[FLAX],
+            alpha=alpha,
+            beta=beta,
+            value_alpha=value_alpha,
+            value_beta=value_beta,
+            sign=sign,
+            method=method,
+            rotate_heads=rotate_heads,
+        )

@@ -46,12 +46,13 @@ from typing import Any
 
 import jax
 
+from mimetic_jax import _checks
 from mimetic_jax._tree import Path, flatten, path_name
-from mimetic_jax.attention import _typed_key
-from mimetic_jax.conv_transforms import find_depthwise_convs, find_mlp_layers, mimetic_conv, mimetic_mlp
+from mimetic_jax.attention import find_attention_blocks, mimetic_attention
+from mimetic_jax.conv import find_depthwise_convs, mimetic_conv
 from mimetic_jax.emergence import emergence_layers, emergence_scale
-from mimetic_jax.ssm_transform import find_ssm_blocks, mimetic_ssm
-from mimetic_jax.transforms import find_attention_blocks, mimetic_attention
+from mimetic_jax.mlp import find_mlp_layers, mimetic_mlp
+from mimetic_jax.ssm import find_ssm_blocks, mimetic_ssm
 
 Array = jax.Array
 
@@ -68,7 +69,7 @@ class Rule:
         mapping or a tuple of pairs.
       include, exclude: regular expressions on paths, passed to the transform; ``None``
         keeps the transform's default (for ``conv``/``mlp`` that is a name pattern,
-        :data:`~mimetic_jax.conv_transforms.DEPTHWISE_NAMES` / ``MLP_NAMES``).
+        :data:`~mimetic_jax.conv.DEPTHWISE_NAMES` / :data:`~mimetic_jax.mlp.MLP_NAMES`).
       name: a label for the report and for error messages (default: the scheme).
     """
 
@@ -134,17 +135,26 @@ def _ssm_paths(tree: Any, kw: Mapping[str, Any]) -> list[Path]:
 
 
 def _emergence_paths(tree: Any, kw: Mapping[str, Any]) -> list[Path]:
-    return [p for layer in emergence_layers(tree, **_subset(emergence_layers, kw)) if layer.factor != 1.0
-            for p in layer.paths]
+    return [
+        p
+        for layer in emergence_layers(tree, **_subset(emergence_layers, kw))
+        if layer.factor != 1.0
+        for p in layer.paths
+    ]
 
 
 #: The schemes a :class:`Rule` can name: transform, path finder, whether it takes a key / patterns.
 SCHEMES: dict[str, _Scheme] = {
     "attention": _Scheme(mimetic_attention, _attention_paths, True, True),
-    "conv": _Scheme(mimetic_conv, lambda t, kw: [s.path for s in find_depthwise_convs(
-        t, **_subset(find_depthwise_convs, kw))], True, True),
-    "mlp": _Scheme(mimetic_mlp, lambda t, kw: [s.path for s in find_mlp_layers(
-        t, **_subset(find_mlp_layers, kw))], False, True),
+    "conv": _Scheme(
+        mimetic_conv,
+        lambda t, kw: [s.path for s in find_depthwise_convs(t, **_subset(find_depthwise_convs, kw))],
+        True,
+        True,
+    ),
+    "mlp": _Scheme(
+        mimetic_mlp, lambda t, kw: [s.path for s in find_mlp_layers(t, **_subset(find_mlp_layers, kw))], False, True
+    ),
     "ssm": _Scheme(mimetic_ssm, _ssm_paths, True, True),
     "emergence": _Scheme(emergence_scale, _emergence_paths, False, False),
 }
@@ -217,8 +227,9 @@ def _as_rule(rule: Any, where: str) -> Rule:
         try:
             out = Rule(**rule)
         except TypeError as e:
-            raise TypeError(f"{where}: a rule mapping takes scheme, options, include, exclude, name; got "
-                            f"{sorted(rule)} ({e})") from None
+            raise TypeError(
+                f"{where}: a rule mapping takes scheme, options, include, exclude, name; got {sorted(rule)} ({e})"
+            ) from None
     else:
         raise TypeError(f"{where} must be a Rule or a mapping, got {rule!r} of type {type(rule).__name__}")
     if out.scheme not in SCHEMES:
@@ -227,11 +238,15 @@ def _as_rule(rule: Any, where: str) -> Rule:
     allowed = _options(out.scheme)
     bad = [k for k in out.kwargs if k not in allowed]
     if bad:
-        raise ValueError(f"{where} ({out.label!r}): unknown option(s) {bad} for scheme {out.scheme!r}; "
-                         f"expected some of {sorted(allowed)} (include/exclude are Rule fields)")
+        raise ValueError(
+            f"{where} ({out.label!r}): unknown option(s) {bad} for scheme {out.scheme!r}; "
+            f"expected some of {sorted(allowed)} (include/exclude are Rule fields)"
+        )
     if not scheme.takes_patterns and (out.include is not None or out.exclude is not None):
-        raise ValueError(f"{where} ({out.label!r}): scheme {out.scheme!r} takes no include/exclude; "
-                         "select its layers with options={'order': ...}")
+        raise ValueError(
+            f"{where} ({out.label!r}): scheme {out.scheme!r} takes no include/exclude; "
+            "select its layers with options={'order': ...}"
+        )
     return out
 
 
@@ -242,8 +257,10 @@ def _rules(preset: str | None, rules: Sequence[Any] | None) -> list[tuple[Rule, 
     out: list[tuple[Rule, bool]] = []
     if preset is not None:
         if not isinstance(preset, str) or preset.lower() not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)} "
-                             "(or pass rules=[Rule(scheme, options, include=...)])")
+            raise ValueError(
+                f"unknown preset {preset!r}; expected one of {sorted(PRESETS)} "
+                "(or pass rules=[Rule(scheme, options, include=...)])"
+            )
         out += [(r, True) for r in PRESETS[preset.lower()]]
     if rules is not None:
         if isinstance(rules, (Rule, Mapping, str)):
@@ -268,8 +285,10 @@ def _shared_options(options: Mapping[str, Any], rules: Sequence[tuple[Rule, bool
     bad = sorted(k for k in options if k not in taken)
     if bad:
         schemes = sorted({r.scheme for r, _ in rules})
-        raise TypeError(f"mimetic() got option(s) {bad} that no rule's transform takes (schemes {schemes}); "
-                        f"expected some of {sorted(taken)}")
+        raise TypeError(
+            f"mimetic() got option(s) {bad} that no rule's transform takes (schemes {schemes}); "
+            f"expected some of {sorted(taken)}"
+        )
 
 
 def _call_kwargs(rule: Rule, shared: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -291,19 +310,24 @@ def _plan(tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, An
         except ValueError as e:
             raise ValueError(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}): {e}") from None
         if not paths and not from_preset:
-            raise ValueError(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}, include={rule.include!r}, "
-                             f"exclude={rule.exclude!r}) matches nothing in the tree")
+            raise ValueError(
+                f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}, include={rule.include!r}, "
+                f"exclude={rule.exclude!r}) matches nothing in the tree"
+            )
         entries.append(ReportEntry(i, rule.label, rule.scheme, tuple(path_name(p) for p in paths)))
     if all(e.skipped for e in entries):
         names = sorted({path_name(p[:-1]) for p in flatten(tree)})[:10]
-        raise ValueError(f"no rule matches anything in the tree ({', '.join(e.label for e in entries)}; the "
-                         f"tree's layers include {names}); pass options such as num_heads=/stacked_axes=/"
-                         "layouts=, or rules=[Rule(scheme, include=...)]")
+        raise ValueError(
+            f"no rule matches anything in the tree ({', '.join(e.label for e in entries)}; the "
+            f"tree's layers include {names}); pass options such as num_heads=/stacked_axes=/"
+            "layouts=, or rules=[Rule(scheme, include=...)]"
+        )
     return MimeticReport(tuple(entries))
 
 
-def mimetic_plan(tree: Any, *, preset: str | None = None, rules: Sequence[Any] | None = None,
-                 **options: Any) -> MimeticReport:
+def mimetic_plan(
+    tree: Any, *, preset: str | None = None, rules: Sequence[Any] | None = None, **options: Any
+) -> MimeticReport:
     """The report :func:`mimetic` would return, without changing anything (shapes only)."""
     rule_list = _rules(preset, rules)
     _shared_options(options, rule_list)
@@ -351,7 +375,7 @@ def mimetic(
       >>> [(e.label, len(e.paths)) for e in rep.entries]
       [('attention', 8), ('mlp', 2)]
     """
-    key = _typed_key(key)
+    key = _checks.prng_key("key", key)
     rule_list = _rules(preset, rules)
     _shared_options(options, rule_list)
     plan = _plan(tree, rule_list, options)

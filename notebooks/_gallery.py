@@ -39,8 +39,9 @@ GALLERY = {
     "fuseinit": "STEPS1 = 300\nSTEPS2 = 200\nSEEDS = 2\nWIDTH = 64",
 }
 #: set before pyplot is imported (the inline backend applies its own rc when it starts).
-STYLE = (f'%config InlineBackend.rc = {{"figure.dpi": {DPI}}}\n'
-         f'import matplotlib\nmatplotlib.rcParams["figure.dpi"] = {DPI}')
+STYLE = (
+    f'%config InlineBackend.rc = {{"figure.dpi": {DPI}}}\nimport matplotlib\nmatplotlib.rcParams["figure.dpi"] = {DPI}'
+)
 
 
 def save_figures(nb, name: str) -> list[pathlib.Path]:
@@ -73,8 +74,11 @@ def main(names: list[str]) -> None:
             print(f"=== {name}: {GALLERY[name]!r}", flush=True)
             nb = execute(with_parameters(nb, name, f"{STYLE}\n{GALLERY[name]}"), kernels, timeout=900)
             paths = save_figures(nb, name)
-            print(f"=== {name}: {time.perf_counter() - start:.0f} s, "
-                  f"{[f'{p.name} ({p.stat().st_size // 1024} KiB)' for p in paths]}", flush=True)
+            print(
+                f"=== {name}: {time.perf_counter() - start:.0f} s, "
+                f"{[f'{p.name} ({p.stat().st_size // 1024} KiB)' for p in paths]}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 The XLA flag must be set before JAX initializes its backends, so it lives here,
 at import time of the test session.
 """
+
 from __future__ import annotations
 
 import os

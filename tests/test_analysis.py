@@ -47,8 +47,9 @@ def test_attention_scores_equal_the_direct_products():
 
 def test_stacked_layers_are_scored_like_separate_ones():
     params = _vit()[1]["params"]
-    stacked = {"layers": {"attn": jax.tree.map(lambda *x: jnp.stack(x), params["block_0"]["attn"],
-                                               params["block_1"]["attn"])}}
+    stacked = {
+        "layers": {"attn": jax.tree.map(lambda *x: jnp.stack(x), params["block_0"]["attn"], params["block_1"]["attn"])}
+    }
     got = mj.analyze(stacked, stacked_axes=1).attention
     want = mj.analyze(_vit()[1]).attention
     assert [s.name for s in got] == ["layers/attn[0]", "layers/attn[1]"]
@@ -61,15 +62,18 @@ def test_mlp_mean_is_the_shift_of_the_same_draw():
     default, mimetic = (mj.analyze(p).mlp for p in _vit())
     assert [m.name for m in mimetic] == ["params/block_0/mlp_in", "params/block_1/mlp_in"]
     for d, m in zip(default, mimetic):
-        assert m.mean - d.mean == pytest.approx(mj.conv_transforms.DEFAULT_MEAN, abs=1e-6)
+        assert m.mean - d.mean == pytest.approx(mj.mlp.DEFAULT_MEAN, abs=1e-6)
 
 
 def test_grouped_flat_attention_layout_matches_a_direct_computation():
     d, h, h_kv, k = 32, 4, 2, 8
     rng = np.random.default_rng(0)
     shapes = {"q_proj": (d, h * k), "k_proj": (d, h_kv * k), "v_proj": (d, h_kv * k), "o_proj": (h * k, d)}
-    params = {"attn": {n: {"kernel": jnp.asarray(rng.standard_normal(s) / math.sqrt(s[0]), jnp.float32)}
-                       for n, s in shapes.items()}}
+    params = {
+        "attn": {
+            n: {"kernel": jnp.asarray(rng.standard_normal(s) / math.sqrt(s[0]), jnp.float32)} for n, s in shapes.items()
+        }
+    }
     params = mj.mimetic_attention(params, jax.random.key(0), num_heads=h, num_kv_heads=h_kv)
     (s,) = mj.analyze(params, num_heads=h).attention
     w = {n: np.asarray(v["kernel"], np.float64) for n, v in params["attn"].items()}
@@ -86,7 +90,10 @@ def test_grouped_flat_attention_layout_matches_a_direct_computation():
 def test_mimetic_depthwise_filters_have_correlated_neighbouring_taps_and_default_ones_do_not():
     channels = 256  # one tap-pair correlation has std 1/sqrt(C) = 0.06; the means below average ~40 pairs
     params = jax.jit(ConvMixer(10, width=channels, depth=2).init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-    default, mimetic = mj.analyze(params).conv, mj.analyze(mj.mimetic(params, jax.random.key(1), preset="convmixer")).conv
+    default, mimetic = (
+        mj.analyze(params).conv,
+        mj.analyze(mj.mimetic(params, jax.random.key(1), preset="convmixer")).conv,
+    )
     assert len(mimetic) == 2
     assert all(c.neighbour_corr > 0.08 and c.neighbour_corr > c.far_corr + 0.05 for c in mimetic)
     assert all(abs(c.neighbour_corr) < 0.05 and abs(c.far_corr) < 0.05 for c in default)
@@ -95,7 +102,8 @@ def test_mimetic_depthwise_filters_have_correlated_neighbouring_taps_and_default
 def test_mimetic_ssm_retains_its_state_as_specified_and_default_forgets_faster():
     length = 64
     params = jax.jit(MambaLM(vocab_size=16, d_model=16, n_layer=2, d_state=4).init)(
-        jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+        jax.random.key(0), jnp.zeros((1, 8), jnp.int32)
+    )
     new = mj.mimetic(params, jax.random.key(1), preset="mamba")
     default, mimetic = mj.analyze(params, length=length).ssm, mj.analyze(new, length=length).ssm
     for i, s in enumerate(mimetic):

@@ -73,8 +73,7 @@ def test_query_key_matches_spec_sanity_numbers():
 
 def test_fast_query_key_matches_exact_statistics():
     exact = np.concatenate([qk_products(*mj.query_key(jax.random.key(s), 192, 3, 64)) for s in range(2)])
-    fast = np.concatenate([qk_products(*mj.query_key(jax.random.key(s), 192, 3, 64, method="fast"))
-                           for s in range(2)])
+    fast = np.concatenate([qk_products(*mj.query_key(jax.random.key(s), 192, 3, 64, method="fast")) for s in range(2)])
     (de, oe), (df, of) = diag_offdiag(exact), diag_offdiag(fast)
     # The head-to-head spread of the exact diag mean is ~5e-4; the template is averaged over 4096 values.
     assert abs(de.mean() - df.mean()) < 0.005
@@ -193,8 +192,9 @@ def regime_diagonals(kind, d, r, method, keys):
 
 
 @pytest.mark.parametrize("kind", ["query_key", "value_output"])
-@pytest.mark.parametrize("r,regime", [(12, "template"), (48, "template"), (64, "exact"), (80, "exact"),
-                                      (96, "rotation")])
+@pytest.mark.parametrize(
+    "r,regime", [(12, "template"), (48, "template"), (64, "exact"), (80, "exact"), (96, "rotation")]
+)
 def test_fast_matches_the_exact_diagonal_in_every_rank_regime(kind, r, regime):
     """Issue 15 item 3: fast was 25 % low for d/2 < r < d. Tolerance: 5 standard errors of the difference of the two
     means over 8 keys (fast's template-regime diagonal is deterministic, its spread zero), plus 0.5 % of the level
@@ -236,8 +236,10 @@ def test_fast_cross_attention_keeps_the_spectrum(d_in, d_kv):
 
 
 def test_uniform_distribution_has_the_same_variance():
-    n, u = (diag_offdiag(qk_products(*mj.query_key(jax.random.key(1), 128, 2, 64, distribution=dist)))
-            for dist in ("normal", "uniform"))
+    n, u = (
+        diag_offdiag(qk_products(*mj.query_key(jax.random.key(1), 128, 2, 64, distribution=dist)))
+        for dist in ("normal", "uniform")
+    )
     assert abs(n[0].mean() - u[0].mean()) < 0.02
     assert abs(n[1].mean() - u[1].mean()) / n[1].mean() < 0.05
     z = np.asarray(_linalg.identity_target(jax.random.key(0), 128, 128, 1.0, 0.0, "uniform"))
@@ -321,8 +323,9 @@ def test_same_key_same_arrays_eager_jit_and_vmap(method, d, heads, k, kv):
     keys = jax.random.split(jax.random.key(11), 3)
 
     def fn(kk):
-        return (mj.query_key(kk, d, heads, k, num_kv_heads=kv, method=method)
-                + mj.value_output(kk, d, heads, k, num_kv_heads=kv, method=method))
+        return mj.query_key(kk, d, heads, k, num_kv_heads=kv, method=method) + mj.value_output(
+            kk, d, heads, k, num_kv_heads=kv, method=method
+        )
 
     eager = [fn(k) for k in keys]
     jitted = [jax.jit(fn)(k) for k in keys]
@@ -422,8 +425,12 @@ def test_sincos_2d_is_row_major_over_the_grid_and_broadcasts():
 
 @pytest.mark.parametrize(
     "make,shape,match",
-    [(lambda: mj.sincos_1d(), (4, 7), "even"), (lambda: mj.sincos_2d(), (10, 8), "grid"),
-     (lambda: mj.sincos_2d((2, 2)), (4, 6), "divisible by 4"), (lambda: mj.sincos_2d(), (16,), "rank")],
+    [
+        (lambda: mj.sincos_1d(), (4, 7), "even"),
+        (lambda: mj.sincos_2d(), (10, 8), "grid"),
+        (lambda: mj.sincos_2d((2, 2)), (4, 6), "divisible by 4"),
+        (lambda: mj.sincos_2d(), (16,), "rank"),
+    ],
 )
 def test_position_embeddings_reject_bad_shapes(make, shape, match):
     with pytest.raises(ValueError, match=match):

@@ -1,4 +1,5 @@
 """Tests of the ``mimetic-jax`` command line (mimetic_jax.experiments.cli, mimetic_jax.experiments.cli_ssm)."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,10 @@ def check_outputs(out, *, seeds: int, steps: list[int]) -> dict:
         assert np.asarray(results[arm]["per_seed"]).shape == (seeds, len(steps))
         assert len(results[arm]["mean"]) == len(steps)
         assert (results[arm]["std"] is None) == (seeds == 1)  # a spread only from two seeds
-    np.testing.assert_allclose(np.asarray(results["difference"]["per_seed"]),
-                               np.asarray(results["mimetic"]["per_seed"]) - np.asarray(results["default"]["per_seed"]))
+    np.testing.assert_allclose(
+        np.asarray(results["difference"]["per_seed"]),
+        np.asarray(results["mimetic"]["per_seed"]) - np.asarray(results["default"]["per_seed"]),
+    )
     assert results["machine"]["backend"] and results["machine"]["jax"]
     table = (out / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
@@ -39,8 +42,9 @@ def check_outputs(out, *, seeds: int, steps: list[int]) -> dict:
 @pytest.mark.slow
 def test_compare_vit_end_to_end_writes_json_table_and_figure(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["compare", "--steps", "6", "--seeds", "2", "--checkpoints", "2", *TINY_VIT, "--no-progress",
-                 "--out", str(out)])
+    code = main(
+        ["compare", "--steps", "6", "--seeds", "2", "--checkpoints", "2", *TINY_VIT, "--no-progress", "--out", str(out)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| step | default (%) | mimetic (%) | mimetic − default (pp) |" in printed
@@ -55,8 +59,26 @@ def test_compare_vit_end_to_end_writes_json_table_and_figure(tmp_path, capsys):
 def test_compare_vit_on_mnist1d_end_to_end(tmp_path):
     pytest.importorskip("mnist1d")
     out = tmp_path / "run"
-    assert main(["compare", "--dataset", "mnist1d", "--steps", "2", "--seeds", "1", "--checkpoints", "1",
-                 *TINY_VIT, "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--dataset",
+                "mnist1d",
+                "--steps",
+                "2",
+                "--seeds",
+                "1",
+                "--checkpoints",
+                "1",
+                *TINY_VIT,
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = check_outputs(out, seeds=1, steps=[2])
     assert results["config"]["patch"] == [1, 4] and results["config"]["dataset"] == "mnist1d"
 
@@ -65,8 +87,23 @@ def test_compare_vit_on_mnist1d_end_to_end(tmp_path):
 @pytest.mark.parametrize("task", ["copying", "mqar"])
 def test_compare_sequence_task_end_to_end(task, tmp_path, capsys):
     out = tmp_path / task
-    code = main(["compare", "--task", task, "--steps", "4", "--seeds", "1", "--checkpoints", "2", *TINY_SSM,
-                 "--no-progress", "--out", str(out)])
+    code = main(
+        [
+            "compare",
+            "--task",
+            task,
+            "--steps",
+            "4",
+            "--seeds",
+            "1",
+            "--checkpoints",
+            "2",
+            *TINY_SSM,
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "mimetic − default (pp)" in printed and "±" not in printed.split("\n\n")[2]
@@ -129,7 +166,13 @@ def test_each_task_gets_its_own_defaults():
     parser = build_parser()
     image = resolve_options(parser.parse_args(["compare"]))
     assert (image.lr, image.batch_size, image.depth, image.heads, image.method, image.schemes) == (
-        1e-3, 128, 4, 4, "exact", "attention")
+        1e-3,
+        128,
+        4,
+        4,
+        "exact",
+        "attention",
+    )
     assert image.state is None and image.ssm_version is None
     conv = resolve_options(parser.parse_args(["compare", "--model", "convmixer"]))
     assert conv.schemes == "conv" and conv.heads is None and conv.method is None
@@ -143,12 +186,36 @@ def test_help_describes_every_task_and_groups_the_options(capsys):
         main(["compare", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for words in ("ViT", "ConvMixer", "copying", "multi-query associative recall", "results.json", "results.md",
-                  "compare.png", "options of --task image only", "options of --task copying and --task mqar only",
-                  'pip install "mimetic_jax[experiments]"'):
+    for words in (
+        "ViT",
+        "ConvMixer",
+        "copying",
+        "multi-query associative recall",
+        "results.json",
+        "results.md",
+        "compare.png",
+        "options of --task image only",
+        "options of --task copying and --task mqar only",
+        'pip install "mimetic_jax[experiments]"',
+    ):
         assert words in text
-    for option in ("--dataset", "--seeds", "--steps", "--width", "--depth", "--heads", "--patch", "--lr",
-                   "--batch-size", "--method", "--out", "--checkpoints", "--state", "--ssm-version", "--schemes"):
+    for option in (
+        "--dataset",
+        "--seeds",
+        "--steps",
+        "--width",
+        "--depth",
+        "--heads",
+        "--patch",
+        "--lr",
+        "--batch-size",
+        "--method",
+        "--out",
+        "--checkpoints",
+        "--state",
+        "--ssm-version",
+        "--schemes",
+    ):
         assert option in text
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -189,12 +256,30 @@ def _base_install(tmp_path, blocked: tuple[str, ...]):
     The packages are blocked after ``import mimetic_jax``: optax comes with flax (which imports it)
     in every install; the harness must still report it as the extra's.
     """
-    argv = ["mimetic-jax", "compare", "--steps", "2", "--checkpoints", "1", "--seeds", "1", "--no-progress",
-            "--out", str(tmp_path / "run")]
-    script = (f"import runpy, sys, mimetic_jax\nfor name in {blocked!r}:\n    sys.modules[name] = None\n"
-              f"sys.argv = {argv!r}\nrunpy.run_module('mimetic_jax', run_name='__main__', alter_sys=True)\n")
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=pathlib.Path(__file__).resolve().parent.parent)
+    argv = [
+        "mimetic-jax",
+        "compare",
+        "--steps",
+        "2",
+        "--checkpoints",
+        "1",
+        "--seeds",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    script = (
+        f"import runpy, sys, mimetic_jax\nfor name in {blocked!r}:\n    sys.modules[name] = None\n"
+        f"sys.argv = {argv!r}\nrunpy.run_module('mimetic_jax', run_name='__main__', alter_sys=True)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=pathlib.Path(__file__).resolve().parent.parent,
+    )
 
 
 def test_a_base_install_command_prints_which_extra_to_install(tmp_path):

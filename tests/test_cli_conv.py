@@ -1,4 +1,5 @@
 """``mimetic-jax compare --model convmixer --schemes ...`` (conv and MLP schemes on the command line)."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,30 @@ from mimetic_jax.experiments.cli import UsageError, main, parse_schemes
 @pytest.mark.slow
 def test_compare_convmixer_with_conv_and_mlp_schemes(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["compare", "--model", "convmixer", "--schemes", "conv,mlp", "--steps", "4", "--seeds", "1",
-                 "--checkpoints", "1", "--width", "8", "--depth", "1", "--batch-size", "32", "--no-progress",
-                 "--out", str(out)])
+    code = main(
+        [
+            "compare",
+            "--model",
+            "convmixer",
+            "--schemes",
+            "conv,mlp",
+            "--steps",
+            "4",
+            "--seeds",
+            "1",
+            "--checkpoints",
+            "1",
+            "--width",
+            "8",
+            "--depth",
+            "1",
+            "--batch-size",
+            "32",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert "ConvMixer C=8 L=1 on digits: default vs mimetic init (conv + mlp)" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())

@@ -1,4 +1,5 @@
 """Covariance-structured depthwise filters (SPEC §2): statistics, transfer, transforms, errors."""
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,7 @@ def sample_covariance(w: jax.Array) -> np.ndarray:
 
 def test_closed_form_is_scaled_kronecker_of_1d_gaussians():
     sigma, k = 1.3, 5
-    g = np.exp(-np.subtract.outer(np.arange(k), np.arange(k)) ** 2 / (2 * sigma**2))
+    g = np.exp(-(np.subtract.outer(np.arange(k), np.arange(k)) ** 2) / (2 * sigma**2))
     np.testing.assert_allclose(conv_filter_covariance(k, sigma, scale=0.5), 0.25 * np.kron(g, g), rtol=1e-6)
     np.testing.assert_allclose(conv_filter_covariance((k,), sigma), g, rtol=1e-6)
     assert conv_filter_covariance((3, 5), sigma).shape == (15, 15)
@@ -147,16 +148,20 @@ def test_transfer_round_trip_sample_estimate_resample():
     first = depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0)(KEY, (3, 3, 1, n))
     estimate = filter_covariance(first)
     again = depthwise_conv_init(0, 1, sigma_start=9.0, sigma_end=9.0, covariance=estimate)(
-        jax.random.key(1), (3, 3, 1, n))
+        jax.random.key(1), (3, 3, 1, n)
+    )
     assert np.all(np.abs(sample_covariance(again) - target) <= entry_tolerance(target, n, z=7.0))
 
 
 def test_filter_covariance_matches_numpy_cov():
     w = jax.random.normal(KEY, (3, 3, 1, 50))
     np.testing.assert_allclose(filter_covariance(w), np.cov(np.asarray(w).reshape(9, 50)), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(filter_covariance(w[:, 0], center=False),
-                               np.asarray(w[:, 0]).reshape(3, 50) @ np.asarray(w[:, 0]).reshape(3, 50).T / 50,
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        filter_covariance(w[:, 0], center=False),
+        np.asarray(w[:, 0]).reshape(3, 50) @ np.asarray(w[:, 0]).reshape(3, 50).T / 50,
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize(("old", "new"), [(3, 7), (7, 3), (5, 9), ((5,), (3,))])
@@ -324,16 +329,34 @@ def test_train_models_updates_batch_stats_and_keeps_frozen_filters():
     from mimetic_jax.experiments.training import stack_trees, train_models
 
     rng = np.random.default_rng(0)
-    data = Dataset(name="toy", x_train=rng.normal(size=(32, 4, 4, 1)).astype(np.float32),
-                   y_train=rng.integers(0, 3, 32).astype(np.int32), x_test=rng.normal(size=(8, 4, 4, 1)).astype(np.float32),
-                   y_test=rng.integers(0, 3, 8).astype(np.int32), num_classes=3)
+    data = Dataset(
+        name="toy",
+        x_train=rng.normal(size=(32, 4, 4, 1)).astype(np.float32),
+        y_train=rng.integers(0, 3, 32).astype(np.int32),
+        x_test=rng.normal(size=(8, 4, 4, 1)).astype(np.float32),
+        y_test=rng.integers(0, 3, 8).astype(np.int32),
+        num_classes=3,
+    )
     model = ConvMixer(3, width=4, depth=1, kernel_size=3)
     v = init(model, data.x_train[:1])
     stack = stack_trees([v, mimetic_conv(v, KEY)])
-    h = train_models(model.apply, stack, jnp.stack([KEY, KEY]), data, steps=3, learning_rate=0.1, batch_size=16,
-                     eval_steps=(3,), mutable=("batch_stats",), frozen=freeze_mask(v))
+    h = train_models(
+        model.apply,
+        stack,
+        jnp.stack([KEY, KEY]),
+        data,
+        steps=3,
+        learning_rate=0.1,
+        batch_size=16,
+        eval_steps=(3,),
+        mutable=("batch_stats",),
+        frozen=freeze_mask(v),
+    )
     p = h.params
-    np.testing.assert_array_equal(p["params"]["block_0"]["depthwise"]["kernel"],
-                                  stack["params"]["block_0"]["depthwise"]["kernel"])
-    assert not np.array_equal(p["params"]["block_0"]["pointwise"]["kernel"], stack["params"]["block_0"]["pointwise"]["kernel"])
+    np.testing.assert_array_equal(
+        p["params"]["block_0"]["depthwise"]["kernel"], stack["params"]["block_0"]["depthwise"]["kernel"]
+    )
+    assert not np.array_equal(
+        p["params"]["block_0"]["pointwise"]["kernel"], stack["params"]["block_0"]["pointwise"]["kernel"]
+    )
     assert not np.array_equal(p["batch_stats"]["stem_bn"]["mean"], stack["batch_stats"]["stem_bn"]["mean"])

@@ -1,4 +1,5 @@
 """Every runnable example in the package's docstrings runs and prints what it says."""
+
 from __future__ import annotations
 
 import doctest
@@ -13,8 +14,9 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(mimetic_jax.__path__, "mi
 
 
 def test_the_package_has_docstring_examples():
-    examples = sum(len(t.examples) for name in MODULES
-                   for t in doctest.DocTestFinder().find(importlib.import_module(name)))
+    examples = sum(
+        len(t.examples) for name in MODULES for t in doctest.DocTestFinder().find(importlib.import_module(name))
+    )
     assert examples >= 100, examples
 
 

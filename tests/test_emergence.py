@@ -48,14 +48,17 @@ def test_even_depth_bias_free_relu_mlp_output_scales_by_alpha_to_minus_half_dept
     mlp, alpha = bias_free_mlp(4), 1.5
     params = mlp.init(jax.random.key(0), X)
     scaled = mj.emergence_scale(params, alpha=alpha)
-    np.testing.assert_allclose(mlp.apply(scaled, X), alpha ** -2 * mlp.apply(params, X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mlp.apply(scaled, X), alpha**-2 * mlp.apply(params, X), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("depth,expected", [
-    (4, (1 / 4, 1 / 2, 1, 2)),            # pivot 2: c_k = 2^(k-2)
-    (5, (1 / 4, 1 / 2, 1, 2, 4)),         # pivot 2, product 1
-    (1, (1,)),
-])
+@pytest.mark.parametrize(
+    "depth,expected",
+    [
+        (4, (1 / 4, 1 / 2, 1, 2)),  # pivot 2: c_k = 2^(k-2)
+        (5, (1 / 4, 1 / 2, 1, 2, 4)),  # pivot 2, product 1
+        (1, (1,)),
+    ],
+)
 def test_factors_are_alpha_to_k_minus_floor_half_depth(depth, expected):
     assert mj.emergence_factors(depth, alpha=2.0) == pytest.approx(expected, rel=1e-12)
     mlp = bias_free_mlp(depth) if depth > 1 else nn.Dense(3, use_bias=False)
@@ -157,8 +160,9 @@ def test_biases_and_norm_parameters_are_untouched():
 
     variables = jax.jit(Net().init)(jax.random.key(0), X)
     scaled = mj.emergence_scale(variables, alpha=1.7)
-    for (path, a), (_, b) in zip(jax.tree_util.tree_flatten_with_path(variables)[0],
-                                 jax.tree_util.tree_flatten_with_path(scaled)[0]):
+    for (path, a), (_, b) in zip(
+        jax.tree_util.tree_flatten_with_path(variables)[0], jax.tree_util.tree_flatten_with_path(scaled)[0]
+    ):
         if "kernel" not in jax.tree_util.keystr(path):
             np.testing.assert_array_equal(a, b)
     assert len(mj.emergence_layers(variables)) == 3
@@ -172,8 +176,7 @@ def test_initializer_form_equals_base_draw_times_factor_in_caller_dtype():
         np.testing.assert_allclose(init(key, (6, 4)), c * base(key, (6, 4)), rtol=1e-6)
         w = init(key, (6, 4), jnp.bfloat16)
         assert w.dtype == jnp.bfloat16
-        np.testing.assert_allclose(np.asarray(w, np.float32), c * np.asarray(base(key, (6, 4)), np.float32),
-                                   rtol=1e-2)
+        np.testing.assert_allclose(np.asarray(w, np.float32), c * np.asarray(base(key, (6, 4)), np.float32), rtol=1e-2)
 
 
 def test_scale_under_jit_equals_eager_and_keeps_dtypes():
@@ -207,7 +210,9 @@ def test_scale_keeps_shardings_eagerly_and_under_jit_with_out_shardings():
 
 def test_numbered_layers_of_a_jitted_init_are_put_in_numeric_order():
     mlp = bias_free_mlp(12, width=4)
-    params = jax.eval_shape(mlp.init, jax.random.key(0), X)  # jit/eval_shape sort keys: layers_0, layers_10, layers_12, layers_14, ...
+    params = jax.eval_shape(
+        mlp.init, jax.random.key(0), X
+    )  # jit/eval_shape sort keys: layers_0, layers_10, layers_12, layers_14, ...
     names = [layer.names[0] for layer in mj.emergence_layers(params)]
     assert names == [f"params/layers_{2 * i}/kernel" for i in range(12)]
 
@@ -229,13 +234,17 @@ def test_residual_blocks_share_one_index_and_forward_order_fixes_sorted_keys():
 
 def test_dict_in_definition_order_groups_top_level_units_and_expands_lists():
     w = jnp.ones((2, 2))
-    params = {"params": {
-        "patch_embed": {"kernel": w, "bias": jnp.zeros(2)},
-        "encoder": {"layers_0": {"attn": {"query": {"kernel": w}}, "Dense_0": {"kernel": w}, "Dense_1": {"kernel": w}},
-                    "layers_1": {"attn": {"query": {"kernel": w}}, "Dense_0": {"kernel": w}, "Dense_1": {"kernel": w}},
-                    "norm": {"scale": jnp.ones(2)}},
-        "head": {"kernel": w},
-    }}
+    params = {
+        "params": {
+            "patch_embed": {"kernel": w, "bias": jnp.zeros(2)},
+            "encoder": {
+                "layers_0": {"attn": {"query": {"kernel": w}}, "Dense_0": {"kernel": w}, "Dense_1": {"kernel": w}},
+                "layers_1": {"attn": {"query": {"kernel": w}}, "Dense_0": {"kernel": w}, "Dense_1": {"kernel": w}},
+                "norm": {"scale": jnp.ones(2)},
+            },
+            "head": {"kernel": w},
+        }
+    }
     layers = mj.emergence_layers(params, alpha=2.0)
     assert [layer.names for layer in layers] == [
         ("params/patch_embed/kernel",),
@@ -266,7 +275,7 @@ def test_nnx_module_uses_definition_order_expands_lists_and_updates_in_place():
     w0 = np.asarray(net.zeta_in.kernel[...])
     out = mj.emergence_scale(net, alpha=1.5)  # 13 layers, odd: same function
     assert out is net
-    np.testing.assert_allclose(np.asarray(net.zeta_in.kernel[...]), w0 * 1.5 ** -6, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(net.zeta_in.kernel[...]), w0 * 1.5**-6, rtol=1e-6)
     np.testing.assert_allclose(net(X), y, rtol=1e-4, atol=1e-5)
 
 
@@ -386,9 +395,9 @@ def test_measure_equals_brute_force_path_enumeration_on_random_graphs(paths):
 
 
 def test_closed_form_counts_example_by_hand():
-    x = np.array([[1.0, 0.0, 0.01]])   # 1 active of 3 (0.01 < threshold)
-    h = np.array([[0.2, 0.3, -1.0]])   # 2 of 3
-    y = np.array([[0.5, 0.0]])         # 1 of 2
+    x = np.array([[1.0, 0.0, 0.01]])  # 1 active of 3 (0.01 < threshold)
+    h = np.array([[0.2, 0.3, -1.0]])  # 2 of 3
+    y = np.array([[0.5, 0.0]])  # 1 of 2
     # all paths: Q_2 = 1, Q_1 = 1 + 1 = 2; E = (3-1)·2·2 + (3-2)·1·1 = 9.  to_output: 2·2·1 + 1·1 = 5.
     assert mj.emergence_measure([x, h, y])[0] == 9
     assert mj.emergence_measure([x, h, y], paths="to_output")[0] == 5

@@ -17,10 +17,12 @@ from mimetic_jax import fuse
 
 def dense_pair(key, d_in=6, d_hid=12, d_out=5, bias_scale=0.3):
     k = jax.random.split(key, 4)
-    return (jax.random.normal(k[0], (d_in, d_hid)) / np.sqrt(d_in),
-            bias_scale * jax.random.normal(k[1], (d_hid,)),
-            jax.random.normal(k[2], (d_hid, d_out)) / np.sqrt(d_hid),
-            bias_scale * jax.random.normal(k[3], (d_out,)))
+    return (
+        jax.random.normal(k[0], (d_in, d_hid)) / np.sqrt(d_in),
+        bias_scale * jax.random.normal(k[1], (d_hid,)),
+        jax.random.normal(k[2], (d_hid, d_out)) / np.sqrt(d_hid),
+        bias_scale * jax.random.normal(k[3], (d_out,)),
+    )
 
 
 def random_cov(key, d, corr=0.6):
@@ -101,8 +103,9 @@ def test_fusion_mse_predicts_the_fused_layers_error_and_matches_data_fit():
     x = gaussian(jax.random.key(7), n, mean, cov)
     err = ((pair_output(x, *map(np.asarray, (w1, b1, w2, b2))) - (x @ np.asarray(w) + np.asarray(b))) ** 2).sum(1)
     assert abs(err.mean() - mse) < 5 * err.std() / np.sqrt(n), (err.mean(), mse)
-    *_, data_mse = fuse.dense_dense_from_data(w1, b1, w2, b2, x.astype(np.float32), ridge=0.0, return_mse=True,
-                                              batch_size=50_000)
+    *_, data_mse = fuse.dense_dense_from_data(
+        w1, b1, w2, b2, x.astype(np.float32), ridge=0.0, return_mse=True, batch_size=50_000
+    )
     assert abs(float(data_mse) - mse) < 5 * err.std() / np.sqrt(n)
     assert mse > 0.01  # a real nonlinearity: the bound is not trivially zero
 
@@ -119,8 +122,9 @@ def test_data_driven_accepts_any_activation_and_iterable_batches():
     w1, b1, w2, b2 = dense_pair(jax.random.key(9))
     x = np.asarray(jax.random.normal(jax.random.key(10), (3000, 6)))
     whole = fuse.dense_dense_from_data(w1, b1, w2, b2, x, activation="tanh", batch_size=3000)
-    parts = fuse.dense_dense_from_data(w1, b1, w2, b2, (x[i:i + 700] for i in range(0, 3000, 700)),
-                                       activation=jnp.tanh)
+    parts = fuse.dense_dense_from_data(
+        w1, b1, w2, b2, (x[i : i + 700] for i in range(0, 3000, 700)), activation=jnp.tanh
+    )
     np.testing.assert_allclose(whole[0], parts[0], atol=2e-5)
     np.testing.assert_allclose(whole[1], parts[1], atol=2e-5)
     # least squares: equals numpy's fit with an intercept
@@ -152,7 +156,7 @@ def test_moments_stream_matches_float64_reference_with_large_mean():
     update = jax.jit(fuse.Moments.update)
     m = fuse.Moments.zeros(3)
     for i in range(0, z.shape[0], 50):
-        m = update(m, z[i:i + 50])
+        m = update(m, z[i : i + 50])
     mean, cov = m.mean_cov()
     z64 = z.astype(np.float64)
     np.testing.assert_allclose(mean, z64.mean(0), rtol=1e-7)
@@ -167,8 +171,9 @@ def random_params(model, x, seed):
     """A model's parameter tree filled with N(0, 1/fan_in) values, without compiling its init."""
     shapes = jax.eval_shape(model.init, jax.random.key(0), x[:1])
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]) or 1),
-                                              jnp.float32), shapes)
+    return jax.tree.map(
+        lambda s: jnp.asarray(rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]) or 1), jnp.float32), shapes
+    )
 
 
 def conv_pair(key, window1, window2, c0=2, c1=4, c2=3):
@@ -201,8 +206,9 @@ def test_same_padding_fused_conv_has_pair_output_shape_and_interior():
     k1, b1, k2, b2 = conv_pair(jax.random.key(15), (3, 3), (3, 3))
     x = jax.random.normal(jax.random.key(16), (2, 17, 18, 2))
     strides = ((2, 2), (2, 2))  # both strides enter the composed padding; stride 1 twice: the CNN test
-    f = fuse.conv_conv(k1, b1, k2, b2, strides=strides, padding=("SAME", "SAME"), input_size=(17, 18),
-                       activation="identity")
+    f = fuse.conv_conv(
+        k1, b1, k2, b2, strides=strides, padding=("SAME", "SAME"), input_size=(17, 18), activation="identity"
+    )
     pair = flax_conv(flax_conv(x, k1, b1, strides[0], "SAME"), k2, b2, strides[1], "SAME")
     fused = flax_conv(x, f.kernel, f.bias, f.strides, f.padding)
     assert fused.shape == pair.shape == (2, 5, 5, 3)
@@ -240,8 +246,10 @@ def direct_patch_lstsq(x, z2, window, strides, pads):
     xp = np.pad(x, [(0, 0), *pads, (0, 0)])
     sizes = [(xp.shape[1 + i] - w) // s + 1 for i, (w, s) in enumerate(zip(window, strides))]
     assert tuple(sizes) == z2.shape[1:-1]
-    cols = [xp[(slice(None), *(slice(p * s, p * s + w) for p, s, w in zip(pos, strides, window)))].reshape(len(x), -1)
-            for pos in np.ndindex(*sizes)]
+    cols = [
+        xp[(slice(None), *(slice(p * s, p * s + w) for p, s, w in zip(pos, strides, window)))].reshape(len(x), -1)
+        for pos in np.ndindex(*sizes)
+    ]
     a = np.stack(cols, 1).reshape(-1, cols[0].shape[1])  # rows (example, position), features (*window, c0)
     y = z2.reshape(-1, z2.shape[-1])
     design = np.concatenate([a, np.ones((len(a), 1))], axis=1)
@@ -266,10 +274,30 @@ def pooled_pair_output(x, k1, b1, k2, b2, strides, padding, pool):
 
 
 POOL_CASES = {
-    "2d-valid": {"rank": 2, "w1": (3, 3), "w2": (2, 2), "strides": ((1, 1), (1, 1)), "padding": ("VALID", "VALID"),
-                 "window": (2, 2), "pool_strides": (2, 2), "pool_padding": "VALID", "n": 48, "size": 10},
-    "1d-same-strided": {"rank": 1, "w1": (3,), "w2": (3,), "strides": ((2,), (1,)), "padding": ("SAME", "SAME"),
-                        "window": (3,), "pool_strides": (2,), "pool_padding": "SAME", "n": 200, "size": 31},
+    "2d-valid": {
+        "rank": 2,
+        "w1": (3, 3),
+        "w2": (2, 2),
+        "strides": ((1, 1), (1, 1)),
+        "padding": ("VALID", "VALID"),
+        "window": (2, 2),
+        "pool_strides": (2, 2),
+        "pool_padding": "VALID",
+        "n": 48,
+        "size": 10,
+    },
+    "1d-same-strided": {
+        "rank": 1,
+        "w1": (3,),
+        "w2": (3,),
+        "strides": ((2,), (1,)),
+        "padding": ("SAME", "SAME"),
+        "window": (3,),
+        "pool_strides": (2,),
+        "pool_padding": "SAME",
+        "n": 200,
+        "size": 31,
+    },
 }
 
 
@@ -280,8 +308,19 @@ def test_conv_pool_conv_data_fit_equals_direct_least_squares(kind, case):
     k1, b1, k2, b2 = conv_pair(jax.random.key(40), c["w1"], c["w2"], c0=2, c1=3, c2=2)
     pool = fuse.Pool(kind, c["window"], c["pool_strides"], c["pool_padding"])
     x = np.asarray(jax.random.normal(jax.random.key(41), (c["n"],) + (c["size"],) * c["rank"] + (2,)))
-    fit, mse = fuse.conv_conv_from_data(k1, b1, k2, b2, x, strides=c["strides"], padding=c["padding"],
-                                        pool=pool, ridge=0.0, return_mse=True, batch_size=16)
+    fit, mse = fuse.conv_conv_from_data(
+        k1,
+        b1,
+        k2,
+        b2,
+        x,
+        strides=c["strides"],
+        padding=c["padding"],
+        pool=pool,
+        ridge=0.0,
+        return_mse=True,
+        batch_size=16,
+    )
     z2 = pooled_pair_output(x, k1, b1, k2, b2, c["strides"], c["padding"], pool)
     # the fused geometry: composed window w1 + s1 (wp - 1) + s1 sp (w2 - 1), stride s1 sp s2, pads p1 + s1 pp + s1 sp p2
     s1, sp = c["strides"][0], c["pool_strides"]
@@ -355,22 +394,36 @@ def test_max_pool_has_no_closed_form_and_bad_pools_are_errors():
         fuse.conv_conv(k1, b1, k2, b2, pool=fuse.Pool("avg", 9, 1), input_size=(10,))
     w1, bb1, w2, bb2 = dense_pair(jax.random.key(47))
     with pytest.raises(ValueError, match="pool is supported between two convs only"):
-        fuse.fuse_params({"a": {"kernel": w1, "bias": bb1}, "b": {"kernel": w2, "bias": bb2}},
-                         {"c": {"kernel": w1[:, :5], "bias": bb2}}, 0, mean=0.0, cov=1.0,
-                         pool=fuse.Pool("avg", 2, 2))
+        fuse.fuse_params(
+            {"a": {"kernel": w1, "bias": bb1}, "b": {"kernel": w2, "bias": bb2}},
+            {"c": {"kernel": w1[:, :5], "bias": bb2}},
+            0,
+            mean=0.0,
+            cov=1.0,
+            pool=fuse.Pool("avg", 2, 2),
+        )
 
 
 def flax_batchnorm(h, stats):
     bn = nn.BatchNorm(use_running_average=True, epsilon=stats["epsilon"])
-    return bn.apply({"params": {"scale": stats["scale"], "bias": stats["offset"]},
-                     "batch_stats": {"mean": stats["mean"], "var": stats["var"]}}, h)
+    return bn.apply(
+        {
+            "params": {"scale": stats["scale"], "bias": stats["offset"]},
+            "batch_stats": {"mean": stats["mean"], "var": stats["var"]},
+        },
+        h,
+    )
 
 
 def bn_stats(key, c, epsilon=1e-3):
     k = jax.random.split(key, 4)
-    return {"mean": jax.random.normal(k[0], (c,)), "var": jax.random.uniform(k[1], (c,), minval=0.2, maxval=3.0),
-            "scale": 1 + 0.3 * jax.random.normal(k[2], (c,)), "offset": 0.5 * jax.random.normal(k[3], (c,)),
-            "epsilon": epsilon}
+    return {
+        "mean": jax.random.normal(k[0], (c,)),
+        "var": jax.random.uniform(k[1], (c,), minval=0.2, maxval=3.0),
+        "scale": 1 + 0.3 * jax.random.normal(k[2], (c,)),
+        "offset": 0.5 * jax.random.normal(k[3], (c,)),
+        "epsilon": epsilon,
+    }
 
 
 @pytest.mark.parametrize("rank", [0, 1, 2])
@@ -405,8 +458,9 @@ def test_conv_batchnorm_relu_maxpool_conv_fuses_after_folding_as_direct_least_sq
     # the deep pair as a model runs it: conv (no bias) -> BatchNorm (inference) -> ReLU -> max pool -> conv
     h = flax_pool(jax.nn.relu(flax_batchnorm(flax_conv(x, k1, jnp.zeros(3), (1, 1), "VALID"), stats)), pool)
     z2 = flax_conv(h, k2, b2, (1, 1), "VALID")
-    kf, bf = fuse.fold_batchnorm(k1, None, mean=stats["mean"], var=stats["var"], scale=stats["scale"],
-                                 offset=stats["offset"])
+    kf, bf = fuse.fold_batchnorm(
+        k1, None, mean=stats["mean"], var=stats["var"], scale=stats["scale"], offset=stats["offset"]
+    )
     fit, mse = fuse.conv_conv_from_data(kf, bf, k2, b2, x, pool=pool, ridge=0.0, return_mse=True)
     kernel, bias, ref_mse, _, rows = direct_patch_lstsq(x, z2, fit.kernel.shape[:-2], fit.strides, fit.padding)
     tol = 0.1 * np.sqrt(ref_mse / rows)  # a tenth of the coefficients' sampling error (var x = 1)
@@ -424,8 +478,9 @@ def test_fold_batchnorm_keeps_the_kernel_dtype_and_is_the_same_under_jit():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     k16, b16 = fuse.fold_batchnorm(kernel.astype(jnp.bfloat16), bias.astype(jnp.bfloat16), **stats)
     assert k16.dtype == b16.dtype == jnp.bfloat16
-    ref = fuse.fold_batchnorm(kernel.astype(jnp.bfloat16).astype(jnp.float32),
-                              bias.astype(jnp.bfloat16).astype(jnp.float32), **stats)
+    ref = fuse.fold_batchnorm(
+        kernel.astype(jnp.bfloat16).astype(jnp.float32), bias.astype(jnp.bfloat16).astype(jnp.float32), **stats
+    )
     np.testing.assert_array_equal(k16, ref[0].astype(jnp.bfloat16))  # computed in float32, cast once at the end
     np.testing.assert_array_equal(b16, ref[1].astype(jnp.bfloat16))
 
@@ -461,8 +516,10 @@ def test_joint_channel_fit_has_at_most_the_mse_of_per_channel_pair_fits(correlat
     y = np.asarray(z2, np.float64).reshape(-1, 2)
     kernel = np.zeros(fit.kernel.shape)
     for m in range(3):
-        kernel[..., m, :] = direct_patch_lstsq(x[..., m:m + 1], z2, window, (1,), ((0, 0),))[0][..., 0, :]
-    pred = np.array(flax_conv(x, jnp.asarray(kernel, jnp.float32), jnp.zeros(2), (1,), "VALID"), np.float64).reshape(-1, 2)
+        kernel[..., m, :] = direct_patch_lstsq(x[..., m : m + 1], z2, window, (1,), ((0, 0),))[0][..., 0, :]
+    pred = np.array(flax_conv(x, jnp.asarray(kernel, jnp.float32), jnp.zeros(2), (1,), "VALID"), np.float64).reshape(
+        -1, 2
+    )
     pred += (y - pred).mean(0)  # the best common bias
     pair_mse = ((y - pred) ** 2).sum(1).mean()
     joint_mse = direct_patch_lstsq(x, z2, window, (1,), ((0, 0),))[2]
@@ -492,8 +549,9 @@ def test_conv_dense_equals_dense_dense_on_explicit_conv_matrix():
     d = int(np.prod(shape))
     mean = jnp.linspace(-0.5, 0.5, d)
     for cov in (0.7, random_cov(jax.random.key(21), d)):
-        w, b = fuse.conv_dense(k1, b1, w2, b2, input_shape=shape, mean=mean.reshape(shape), cov=cov,
-                               strides=(2, 1), padding="SAME")
+        w, b = fuse.conv_dense(
+            k1, b1, w2, b2, input_shape=shape, mean=mean.reshape(shape), cov=cov, strides=(2, 1), padding="SAME"
+        )
         full_cov = cov * jnp.eye(d) if np.ndim(cov) == 0 else cov
         wr, br = fuse.dense_dense(h1, b1_full, w2, b2, mean=mean, cov=full_cov)
         np.testing.assert_allclose(w, wr, atol=1e-5)
@@ -540,17 +598,29 @@ def test_fuse_params_linen_output_matches_deep_within_computed_mse():
     h = jax.nn.relu(x @ pd["params"]["Dense_0"]["kernel"] + pd["params"]["Dense_0"]["bias"])
     out = fuse.fuse_params(pd, ps, 1, inputs=h)
     np.testing.assert_array_equal(out["params"]["Dense_0"]["kernel"], pd["params"]["Dense_0"]["kernel"])
-    *_, mse = fuse.dense_dense_from_data(pd["params"]["Dense_1"]["kernel"], pd["params"]["Dense_1"]["bias"],
-                                         pd["params"]["Dense_2"]["kernel"], pd["params"]["Dense_2"]["bias"], h,
-                                         ridge=1e-5, return_mse=True)
+    *_, mse = fuse.dense_dense_from_data(
+        pd["params"]["Dense_1"]["kernel"],
+        pd["params"]["Dense_1"]["bias"],
+        pd["params"]["Dense_2"]["kernel"],
+        pd["params"]["Dense_2"]["bias"],
+        h,
+        ridge=1e-5,
+        return_mse=True,
+    )
     err = ((jax.jit(deep.apply)(pd, x) - jax.jit(shallow.apply)(out, x)) ** 2).sum(1).mean()
     np.testing.assert_allclose(err, mse, rtol=1e-3)
     # fusing the first pair (Gaussian closed form): shallow layer 1 is deep layer 2, copied
     ps0 = random_params(MLP((12, 3)), x, 28)
     pg = fuse.fuse_params(pd, ps0, 0, mean=jnp.zeros(5), cov=jnp.eye(5))
     np.testing.assert_array_equal(pg["params"]["Dense_1"]["kernel"], pd["params"]["Dense_2"]["kernel"])
-    w, _ = fuse.dense_dense(pd["params"]["Dense_0"]["kernel"], pd["params"]["Dense_0"]["bias"],
-                            pd["params"]["Dense_1"]["kernel"], pd["params"]["Dense_1"]["bias"], mean=0.0, cov=1.0)
+    w, _ = fuse.dense_dense(
+        pd["params"]["Dense_0"]["kernel"],
+        pd["params"]["Dense_0"]["bias"],
+        pd["params"]["Dense_1"]["kernel"],
+        pd["params"]["Dense_1"]["bias"],
+        mean=0.0,
+        cov=1.0,
+    )
     np.testing.assert_array_equal(pg["params"]["Dense_0"]["kernel"], w)
 
 
@@ -600,8 +670,9 @@ def test_fuse_params_conv_conv_builds_the_shallow_cnn():
     a1 = jax.nn.relu(flax_conv(h, c1["kernel"], c1["bias"], 1, "SAME"))
     pair = flax_conv(a1, c2["kernel"], c2["bias"], 1, "SAME")
     err = ((flax_conv(h, f["kernel"], f["bias"], 1, "SAME") - pair) ** 2).sum(-1).mean()
-    _, mse = fuse.conv_conv_from_data(c1["kernel"], c1["bias"], c2["kernel"], c2["bias"], h, padding=("SAME", "SAME"),
-                                      return_mse=True)
+    _, mse = fuse.conv_conv_from_data(
+        c1["kernel"], c1["bias"], c2["kernel"], c2["bias"], h, padding=("SAME", "SAME"), return_mse=True
+    )
     np.testing.assert_allclose(err, mse, rtol=1e-3)
     np.testing.assert_array_equal(out["params"]["Dense_0"]["kernel"], pd["params"]["Dense_0"]["kernel"])
     wrong = random_params(CNN(((3, 3), (3, 3))), x, 33)

@@ -41,9 +41,11 @@ def _lapack_operand_ranks(hlo: str) -> list[int]:
 
 def test_vmapped_samplers_call_lapack_one_matrix_at_a_time_on_cpu():
     def draw(k):
-        return (*mj.query_key(k, 64, 4, 16, num_kv_heads=2),
-                *mj.value_output(k, 64, 4, 16, method="fast", rotate_heads=True),
-                *mj.query_key(k, 64, 4, 8, method="fast", num_kv_heads=2))
+        return (
+            *mj.query_key(k, 64, 4, 16, num_kv_heads=2),
+            *mj.value_output(k, 64, 4, 16, method="fast", rotate_heads=True),
+            *mj.query_key(k, 64, 4, 8, method="fast", num_kv_heads=2),
+        )
 
     hlo = jax.jit(jax.vmap(draw)).lower(jax.random.split(jax.random.key(0), 3)).compile().as_text()
     ranks = _lapack_operand_ranks(hlo)
@@ -105,9 +107,20 @@ def test_kronecker_orthogonal_same_key_same_matrix_under_jit_and_vmap():
 
 @pytest.mark.parametrize(
     "rows,cols,rank,blocks,regime",
-    [(96, 96, 48, 1, "template"), (96, 96, 49, 1, "exact"), (96, 96, 95, 1, "exact"), (96, 96, 96, 1, "rotation"),
-     (96, 64, 48, 1, "template"), (96, 64, 50, 1, "exact"), (96, 64, 64, 1, "rotation"), (64, 96, 64, 1, "rotation"),
-     (96, 96, 95, 2, "template"), (96, 96, 96, 2, "rotation"), (96, 64, 64, 3, "rotation"), (64, 96, 16, 2, "exact")],
+    [
+        (96, 96, 48, 1, "template"),
+        (96, 96, 49, 1, "exact"),
+        (96, 96, 95, 1, "exact"),
+        (96, 96, 96, 1, "rotation"),
+        (96, 64, 48, 1, "template"),
+        (96, 64, 50, 1, "exact"),
+        (96, 64, 64, 1, "rotation"),
+        (64, 96, 64, 1, "rotation"),
+        (96, 96, 95, 2, "template"),
+        (96, 96, 96, 2, "rotation"),
+        (96, 64, 64, 3, "rotation"),
+        (64, 96, 16, 2, "exact"),
+    ],
 )
 def test_fast_regime_rules(rows, cols, rank, blocks, regime):
     assert _linalg.fast_regime(rows, cols, rank, blocks) == regime
@@ -118,7 +131,8 @@ def test_fast_factors_in_the_exact_regime_are_the_exact_factors_of_the_same_key(
     key = jax.random.key(7)
     fast = jax.jit(lambda k: _linalg.fast_factors(k, rows, cols, rank, 0.7, 0.7))(key)
     exact = jax.jit(lambda k: _linalg.exact_factors(_linalg.identity_target(k, rows, cols, 0.7, 0.7, "normal"), rank))(
-        key)
+        key
+    )
     for f, e in zip(fast, exact):
         assert f.shape == e.shape
         np.testing.assert_array_equal(f, e)
@@ -126,10 +140,10 @@ def test_fast_factors_in_the_exact_regime_are_the_exact_factors_of_the_same_key(
 
 def test_exact_factors_of_a_stack_share_the_best_right_space_and_balance_the_factors():
     g, rows, cols, rank = 3, 40, 32, 8
-    targets = np.asarray(_linalg.stacked_targets(jax.random.split(jax.random.key(8), g), rows, cols, 0.7, 0.7,
-                                                 "normal"), np.float64)
-    left, right = (np.asarray(x, np.float64) for x in _linalg.exact_factors(jnp.asarray(targets, jnp.float32),
-                                                                             rank, g))
+    targets = np.asarray(
+        _linalg.stacked_targets(jax.random.split(jax.random.key(8), g), rows, cols, 0.7, 0.7, "normal"), np.float64
+    )
+    left, right = (np.asarray(x, np.float64) for x in _linalg.exact_factors(jnp.asarray(targets, jnp.float32), rank, g))
     assert left.shape == (g * rows, rank) and right.shape == (cols, rank)
     v = np.linalg.svd(targets)[2][:rank].T
     np.testing.assert_allclose(left @ right.T, targets @ v @ v.T, atol=1e-4)
@@ -143,17 +157,22 @@ def test_fast_factors_of_a_stack_match_the_exact_spectrum_and_diagonal(rows, col
     keys = jax.random.split(jax.random.key(9), 6)
 
     def per_block(left, right):
-        prods = np.einsum("khir,kjr->khij", np.asarray(left, np.float64).reshape(len(keys), blocks, rows, rank),
-                          np.asarray(right, np.float64))
+        prods = np.einsum(
+            "khir,kjr->khij",
+            np.asarray(left, np.float64).reshape(len(keys), blocks, rows, rank),
+            np.asarray(right, np.float64),
+        )
         n = min(rows, cols)
         return np.linalg.svd(prods, compute_uv=False)[..., :rank].mean((0, 1)), np.einsum("khii->", prods[..., :n, :n])
 
     def exact(k):
-        return _linalg.exact_factors(_linalg.stacked_targets(jax.random.split(k, blocks), rows, cols, 0.7, 0.7,
-                                                             "normal"), rank, blocks)
+        return _linalg.exact_factors(
+            _linalg.stacked_targets(jax.random.split(k, blocks), rows, cols, 0.7, 0.7, "normal"), rank, blocks
+        )
 
-    sv_f, diag_f = per_block(*jax.jit(jax.vmap(lambda k: _linalg.fast_factors(k, rows, cols, rank, 0.7, 0.7,
-                                                                              blocks=blocks)))(keys))
+    sv_f, diag_f = per_block(
+        *jax.jit(jax.vmap(lambda k: _linalg.fast_factors(k, rows, cols, rank, 0.7, 0.7, blocks=blocks)))(keys)
+    )
     sv_e, diag_e = per_block(*jax.jit(jax.vmap(exact))(keys))
     np.testing.assert_allclose(sv_f, sv_e, rtol=0.05, atol=0.02 * sv_e[0])  # the smallest of a full rank are noisy
     assert abs(diag_f - diag_e) < 0.02 * abs(diag_e)
@@ -179,8 +198,10 @@ def test_template_product_has_the_template_singular_values_at_the_boundary(block
     Gaussian lost orthogonality (up to 0.9 at d 96 in 64 keys) or gave NaN (3 of 32 draws at d 384)."""
     d, rank = 64, 32 if blocks == 1 else 60  # blocks 2: the complement has 2·64 − 60 = 68 dimensions for 60 columns
     keys = jax.random.split(jax.random.key(11), 32)
-    left, right = (np.asarray(x, np.float64) for x in jax.jit(jax.vmap(
-        lambda k: _linalg.fast_factors(k, d, d, rank, 0.7, 0.7, blocks=blocks)))(keys))
+    left, right = (
+        np.asarray(x, np.float64)
+        for x in jax.jit(jax.vmap(lambda k: _linalg.fast_factors(k, d, d, rank, 0.7, 0.7, blocks=blocks)))(keys)
+    )
     s, _ = _linalg.spectral_template(d, d, rank, 0.7, 0.7, "normal", blocks)
     sv = np.linalg.svd(np.einsum("kir,kjr->kij", left, right), compute_uv=False)[:, :rank]
     np.testing.assert_allclose(sv, np.broadcast_to(s, sv.shape), rtol=1e-4)

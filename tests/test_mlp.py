@@ -1,4 +1,5 @@
 """The mimetic MLP mean shift (SPEC §3): statistics, the LayerNorm/BatchNorm property, transform, errors."""
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,9 @@ def test_layernorm_hides_mean_shift_at_init_vit():
     model = ViT(10, width=32, depth=1, num_heads=2)
     v = init(model, x)
     shifted = mimetic_mlp(v, mean=0.3)
-    assert not np.array_equal(shifted["params"]["block_0"]["mlp_in"]["kernel"], v["params"]["block_0"]["mlp_in"]["kernel"])
+    assert not np.array_equal(
+        shifted["params"]["block_0"]["mlp_in"]["kernel"], v["params"]["block_0"]["mlp_in"]["kernel"]
+    )
     np.testing.assert_allclose(*(jax.jit(model.apply)(t, x) for t in (shifted, v)), atol=2e-4, rtol=1e-4)
 
 
@@ -49,7 +52,9 @@ def test_layernorm_hides_mean_shift_at_init_convnext_block():
     x = jax.random.normal(KEY, (2, 6, 6, 16))
     model = ConvNeXtBlock(layer_scale=1.0)
     v = init(model, x)
-    np.testing.assert_allclose(*(jax.jit(model.apply)(t, x) for t in (mimetic_mlp(v, mean=0.3), v)), atol=2e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        *(jax.jit(model.apply)(t, x) for t in (mimetic_mlp(v, mean=0.3), v)), atol=2e-4, rtol=1e-4
+    )
 
 
 def test_batchnorm_lets_mean_shift_act_at_init_convmixer():

@@ -55,11 +55,20 @@ def write_kernelspec(root: pathlib.Path) -> pathlib.Path:
     """A kernelspec ``mimetic-test`` in ``root`` running this interpreter with the checkout on PYTHONPATH."""
     spec = root / "mimetic-test"
     spec.mkdir(parents=True, exist_ok=True)
-    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "mimetic_jax test", "language": "python", "env": env}))
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "mimetic_jax test",
+                "language": "python",
+                "env": env,
+            }
+        )
+    )
     return root
 
 
@@ -70,8 +79,9 @@ def execute(nb, kernel_dir: pathlib.Path, timeout: int = 300):
     given running.
     """
     km = KernelManager(kernel_name="mimetic-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
-    client = nbclient.NotebookClient(nb, km=km, timeout=timeout, allow_errors=False,
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = nbclient.NotebookClient(
+        nb, km=km, timeout=timeout, allow_errors=False, resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     try:
         client.execute()  # raises CellExecutionError naming the cell when one fails
     finally:
@@ -175,13 +185,15 @@ def test_setup_cell_elsewhere_installs_the_requirement_generated_from_pyproject(
 def test_badges_and_install_source_come_from_the_one_repository_address(tmp_path):
     sync = load_sync()
     with_urls = tmp_path / "pyproject.toml"
-    with_urls.write_text('[project]\nname = "mimetic_jax"\n\n[project.urls]\n'
-                         'Repository = "https://github.com/someone/mimetic_jax"\n')
+    with_urls.write_text(
+        '[project]\nname = "mimetic_jax"\n\n[project.urls]\nRepository = "https://github.com/someone/mimetic_jax"\n'
+    )
     repo = sync.repository(with_urls)
     assert repo == "https://github.com/someone/mimetic_jax"
     assert sync.requirement(repo) == "mimetic_jax[cli] @ git+https://github.com/someone/mimetic_jax"
-    assert sync.colab_url(repo, "vit") == ("https://colab.research.google.com/github/someone/mimetic_jax/blob/main/"
-                                            "notebooks/vit.ipynb")
+    assert sync.colab_url(repo, "vit") == (
+        "https://colab.research.google.com/github/someone/mimetic_jax/blob/main/notebooks/vit.ipynb"
+    )
     assert "colab-badge" in sync.badge("vit", repo) and sync.badge("vit", None) == ""
     assert sync.requirement(None) == "mimetic_jax[cli]" and sync.colab_url(None, "vit") is None
     # the stored notebooks follow this checkout's pyproject: a badge exactly when it names a repository
@@ -205,7 +217,8 @@ def test_notebook_holds_the_cells_of_its_text_source(name):
     source = jupytext.read(NOTEBOOKS / f"{name}.md", fmt=sync.FORMAT)
     stored = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     assert sync.cells(stored) == sync.cells(source), (
-        f"notebooks/{name}.ipynb differs from notebooks/{name}.md: run python notebooks/_sync.py")
+        f"notebooks/{name}.ipynb differs from notebooks/{name}.md: run python notebooks/_sync.py"
+    )
 
 
 def test_stored_notebooks_are_what_sync_writes(tmp_path):
@@ -217,9 +230,11 @@ def test_stored_notebooks_are_what_sync_writes(tmp_path):
     sync.main(tmp_path)
     for name in NAMES:
         assert (tmp_path / f"{name}.md").read_text() == (NOTEBOOKS / f"{name}.md").read_text(), (
-            f"notebooks/{name}.md does not follow pyproject.toml's repository address: run python notebooks/_sync.py")
+            f"notebooks/{name}.md does not follow pyproject.toml's repository address: run python notebooks/_sync.py"
+        )
         assert (tmp_path / f"{name}.ipynb").read_text() == (NOTEBOOKS / f"{name}.ipynb").read_text(), (
-            f"notebooks/{name}.ipynb is stale: run python notebooks/_sync.py")
+            f"notebooks/{name}.ipynb is stale: run python notebooks/_sync.py"
+        )
     assert sync.main(NOTEBOOKS, check=True) == []
 
 
@@ -238,8 +253,9 @@ def test_sync_refreshes_the_badge_and_the_setup_cell_of_a_source():
 
 
 def test_quickstart_shows_nnx_and_the_one_call_on_a_users_model():
-    code = "\n".join(c.source for c in nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4).cells
-                     if c.cell_type == "code")
+    code = "\n".join(
+        c.source for c in nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4).cells if c.cell_type == "code"
+    )
     assert "from flax import nnx" in code and "nnx.MultiHeadAttention" in code
     assert "mj.mimetic_attention(nnx_attn" in code
     assert 'mj.mimetic(enc_params, jax.random.key(1), preset="vit"' in code

@@ -1,5 +1,6 @@
 """The library and the experiment harness are split: what ``import mimetic_jax`` loads, what the
 install declares (pyproject.toml), and what a base install's command line and plotting say."""
+
 from __future__ import annotations
 
 import ast
@@ -16,15 +17,23 @@ import mimetic_jax
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mimetic_jax"
 #: Import name -> distribution name of the harness's third-party packages.
-HARNESS = {"optax": "optax", "sklearn": "scikit-learn", "matplotlib": "matplotlib", "tqdm": "tqdm",
-           "mnist1d": "mnist1d"}
+HARNESS = {
+    "optax": "optax",
+    "sklearn": "scikit-learn",
+    "matplotlib": "matplotlib",
+    "tqdm": "tqdm",
+    "mnist1d": "mnist1d",
+}
 LIBRARY_DEPENDENCIES = {"jax", "jaxlib", "flax", "numpy"}
 
 
 def _library_modules() -> list[pathlib.Path]:
     """The library's modules: all but the harness and ``__main__`` (``python -m mimetic_jax``, the command line)."""
-    return sorted(p for p in PACKAGE.rglob("*.py")
-                  if "experiments" not in p.relative_to(PACKAGE).parts and p.name != "__main__.py")
+    return sorted(
+        p
+        for p in PACKAGE.rglob("*.py")
+        if "experiments" not in p.relative_to(PACKAGE).parts and p.name != "__main__.py"
+    )
 
 
 def _imports(path: pathlib.Path) -> list[tuple[str, bool]]:
@@ -50,9 +59,11 @@ def _name(requirement: str) -> str:
 
 
 def test_importing_the_library_loads_nothing_of_the_harness():
-    code = ("import json, sys, mimetic_jax\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('sklearn', 'matplotlib', 'tqdm', 'mnist1d', 'chex') or m.startswith('mimetic_jax.experiments'))))")
+    code = (
+        "import json, sys, mimetic_jax\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sklearn', 'matplotlib', 'tqdm', 'mnist1d', 'chex') or m.startswith('mimetic_jax.experiments'))))"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []
@@ -94,8 +105,12 @@ def test_base_dependencies_are_jax_flax_and_numpy_only():
 
 def test_chex_is_neither_declared_nor_imported():
     project = _pyproject()["project"]
-    declared = [r for reqs in [project["dependencies"], *project["optional-dependencies"].values()]
-                for r in reqs if _name(r) == "chex"]
+    declared = [
+        r
+        for reqs in [project["dependencies"], *project["optional-dependencies"].values()]
+        for r in reqs
+        if _name(r) == "chex"
+    ]
     imported = [str(p) for p in PACKAGE.rglob("*.py") if any(m.split(".")[0] == "chex" for m, _ in _imports(p))]
     assert declared == [] and imported == []
 
@@ -126,7 +141,11 @@ def test_classifiers_name_the_tested_pythons_and_the_license_is_an_spdx_expressi
     project = _pyproject()["project"]
     classifiers = set(project["classifiers"])
     assert {f"Programming Language :: Python :: 3.{v}" for v in (10, 11, 12)} <= classifiers
-    assert {"Typing :: Typed", "Intended Audience :: Science/Research", "Development Status :: 3 - Alpha"} <= classifiers
+    assert {
+        "Typing :: Typed",
+        "Intended Audience :: Science/Research",
+        "Development Status :: 3 - Alpha",
+    } <= classifiers
     assert project["requires-python"] == ">=3.10" and project["license"] == "Apache-2.0"
     assert (PACKAGE / "py.typed").exists()
 

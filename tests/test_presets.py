@@ -73,8 +73,9 @@ def test_preset_changes_exactly_the_reported_paths_and_equals_the_single_transfo
 
 
 def test_mamba2_preset_changes_exactly_the_reported_paths():
-    shapes = jax.eval_shape(MambaLM(vocab_size=16, d_model=16, n_layer=2, d_state=4, version=2, headdim=8).init,
-                            jax.random.key(0), TOK)
+    shapes = jax.eval_shape(
+        MambaLM(vocab_size=16, d_model=16, n_layer=2, d_state=4, version=2, headdim=8).init, jax.random.key(0), TOK
+    )
     params = jax.tree.map(lambda s: jnp.full(s.shape, 0.1, s.dtype), shapes)
     new, report = mj.mimetic(params, jax.random.key(1), preset="mamba", report=True)
     assert _changed(params, new) == report.paths
@@ -97,15 +98,16 @@ def test_under_jit_with_out_shardings_equals_eager_and_returns_the_report():
 def test_user_rules_follow_the_preset_with_their_own_key_and_patterns():
     params = _init("convmixer")
     key = jax.random.key(1)
-    rules = [mj.Rule("mlp", {"mean": 0.5}, include="block_1/pointwise", name="late shift"),
-             {"scheme": "emergence", "options": {"alpha": 2.0}}]
+    rules = [
+        mj.Rule("mlp", {"mean": 0.5}, include="block_1/pointwise", name="late shift"),
+        {"scheme": "emergence", "options": {"alpha": 2.0}},
+    ]
     new, report = mj.mimetic(params, key, preset="convmixer", rules=rules, report=True)
     assert [e.label for e in report.entries] == ["conv", "mlp", "late shift", "emergence"]
     assert report.entries[2].paths == ("params/block_1/pointwise/kernel",)
     assert report.by_path()["params/block_1/pointwise/kernel"] == ("mlp", "late shift", "emergence")
     assert _changed(params, new) == report.paths
-    ref = mj.emergence_scale(mj.mimetic_mlp(_eager("convmixer")[0], mean=0.5, include="block_1/pointwise"),
-                             alpha=2.0)
+    ref = mj.emergence_scale(mj.mimetic_mlp(_eager("convmixer")[0], mean=0.5, include="block_1/pointwise"), alpha=2.0)
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -113,8 +115,12 @@ def test_user_rules_follow_the_preset_with_their_own_key_and_patterns():
 def test_a_rule_with_a_key_gets_fold_in_of_its_index():
     params = _init("convmixer")
     key = jax.random.key(2)
-    new = mj.mimetic(params, key, rules=[mj.Rule("mlp"), mj.Rule("conv", {"sigma_start": 1.0}, include="block_0/depthwise")])
-    ref = mj.mimetic_conv(mj.mimetic_mlp(params), jax.random.fold_in(key, 1), sigma_start=1.0, include="block_0/depthwise")
+    new = mj.mimetic(
+        params, key, rules=[mj.Rule("mlp"), mj.Rule("conv", {"sigma_start": 1.0}, include="block_0/depthwise")]
+    )
+    ref = mj.mimetic_conv(
+        mj.mimetic_mlp(params), jax.random.fold_in(key, 1), sigma_start=1.0, include="block_0/depthwise"
+    )
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(ref)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -156,8 +162,9 @@ def test_a_user_rule_that_matches_nothing_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"rule 0 \('conv', scheme 'conv'.*matches nothing"):
         mj.mimetic(_init("vit"), jax.random.key(0), rules=[mj.Rule("conv")])
     with pytest.raises(ValueError, match=r"rule 2 \('late'.*include='block_9'.*matches nothing"):
-        mj.mimetic(_init("vit"), jax.random.key(0), preset="vit",
-                   rules=[mj.Rule("attention", include="block_9", name="late")])
+        mj.mimetic(
+            _init("vit"), jax.random.key(0), preset="vit", rules=[mj.Rule("attention", include="block_9", name="late")]
+        )
 
 
 def test_bad_rules_are_errors():

@@ -7,6 +7,7 @@ initializers that take a key, the same key gives the same array eagerly, under
 caches hit) and the default run uses few examples: the whole file takes well under a
 minute on two cores. The ``slow`` variants (``-m slow``) rerun every property with 60 examples.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,7 @@ import mimetic_jax as mj
 from mimetic_jax import _checks
 from mimetic_jax.fuse import Moments
 
-FAST = settings(max_examples=6, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=6, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 DTYPES = st.sampled_from([jnp.float32, jnp.bfloat16, jnp.float16])
@@ -33,10 +33,12 @@ SEEDS = st.integers(0, 2**31 - 1)
 
 def prop(examples=3, **strategies):
     """Build a fast test (``examples`` examples: each new shape or dtype compiles) and a ``slow`` one."""
+
     def deco(body):
         fast = settings(FAST, max_examples=examples)(given(**strategies)(body))
         slow = pytest.mark.slow(SLOW(given(**strategies)(body)))
         return fast, slow
+
     return deco
 
 
@@ -58,8 +60,7 @@ def same_key_same_array(fn, seed, atol=0.0):
     jitted = jax.jit(fn)(keys[0])
     mapped = jax.vmap(fn)(keys)
     for got, i in ((jitted, 0), (mapped[0], 0), (mapped[1], 1)):
-        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(eager[i], np.float32), rtol=atol,
-                                   atol=atol)
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(eager[i], np.float32), rtol=atol, atol=atol)
 
 
 def rng(seed):
@@ -68,10 +69,24 @@ def rng(seed):
 
 # --------------------------------------------------------------------------- bad-input strategies
 
-BAD_KEYS = st.sampled_from([None, 0, 3, 1.0, "key", np.zeros(2, np.int32), np.zeros(4, np.uint32),
-                            np.zeros((2, 2), np.uint32), np.zeros(2, np.float32)])
-BAD_SIZES = st.one_of(st.integers(max_value=0), st.integers(min_value=2**31, max_value=2**70),
-                      st.sampled_from([1.5, "8", None, True, 2.0]))
+BAD_KEYS = st.sampled_from(
+    [
+        None,
+        0,
+        3,
+        1.0,
+        "key",
+        np.zeros(2, np.int32),
+        np.zeros(4, np.uint32),
+        np.zeros((2, 2), np.uint32),
+        np.zeros(2, np.float32),
+    ]
+)
+BAD_SIZES = st.one_of(
+    st.integers(max_value=0),
+    st.integers(min_value=2**31, max_value=2**70),
+    st.sampled_from([1.5, "8", None, True, 2.0]),
+)
 BAD_REALS = st.sampled_from([float("nan"), float("inf"), -float("inf"), "0.5", None, [1.0]])
 
 
@@ -96,9 +111,14 @@ def _query_key_valid(d_in, heads, k, method, dtype, seed):
 
 # Few shapes: each new one compiles the attention programs (seconds on a shared 2-core box).
 test_query_key_valid, test_query_key_valid_slow = prop(
-    examples=2, d_in=st.just(8), heads=st.sampled_from([(1, 1), (2, 1)]), k=st.just(4),
+    examples=2,
+    d_in=st.just(8),
+    heads=st.sampled_from([(1, 1), (2, 1)]),
+    k=st.just(4),
     method=st.sampled_from(["exact", "fast"]),
-    dtype=st.sampled_from([jnp.float32, jnp.bfloat16]), seed=SEEDS)(_query_key_valid)
+    dtype=st.sampled_from([jnp.float32, jnp.bfloat16]),
+    seed=SEEDS,
+)(_query_key_valid)
 
 
 # The attention samplers' eager / jit / vmap agreement is tested in test_attention.py (and through
@@ -148,8 +168,8 @@ def _conv_covariance_valid(k, sigma, scale):
 
 
 test_sincos_valid, test_sincos_valid_slow = prop(
-    temperature=st.floats(1e-3, 1e8), length=st.sampled_from([1, 4, 9]), dim=st.sampled_from([4, 8]), dtype=DTYPES)(
-    _sincos_valid)
+    temperature=st.floats(1e-3, 1e8), length=st.sampled_from([1, 4, 9]), dim=st.sampled_from([4, 8]), dtype=DTYPES
+)(_sincos_valid)
 
 
 @FAST
@@ -163,8 +183,8 @@ def test_sincos_bad_temperature_names_it(bad):
 
 
 test_conv_covariance_valid, test_conv_covariance_valid_slow = prop(
-    examples=10, k=st.sampled_from([1, 2, 3, (3,), (2, 3)]), sigma=st.floats(1e-3, 1e3), scale=st.floats(1e-3, 1e3))(
-    _conv_covariance_valid)
+    examples=10, k=st.sampled_from([1, 2, 3, (3,), (2, 3)]), sigma=st.floats(1e-3, 1e3), scale=st.floats(1e-3, 1e3)
+)(_conv_covariance_valid)
 
 
 def _depthwise_valid(layer_of, sigmas, shape, dtype, seed):
@@ -179,8 +199,12 @@ def _depthwise_valid(layer_of, sigmas, shape, dtype, seed):
 
 
 test_depthwise_valid, test_depthwise_valid_slow = prop(
-    layer_of=st.sampled_from([(0, 1), (0, 3), (2, 3)]), sigmas=st.tuples(st.floats(0.05, 10), st.floats(0.05, 10)),
-    shape=st.sampled_from([(3, 3, 1, 4), (5, 1, 3), (2, 3, 1, 2)]), dtype=DTYPES, seed=SEEDS)(_depthwise_valid)
+    layer_of=st.sampled_from([(0, 1), (0, 3), (2, 3)]),
+    sigmas=st.tuples(st.floats(0.05, 10), st.floats(0.05, 10)),
+    shape=st.sampled_from([(3, 3, 1, 4), (5, 1, 3), (2, 3, 1, 2)]),
+    dtype=DTYPES,
+    seed=SEEDS,
+)(_depthwise_valid)
 
 
 _DEPTHWISE = mj.depthwise_conv_init(1, 3, sigma_start=1.0, sigma_end=2.0)
@@ -197,16 +221,21 @@ def test_depthwise_same_key_same_array_eager_jit_vmap(seed):
 
 
 @FAST
-@given(arg=st.sampled_from(["sigma_start", "sigma_end"]),
-       bad=st.one_of(st.floats(max_value=0.0), st.floats(min_value=1e154, exclude_min=False), BAD_REALS))
+@given(
+    arg=st.sampled_from(["sigma_start", "sigma_end"]),
+    bad=st.one_of(st.floats(max_value=0.0), st.floats(min_value=1e154, exclude_min=False), BAD_REALS),
+)
 def test_depthwise_bad_sigma_names_it(arg, bad):
     kwargs = {"sigma_start": 1.0, "sigma_end": 1.0, arg: bad}
     raises_naming((TypeError, ValueError), arg, lambda: mj.depthwise_conv_init(0, 2, **kwargs))
 
 
 @FAST
-@given(shape=st.sampled_from([(3, 3, 1, 4), (3, 1, 2)]), index=st.integers(0, 35), bad=st.sampled_from(
-    [np.nan, np.inf, -np.inf]))
+@given(
+    shape=st.sampled_from([(3, 3, 1, 4), (3, 1, 2)]),
+    index=st.integers(0, 35),
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+)
 def test_filter_covariance_nonfinite_kernel_names_it(shape, index, bad):
     w = np.ones(shape, np.float32)
     w.flat[index % w.size] = bad
@@ -216,8 +245,9 @@ def test_filter_covariance_nonfinite_kernel_names_it(shape, index, bad):
 @FAST
 @given(new=st.one_of(st.integers(max_value=0), st.integers(min_value=2**31, max_value=2**40)))
 def test_resize_bad_new_size_names_it(new):
-    raises_naming(ValueError, "new_kernel_size", lambda: mj.resize_covariance(mj.conv_filter_covariance(3, 1.0), 3,
-                                                                              new))
+    raises_naming(
+        ValueError, "new_kernel_size", lambda: mj.resize_covariance(mj.conv_filter_covariance(3, 1.0), 3, new)
+    )
 
 
 # --------------------------------------------------------------------------- mlp
@@ -244,8 +274,8 @@ def _ssm_parts_valid(bounds, delta, shape, dtype, seed):
 
 
 test_mean_shift_valid, test_mean_shift_valid_slow = prop(
-    mean=st.floats(-100, 100), shape=st.sampled_from([(4, 6), (1, 1, 3, 4), (2, 3, 4)]), dtype=DTYPES, seed=SEEDS)(
-    _mean_shift_valid)
+    mean=st.floats(-100, 100), shape=st.sampled_from([(4, 6), (1, 1, 3, 4), (2, 3, 4)]), dtype=DTYPES, seed=SEEDS
+)(_mean_shift_valid)
 
 
 _MEAN_SHIFT = mj.mean_shift_init(0.1)
@@ -272,8 +302,12 @@ def test_mean_shift_float16_overflow_names_mean(mean, sign):
 
 
 test_ssm_parts_valid, test_ssm_parts_valid_slow = prop(
-    bounds=st.tuples(st.floats(-20, 5), st.floats(-20, 5)), delta=st.floats(1e-4, 100.0),
-    shape=st.sampled_from([(4,), (2, 3)]), dtype=DTYPES, seed=SEEDS)(_ssm_parts_valid)
+    bounds=st.tuples(st.floats(-20, 5), st.floats(-20, 5)),
+    delta=st.floats(1e-4, 100.0),
+    shape=st.sampled_from([(4,), (2, 3)]),
+    dtype=DTYPES,
+    seed=SEEDS,
+)(_ssm_parts_valid)
 
 
 def _bc_kernels_valid(d_in, d_state, groups, dtype, seed):
@@ -282,8 +316,12 @@ def _bc_kernels_valid(d_in, d_state, groups, dtype, seed):
 
 
 test_bc_kernels_valid, test_bc_kernels_valid_slow = prop(
-    d_in=st.just(8), d_state=st.sampled_from([2, 8]), groups=st.sampled_from([1, 2]),
-    dtype=st.sampled_from([jnp.float32, jnp.float16]), seed=SEEDS)(_bc_kernels_valid)
+    d_in=st.just(8),
+    d_state=st.sampled_from([2, 8]),
+    groups=st.sampled_from([1, 2]),
+    dtype=st.sampled_from([jnp.float32, jnp.float16]),
+    seed=SEEDS,
+)(_bc_kernels_valid)
 
 
 _A_LOG = mj.a_log_init()
@@ -318,13 +356,13 @@ def test_dt_bias_float16_overflow_names_delta(delta):
 
 
 @FAST
-@given(arg=st.sampled_from(["a_log", "delta"]), bad=st.sampled_from([np.nan, np.inf, -np.inf]),
-       where=st.integers(0, 3))
+@given(arg=st.sampled_from(["a_log", "delta"]), bad=st.sampled_from([np.nan, np.inf, -np.inf]), where=st.integers(0, 3))
 def test_min_retention_nonfinite_names_the_array(arg, bad, where):
     values = {"a_log": np.full(4, -4.0, np.float32), "delta": np.ones(4, np.float32)}
     values[arg][where] = bad
-    raises_naming(ValueError, arg, lambda: mj.min_retention(jnp.asarray(values["a_log"]), jnp.asarray(values["delta"]),
-                                                            8))
+    raises_naming(
+        ValueError, arg, lambda: mj.min_retention(jnp.asarray(values["a_log"]), jnp.asarray(values["delta"]), 8)
+    )
 
 
 # --------------------------------------------------------------------------- emergence
@@ -337,7 +375,8 @@ def _emergence_factors_valid(n, alpha):
 
 
 test_emergence_factors_valid, test_emergence_factors_valid_slow = prop(
-    examples=10, n=st.integers(1, 40), alpha=st.floats(0.2, 5.0))(_emergence_factors_valid)
+    examples=10, n=st.integers(1, 40), alpha=st.floats(0.2, 5.0)
+)(_emergence_factors_valid)
 
 
 @FAST
@@ -360,8 +399,12 @@ def _emergence_init_valid(layer_of, alpha, dtype, seed, shape):
 
 
 test_emergence_init_valid, test_emergence_init_valid_slow = prop(
-    layer_of=st.sampled_from([(0, 1), (0, 3), (2, 3), (4, 5)]), alpha=st.floats(0.5, 2.0), dtype=DTYPES, seed=SEEDS,
-    shape=st.sampled_from([(4, 4), (3, 3, 2, 4)]))(_emergence_init_valid)
+    layer_of=st.sampled_from([(0, 1), (0, 3), (2, 3), (4, 5)]),
+    alpha=st.floats(0.5, 2.0),
+    dtype=DTYPES,
+    seed=SEEDS,
+    shape=st.sampled_from([(4, 4), (3, 3, 2, 4)]),
+)(_emergence_init_valid)
 
 
 _EMERGENCE = mj.emergence_init(jax.nn.initializers.lecun_normal(), 0, 3, alpha=2.0)
@@ -378,8 +421,10 @@ def test_emergence_init_same_key_same_array_eager_jit_vmap(seed):
 
 
 def _emergence_scale_valid(widths, alpha, dtype):
-    tree = {f"Dense_{i}": {"kernel": jnp.ones((a, b), dtype), "bias": jnp.ones(b, dtype)}
-            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))}
+    tree = {
+        f"Dense_{i}": {"kernel": jnp.ones((a, b), dtype), "bias": jnp.ones(b, dtype)}
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+    }
     layers = mj.emergence_layers(tree, alpha=alpha)
     assert [lay.factor for lay in layers] == list(mj.emergence_factors(len(widths) - 1, alpha))
     out = mj.emergence_scale(tree, alpha=alpha)
@@ -389,8 +434,8 @@ def _emergence_scale_valid(widths, alpha, dtype):
 
 
 test_emergence_scale_valid, test_emergence_scale_valid_slow = prop(
-    widths=st.lists(st.sampled_from([2, 3]), min_size=2, max_size=6), alpha=st.floats(0.5, 2.0), dtype=DTYPES)(
-    _emergence_scale_valid)
+    widths=st.lists(st.sampled_from([2, 3]), min_size=2, max_size=6), alpha=st.floats(0.5, 2.0), dtype=DTYPES
+)(_emergence_scale_valid)
 
 
 def _emergence_measure_valid(widths, batch, seed, paths, graph):
@@ -406,8 +451,13 @@ def _emergence_measure_valid(widths, batch, seed, paths, graph):
 
 
 test_emergence_measure_valid, test_emergence_measure_valid_slow = prop(
-    examples=10, widths=st.lists(st.integers(1, 6), min_size=2, max_size=6), batch=st.integers(0, 3), seed=SEEDS,
-    paths=st.sampled_from(["all", "to_output"]), graph=st.booleans())(_emergence_measure_valid)
+    examples=10,
+    widths=st.lists(st.integers(1, 6), min_size=2, max_size=6),
+    batch=st.integers(0, 3),
+    seed=SEEDS,
+    paths=st.sampled_from(["all", "to_output"]),
+    graph=st.booleans(),
+)(_emergence_measure_valid)
 
 
 @FAST
@@ -422,8 +472,12 @@ def test_emergence_measure_nonfinite_names_the_layer(layer, where, bad):
 
 
 def _dense_layers(g, d_in, d_hid, d_out, dtype):
-    arrs = (g.standard_normal((d_in, d_hid)) / np.sqrt(d_in), 0.3 * g.standard_normal(d_hid),
-            g.standard_normal((d_hid, d_out)) / np.sqrt(d_hid), 0.3 * g.standard_normal(d_out))
+    arrs = (
+        g.standard_normal((d_in, d_hid)) / np.sqrt(d_in),
+        0.3 * g.standard_normal(d_hid),
+        g.standard_normal((d_hid, d_out)) / np.sqrt(d_hid),
+        0.3 * g.standard_normal(d_out),
+    )
     return tuple(jnp.asarray(a, dtype) for a in arrs)
 
 
@@ -456,8 +510,12 @@ def _fuse_dense_valid(dims, dtype, seed, activation):
 # One example by default (each compiles five programs; test_fuse.py covers dtypes and activations);
 # 60 when slow.
 test_fuse_dense_valid, test_fuse_dense_valid_slow = prop(
-    examples=1, dims=st.sampled_from([(3, 4, 2), (4, 4, 3)]), dtype=DTYPES, seed=SEEDS, activation=st.sampled_from(
-        ["relu", "identity"]))(_fuse_dense_valid)
+    examples=1,
+    dims=st.sampled_from([(3, 4, 2), (4, 4, 3)]),
+    dtype=DTYPES,
+    seed=SEEDS,
+    activation=st.sampled_from(["relu", "identity"]),
+)(_fuse_dense_valid)
 
 
 def _fuse_conv_valid(size, stride, dtype, seed):
@@ -480,27 +538,43 @@ def _fuse_conv_valid(size, stride, dtype, seed):
 
 
 test_fuse_conv_valid, test_fuse_conv_valid_slow = prop(
-    examples=1, size=st.sampled_from([5, 6]), stride=st.sampled_from([1, 2]),
-    dtype=st.sampled_from([jnp.float32, jnp.bfloat16]), seed=SEEDS)(_fuse_conv_valid)
+    examples=1,
+    size=st.sampled_from([5, 6]),
+    stride=st.sampled_from([1, 2]),
+    dtype=st.sampled_from([jnp.float32, jnp.bfloat16]),
+    seed=SEEDS,
+)(_fuse_conv_valid)
 
 
 @FAST
-@given(arg=st.sampled_from(["w1", "b1", "w2", "b2", "mean", "cov"]), where=st.integers(0, 15),
-       bad=st.sampled_from([np.nan, np.inf, -np.inf]))
+@given(
+    arg=st.sampled_from(["w1", "b1", "w2", "b2", "mean", "cov"]),
+    where=st.integers(0, 15),
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+)
 def test_fuse_nonfinite_arrays_name_the_argument(arg, where, bad):
     g = rng(where)
     w1, b1, w2, b2 = (np.array(a, np.float32) for a in _dense_layers(g, 3, 4, 2, jnp.float32))
-    values = {"w1": w1, "b1": b1, "w2": w2, "b2": b2, "mean": np.zeros(3, np.float32),
-              "cov": np.eye(3, dtype=np.float32)}
+    values = {
+        "w1": w1,
+        "b1": b1,
+        "w2": w2,
+        "b2": b2,
+        "mean": np.zeros(3, np.float32),
+        "cov": np.eye(3, dtype=np.float32),
+    }
     values[arg].flat[where % values[arg].size] = bad
     v = {k: jnp.asarray(a) for k, a in values.items()}
-    raises_naming(ValueError, arg, lambda: mj.dense_dense(v["w1"], v["b1"], v["w2"], v["b2"], mean=v["mean"],
-                                                          cov=v["cov"]))
-    raises_naming(ValueError, arg, lambda: mj.fusion_mse(v["w1"], v["b1"], v["w2"], v["b2"], mean=v["mean"],
-                                                         cov=v["cov"]))
+    raises_naming(
+        ValueError, arg, lambda: mj.dense_dense(v["w1"], v["b1"], v["w2"], v["b2"], mean=v["mean"], cov=v["cov"])
+    )
+    raises_naming(
+        ValueError, arg, lambda: mj.fusion_mse(v["w1"], v["b1"], v["w2"], v["b2"], mean=v["mean"], cov=v["cov"])
+    )
     if arg not in ("mean", "cov"):
-        raises_naming(ValueError, arg, lambda: mj.dense_dense_from_data(v["w1"], v["b1"], v["w2"], v["b2"],
-                                                                        jnp.ones((4, 3))))
+        raises_naming(
+            ValueError, arg, lambda: mj.dense_dense_from_data(v["w1"], v["b1"], v["w2"], v["b2"], jnp.ones((4, 3)))
+        )
 
 
 @FAST
@@ -520,8 +594,11 @@ def test_fuse_nonfinite_data_names_x(where, bad, conv):
 @given(size=st.integers(1, 3))
 def test_conv_conv_from_data_input_smaller_than_the_window_is_an_error(size):
     k = jnp.ones((3, 3, 1, 1))
-    raises_naming(ValueError, "does not fit", lambda: mj.conv_conv_from_data(k, jnp.zeros(1), k, jnp.zeros(1),
-                                                                            jnp.ones((2, size + 1, size + 1, 1))))
+    raises_naming(
+        ValueError,
+        "does not fit",
+        lambda: mj.conv_conv_from_data(k, jnp.zeros(1), k, jnp.zeros(1), jnp.ones((2, size + 1, size + 1, 1))),
+    )
 
 
 @FAST
@@ -559,7 +636,8 @@ def _forward_order_valid(widths):
 
 
 test_forward_order_valid, test_forward_order_valid_slow = prop(
-    examples=2, widths=st.lists(st.sampled_from([2, 3]), min_size=1, max_size=4))(_forward_order_valid)
+    examples=2, widths=st.lists(st.sampled_from([2, 3]), min_size=1, max_size=4)
+)(_forward_order_valid)
 
 
 def test_the_size_limits_are_what_the_docs_say():
@@ -567,8 +645,12 @@ def test_the_size_limits_are_what_the_docs_say():
 
 
 @FAST
-@given(arg=st.sampled_from(["k1", "b1", "k2", "b2"]), where=st.integers(0, 40), bad=st.sampled_from([np.nan, np.inf]),
-       dense=st.booleans())
+@given(
+    arg=st.sampled_from(["k1", "b1", "k2", "b2"]),
+    where=st.integers(0, 40),
+    bad=st.sampled_from([np.nan, np.inf]),
+    dense=st.booleans(),
+)
 def test_conv_fusion_nonfinite_layers_name_the_argument(arg, where, bad, dense):
     shapes = {"k1": (2, 2, 1, 2), "b1": (2,), "k2": (32, 1) if dense else (2, 2, 2, 2), "b2": (1,) if dense else (2,)}
     values = {k: np.ones(v, np.float32) for k, v in shapes.items()}

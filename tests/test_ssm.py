@@ -1,4 +1,5 @@
 """Tests of the mimetic SSM init (mimetic_jax.ssm, mimetic_ssm), the reference Mamba blocks and the recall tasks."""
+
 from __future__ import annotations
 
 import math
@@ -99,8 +100,9 @@ def test_dt_bias_gives_target_delta():
 def test_identity_conv_is_the_identity_map():
     conv = jax.numpy.asarray(mj.identity_conv_init()(None, (4, 1, 6)))
     x = jax.random.normal(jax.random.key(0), (2, 9, 6))
-    y = jax.lax.conv_general_dilated(x, conv, (1,), [(3, 0)], dimension_numbers=("NWC", "WIO", "NWC"),
-                                     feature_group_count=6)
+    y = jax.lax.conv_general_dilated(
+        x, conv, (1,), [(3, 0)], dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=6
+    )
     np.testing.assert_allclose(y, x, rtol=1e-6)
 
 
@@ -136,7 +138,9 @@ def test_initializers_keep_dtype():
 
 
 def test_initializer_errors():
-    with pytest.raises(ValueError, match="d_state \\(40\\) must not exceed the B/C projection input width d_in \\(32\\)"):
+    with pytest.raises(
+        ValueError, match="d_state \\(40\\) must not exceed the B/C projection input width d_in \\(32\\)"
+    ):
         mj.bc_kernels(jax.random.key(0), 32, 40)
     with pytest.raises(ValueError, match="delta must be positive"):
         mj.dt_bias_init(0.0)
@@ -172,10 +176,10 @@ def test_mimetic_ssm_structure_and_untouched_leaves(lm):
         w, w_old = mixer[name]["kernel"], old[name]["kernel"]
         lo, n = block.bc_offset, block.d_state
         np.testing.assert_array_equal(w[:, :lo], w_old[:, :lo])  # Δ (Mamba-1), z and x (Mamba-2) columns kept
-        np.testing.assert_array_equal(w[:, lo + 2 * n:], w_old[:, lo + 2 * n:])
-        w_b, w_c = w[:, lo:lo + n], w[:, lo + n:lo + 2 * n]
+        np.testing.assert_array_equal(w[:, lo + 2 * n :], w_old[:, lo + 2 * n :])
+        w_b, w_c = w[:, lo : lo + n], w[:, lo + n : lo + 2 * n]
         assert _diagonal_dominant(np.asarray(w_c @ w_b.T))
-        old_b, old_c = w_old[:, lo:lo + n], w_old[:, lo + n:lo + 2 * n]
+        old_b, old_c = w_old[:, lo : lo + n], w_old[:, lo + n : lo + 2 * n]
         assert not _diagonal_dominant(np.asarray(old_c @ old_b.T))  # Mamba's default is not
 
 
@@ -197,7 +201,9 @@ def test_mimetic_ssm_patterns_nnx_and_stacked():
     model = MambaLM(vocab_size=8, d_model=16, n_layer=2, d_state=4)
     params = _zeros_like_init(model)
     only0 = mj.mimetic_ssm(params, jax.random.key(1), include="layers_0")
-    np.testing.assert_array_equal(only0["params"]["layers_1"]["mixer"]["A_log"], params["params"]["layers_1"]["mixer"]["A_log"])
+    np.testing.assert_array_equal(
+        only0["params"]["layers_1"]["mixer"]["A_log"], params["params"]["layers_1"]["mixer"]["A_log"]
+    )
     assert float(only0["params"]["layers_0"]["mixer"]["A_log"].max()) <= -4.0
     assert len(mj.find_ssm_blocks(params, exclude="layers_1")) == 1
     # other names through a layout

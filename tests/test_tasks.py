@@ -1,4 +1,5 @@
 """Tests of mimetic_jax.experiments.tasks: offline data sets."""
+
 from __future__ import annotations
 
 import random

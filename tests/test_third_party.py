@@ -40,37 +40,82 @@ def _hf(name: str, monkeypatch: pytest.MonkeyPatch):
     ids = jnp.ones((1, 8), jnp.int32)
     pixels = jnp.ones((1, 3, 16, 16))
     if name == "vit":
-        m = t.FlaxViTModel(t.ViTConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
-                                       intermediate_size=64, image_size=16, patch_size=4), seed=0)
+        m = t.FlaxViTModel(
+            t.ViTConfig(
+                hidden_size=D,
+                num_hidden_layers=LAYERS,
+                num_attention_heads=H,
+                intermediate_size=64,
+                image_size=16,
+                patch_size=4,
+            ),
+            seed=0,
+        )
         return m, lambda p: m(pixels, params=p).last_hidden_state
     if name == "bert":
-        m = t.FlaxBertModel(t.BertConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
-                                         intermediate_size=64, vocab_size=50), seed=0)
+        m = t.FlaxBertModel(
+            t.BertConfig(
+                hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H, intermediate_size=64, vocab_size=50
+            ),
+            seed=0,
+        )
         return m, lambda p: m(ids, params=p).last_hidden_state
     if name == "roberta":
-        m = t.FlaxRobertaModel(t.RobertaConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
-                                               intermediate_size=64, vocab_size=50), seed=0)
+        m = t.FlaxRobertaModel(
+            t.RobertaConfig(
+                hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H, intermediate_size=64, vocab_size=50
+            ),
+            seed=0,
+        )
         return m, lambda p: m(ids, params=p).last_hidden_state
     if name == "gpt2":
-        m = t.FlaxGPT2LMHeadModel(t.GPT2Config(n_embd=D, n_layer=LAYERS, n_head=H, vocab_size=50, n_positions=16),
-                                  seed=0)
+        m = t.FlaxGPT2LMHeadModel(
+            t.GPT2Config(n_embd=D, n_layer=LAYERS, n_head=H, vocab_size=50, n_positions=16), seed=0
+        )
         return m, lambda p: m(ids, params=p).logits
     if name == "llama":
-        m = t.FlaxLlamaForCausalLM(t.LlamaConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
-                                                 num_key_value_heads=2, intermediate_size=64, vocab_size=50), seed=0)
+        m = t.FlaxLlamaForCausalLM(
+            t.LlamaConfig(
+                hidden_size=D,
+                num_hidden_layers=LAYERS,
+                num_attention_heads=H,
+                num_key_value_heads=2,
+                intermediate_size=64,
+                vocab_size=50,
+            ),
+            seed=0,
+        )
         return m, lambda p: m(ids, params=p).logits
     if name == "clip":
-        m = t.FlaxCLIPVisionModel(t.CLIPVisionConfig(hidden_size=D, num_hidden_layers=LAYERS,
-                                                     num_attention_heads=H, intermediate_size=64, image_size=16,
-                                                     patch_size=4), seed=0)
+        m = t.FlaxCLIPVisionModel(
+            t.CLIPVisionConfig(
+                hidden_size=D,
+                num_hidden_layers=LAYERS,
+                num_attention_heads=H,
+                intermediate_size=64,
+                image_size=16,
+                patch_size=4,
+            ),
+            seed=0,
+        )
         return m, lambda p: m(pixels, params=p).last_hidden_state
     if name == "distilbert":
-        m = t.FlaxDistilBertModel(t.DistilBertConfig(dim=D, n_layers=LAYERS, n_heads=H, hidden_dim=64, vocab_size=50),
-                                  seed=0)
+        m = t.FlaxDistilBertModel(
+            t.DistilBertConfig(dim=D, n_layers=LAYERS, n_heads=H, hidden_dim=64, vocab_size=50), seed=0
+        )
         return m, lambda p: m(ids, params=p).last_hidden_state
     if name == "albert":
-        m = t.FlaxAlbertModel(t.AlbertConfig(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H,
-                                             intermediate_size=64, embedding_size=16, vocab_size=50), seed=0)
+        m = t.FlaxAlbertModel(
+            t.AlbertConfig(
+                hidden_size=D,
+                num_hidden_layers=LAYERS,
+                num_attention_heads=H,
+                intermediate_size=64,
+                embedding_size=16,
+                vocab_size=50,
+            ),
+            seed=0,
+        )
         return m, lambda p: m(ids, params=p).last_hidden_state
     if name == "bloom":
         m = t.FlaxBloomModel(t.BloomConfig(hidden_size=D, n_layer=LAYERS, n_head=H, vocab_size=50), seed=0)
@@ -79,8 +124,7 @@ def _hf(name: str, monkeypatch: pytest.MonkeyPatch):
         from transformers.models.t5 import modeling_flax_t5
 
         monkeypatch.setattr(modeling_flax_t5, "jnp", _ClipCompat())
-        m = t.FlaxT5Model(t.T5Config(d_model=D, d_kv=8, num_heads=H, d_ff=64, num_layers=LAYERS, vocab_size=50),
-                          seed=0)
+        m = t.FlaxT5Model(t.T5Config(d_model=D, d_kv=8, num_heads=H, d_ff=64, num_layers=LAYERS, vocab_size=50), seed=0)
         return m, lambda p: m(ids, decoder_input_ids=ids, params=p).last_hidden_state
     raise AssertionError(name)
 
@@ -103,10 +147,12 @@ FAMILIES = {
 def _expected(block: mj.AttentionBlock, i: int, key: jax.Array) -> tuple[jax.Array, ...]:
     """Block ``i``'s kernels straight from the samplers, in Flax's 3-D layout."""
     k_qk, k_vo = jax.random.split(jax.random.fold_in(key, i))
-    w_q, w_k = mj.query_key(k_qk, block.d_in, block.num_heads, block.head_dim, num_kv_heads=block.num_kv_heads,
-                            d_kv=block.d_kv)
-    w_v, w_o = mj.value_output(k_vo, block.d_kv, block.num_heads, block.head_dim, num_kv_heads=block.num_kv_heads,
-                               d_out=block.d_out)
+    w_q, w_k = mj.query_key(
+        k_qk, block.d_in, block.num_heads, block.head_dim, num_kv_heads=block.num_kv_heads, d_kv=block.d_kv
+    )
+    w_v, w_o = mj.value_output(
+        k_vo, block.d_kv, block.num_heads, block.head_dim, num_kv_heads=block.num_kv_heads, d_out=block.d_out
+    )
     return w_q, w_k, w_v, w_o
 
 
@@ -180,9 +226,9 @@ def test_gpt2_kernels_stored_out_in_are_written_back_transposed(monkeypatch):
     new = mj.mimetic_attention(model.params, KEY, config=model.config)
     c_attn = new["transformer"]["h"]["0"]["attn"]["c_attn"]["kernel"]
     assert c_attn.shape == (3 * D, D)  # (out, in), as GPT-2's Conv1D stores it
-    q, k = np.asarray(c_attn[:D].T), np.asarray(c_attn[D:2 * D].T)  # (in, H k)
+    q, k = np.asarray(c_attn[:D].T), np.asarray(c_attn[D : 2 * D].T)  # (in, H k)
     hd = D // H
-    diag = [np.mean(np.diag(q[:, h * hd:(h + 1) * hd] @ k[:, h * hd:(h + 1) * hd].T)) for h in range(H)]
+    diag = [np.mean(np.diag(q[:, h * hd : (h + 1) * hd] @ k[:, h * hd : (h + 1) * hd].T)) for h in range(H)]
     assert min(diag) > 0.1
 
 
@@ -214,8 +260,12 @@ def test_equinox_attention_is_found_by_its_module_and_returned_as_a_new_module()
     (block,) = mj.find_attention_blocks(m)
     assert (block.layout.name, block.num_heads, block.head_dim) == ("EQUINOX", H, D // H)
     want = _expected(block, 0, KEY)
-    got = (new.query_proj.weight.T.reshape(D, H, -1), new.key_proj.weight.T.reshape(D, H, -1),
-           new.value_proj.weight.T.reshape(D, H, -1), new.output_proj.weight.T.reshape(H, -1, D))
+    got = (
+        new.query_proj.weight.T.reshape(D, H, -1),
+        new.key_proj.weight.T.reshape(D, H, -1),
+        new.value_proj.weight.T.reshape(D, H, -1),
+        new.output_proj.weight.T.reshape(H, -1, D),
+    )
     for w, g in zip(want, got):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-6)
     x = jnp.ones((5, D))
@@ -312,8 +362,9 @@ def test_drop_in_linen_module_has_flax_parameters_and_starts_mimetic():
     ours = jax.jit(Outer(mj.nn.MultiHeadDotProductAttention).init)(jax.random.key(0), x)
     flax_ = Outer(nn.MultiHeadDotProductAttention).init(jax.random.key(0), x)
     assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, flax_)
-    np.testing.assert_array_equal(np.asarray(ours["params"]["attn"]["query"]["bias"]),
-                                  np.asarray(flax_["params"]["attn"]["query"]["bias"]))
+    np.testing.assert_array_equal(
+        np.asarray(ours["params"]["attn"]["query"]["bias"]), np.asarray(flax_["params"]["attn"]["query"]["bias"])
+    )
     (b,) = mj.find_attention_blocks(ours["params"]["attn"])
     q, kk, v, o = _kernels(b, flatten(ours["params"]["attn"]))
     assert min(np.mean(np.diag(q[:, h] @ kk[:, h].T)) for h in range(H)) > 0.1
@@ -360,8 +411,9 @@ def test_bad_layouts_are_type_errors_naming_the_argument():
 
 
 def test_stacked_conv_and_mlp_kernels_without_stacked_axes_get_a_hint():
-    params = {"block": {"depthwise": {"kernel": jnp.zeros((3, 5, 5, 1, 8))},
-                        "mlp_in": {"kernel": jnp.zeros((3, 8, 16))}}}
+    params = {
+        "block": {"depthwise": {"kernel": jnp.zeros((3, 5, 5, 1, 8))}, "mlp_in": {"kernel": jnp.zeros((3, 8, 16))}}
+    }
     with pytest.raises(ValueError, match="pass stacked_axes=1"):
         mj.mimetic_conv(params, KEY)
     with pytest.raises(ValueError, match="pass stacked_axes=1"):

@@ -1,4 +1,5 @@
 """Tests of mimetic_jax.experiments.training: the shared, vmapped training loop."""
+
 from __future__ import annotations
 
 import jax
@@ -35,9 +36,16 @@ def run():
     key, other = jax.random.split(jax.random.key(1))
     progress: list[int] = []
     history = train_models(
-        model.apply, stack_trees([params] * 3), jnp.stack([key, key, other]), data,
-        steps=STEPS, learning_rate=3e-3, batch_size=64, eval_steps=(0, 20, 40),
-        progress=progress.append, progress_every=15,
+        model.apply,
+        stack_trees([params] * 3),
+        jnp.stack([key, key, other]),
+        data,
+        steps=STEPS,
+        learning_rate=3e-3,
+        batch_size=64,
+        eval_steps=(0, 20, 40),
+        progress=progress.append,
+        progress_every=15,
     )
     return history, params, progress
 
@@ -147,6 +155,7 @@ def test_linear_model_trains_paired():
     apply_fn = lambda p, x: x.reshape(x.shape[0], -1) @ p["w"] + p["b"]  # noqa: E731
     params = stack_trees([{"w": jnp.zeros((64, 10)), "b": jnp.zeros(10)}] * 2)
     key = jax.random.key(3)
-    history = train_models(apply_fn, params, jnp.stack([key, key]), data, steps=30,
-                           learning_rate=1e-2, batch_size=32, eval_steps=(30,))
+    history = train_models(
+        apply_fn, params, jnp.stack([key, key]), data, steps=30, learning_rate=1e-2, batch_size=32, eval_steps=(30,)
+    )
     assert history.test_accuracy[0, 0] == history.test_accuracy[1, 0] > 0.8

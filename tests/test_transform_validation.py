@@ -33,8 +33,9 @@ TREES = {"attention": _attention, "conv": _convmixer, "mimetic": _attention}
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
-@pytest.mark.parametrize("bad_key", [None, 0, np.zeros(2, np.int32), np.zeros(4, np.uint32)],
-                         ids=["None", "int", "int32[2]", "uint32[4]"])
+@pytest.mark.parametrize(
+    "bad_key", [None, 0, np.zeros(2, np.int32), np.zeros(4, np.uint32)], ids=["None", "int", "int32[2]", "uint32[4]"]
+)
 def test_a_bad_key_is_a_type_error_naming_key(name, bad_key):
     with pytest.raises(TypeError, match="key must be a PRNG key"):
         TRANSFORMS[name](TREES[name](), bad_key)

@@ -45,8 +45,9 @@ def test_linen_vit_is_transformed_runs_forward_and_has_the_structure():
     assert TinyViT().apply(new, x).shape == (2, 10)
     flat_old, flat_new = traverse_util.flatten_dict(params), traverse_util.flatten_dict(new)
     changed = {p for p in flat_old if not np.array_equal(flat_old[p], flat_new[p])}
-    assert changed == {("params", f"block_{i}", "attn", n, "kernel") for i in range(2)
-                       for n in ("query", "key", "value", "out")}
+    assert changed == {
+        ("params", f"block_{i}", "attn", n, "kernel") for i in range(2) for n in ("query", "key", "value", "out")
+    }
     for i in range(2):
         a = new["params"][f"block_{i}"]["attn"]
         assert np.all(qk_diag(a["query"]["kernel"], a["key"]["kernel"]) > 0.3)
@@ -103,8 +104,14 @@ def test_no_attention_block_is_an_error_unless_allowed():
 
 
 def test_stacked_layers_each_get_their_own_draw():
-    params = {"attn": {"query": {"kernel": jnp.zeros((3, 32, 4, 8))}, "key": {"kernel": jnp.zeros((3, 32, 4, 8))},
-                       "value": {"kernel": jnp.zeros((3, 32, 4, 8))}, "out": {"kernel": jnp.zeros((3, 4, 8, 32))}}}
+    params = {
+        "attn": {
+            "query": {"kernel": jnp.zeros((3, 32, 4, 8))},
+            "key": {"kernel": jnp.zeros((3, 32, 4, 8))},
+            "value": {"kernel": jnp.zeros((3, 32, 4, 8))},
+            "out": {"kernel": jnp.zeros((3, 4, 8, 32))},
+        }
+    }
     new = mj.mimetic_attention(params, jax.random.key(0), stacked_axes=1)
     q = new["attn"]["query"]["kernel"]
     assert not np.allclose(q[0], q[1])

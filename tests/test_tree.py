@@ -1,4 +1,5 @@
 """Shared tree checks: ``stacked_axes`` validation and the stacked-layer shape check, in every transform."""
+
 from __future__ import annotations
 
 import jax
@@ -14,19 +15,29 @@ KEY = jax.random.key(0)
 def attention_tree(lead_q=(), lead_k=()):
     """A Flax-layout attention block (d 8, 2 heads of 4) with optional leading (stacked) axes."""
     qkv = (8, 2, 4)
-    return {"params": {"attn": {"query": {"kernel": jnp.zeros((*lead_q, *qkv))},
-                                "key": {"kernel": jnp.zeros((*lead_k, *qkv))},
-                                "value": {"kernel": jnp.zeros((*lead_q, *qkv))},
-                                "out": {"kernel": jnp.zeros((*lead_q, 2, 4, 8))}}}}
+    return {
+        "params": {
+            "attn": {
+                "query": {"kernel": jnp.zeros((*lead_q, *qkv))},
+                "key": {"kernel": jnp.zeros((*lead_k, *qkv))},
+                "value": {"kernel": jnp.zeros((*lead_q, *qkv))},
+                "out": {"kernel": jnp.zeros((*lead_q, 2, 4, 8))},
+            }
+        }
+    }
 
 
-@pytest.mark.parametrize("call", [
-    lambda t, s: mj.mimetic_attention(t, KEY, stacked_axes=s),
-    lambda t, s: mj.find_attention_blocks(t, stacked_axes=s),
-    lambda t, s: mj.mimetic_ssm(t, KEY, stacked_axes=s, allow_empty=True),
-    lambda t, s: mj.mimetic_conv(t, KEY, stacked_axes=s, allow_empty=True),
-    lambda t, s: mj.analyze(t, stacked_axes=s),
-], ids=["mimetic_attention", "find_attention_blocks", "mimetic_ssm", "mimetic_conv", "analyze"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t, s: mj.mimetic_attention(t, KEY, stacked_axes=s),
+        lambda t, s: mj.find_attention_blocks(t, stacked_axes=s),
+        lambda t, s: mj.mimetic_ssm(t, KEY, stacked_axes=s, allow_empty=True),
+        lambda t, s: mj.mimetic_conv(t, KEY, stacked_axes=s, allow_empty=True),
+        lambda t, s: mj.analyze(t, stacked_axes=s),
+    ],
+    ids=["mimetic_attention", "find_attention_blocks", "mimetic_ssm", "mimetic_conv", "analyze"],
+)
 @pytest.mark.parametrize("bad", [-1, 1.5, True])
 def test_stacked_axes_must_be_a_non_negative_int(call, bad):
     with pytest.raises(ValueError, match=r"stacked_axes must be an int >= 0"):
@@ -46,10 +57,15 @@ def test_common_stack_returns_the_shared_leading_axes_and_rejects_arrays_without
 
 
 def test_match_parts_finds_blocks_whose_parts_sit_in_sibling_subtrees_sorted_and_filtered():
-    flat = flatten({"b": {"self": {"q": {"kernel": 1}}, "out": {"kernel": 2}},
-                    "a": {"self": {"q": {"kernel": 3}}, "out": {"kernel": 4}},
-                    "c": {"self": {"q": {"kernel": 5}}},
-                    "self": {"q": {"kernel": 6}}, "out": {"kernel": 7}})
+    flat = flatten(
+        {
+            "b": {"self": {"q": {"kernel": 1}}, "out": {"kernel": 2}},
+            "a": {"self": {"q": {"kernel": 3}}, "out": {"kernel": 4}},
+            "c": {"self": {"q": {"kernel": 5}}},
+            "self": {"q": {"kernel": 6}},
+            "out": {"kernel": 7},
+        }
+    )
     parts = [("self", "q", "kernel"), ("out", "kernel")]
     matches, partial = match_parts(flat, parts, None, None, root=True)
     assert [p for p, _ in matches] == [(), ("a",), ("b",)]  # the root holds both parts; sorted by path
@@ -62,5 +78,5 @@ def test_match_parts_finds_blocks_whose_parts_sit_in_sibling_subtrees_sorted_and
 
 def test_match_parts_compares_list_indices_by_name():
     flat = {("layers", 0, "attn", "q"): 1, ("layers", 0, "attn", "o"): 2}
-    (parent, paths), = match_parts(flat, [("attn", "q"), ("attn", "o")], None, None, root=False)[0]
+    ((parent, paths),) = match_parts(flat, [("attn", "q"), ("attn", "o")], None, None, root=False)[0]
     assert parent == ("layers", 0) and paths[0] == ("layers", 0, "attn", "q")

@@ -6,6 +6,7 @@ the error type, and a message holding the argument's name and what was expected.
 input that used to be rejected (bfloat16 covariances, an empty batch, a long
 ``length``) is accepted. Everything here is small and eager: the file runs in seconds.
 """
+
 from __future__ import annotations
 
 import re
@@ -102,11 +103,21 @@ def test_shape_of_bounds_each_axis_and_the_element_count():
         _checks.shape_of("shape", (2**16,) * 3, (3,))
 
 
-@pytest.mark.parametrize("bad, kind", [
-    (None, TypeError), (0, TypeError), (1.5, TypeError), ("key", TypeError), ([0, 0], TypeError),
-    (np.zeros(2, np.int32), TypeError), (jnp.zeros(2, jnp.int32), TypeError), (jnp.zeros(4, jnp.uint32), TypeError),
-    (jnp.zeros((2, 2), jnp.uint32), TypeError), (jax.random.split(K, 2), ValueError),
-])
+@pytest.mark.parametrize(
+    "bad, kind",
+    [
+        (None, TypeError),
+        (0, TypeError),
+        (1.5, TypeError),
+        ("key", TypeError),
+        ([0, 0], TypeError),
+        (np.zeros(2, np.int32), TypeError),
+        (jnp.zeros(2, jnp.int32), TypeError),
+        (jnp.zeros(4, jnp.uint32), TypeError),
+        (jnp.zeros((2, 2), jnp.uint32), TypeError),
+        (jax.random.split(K, 2), ValueError),
+    ],
+)
 def test_prng_key_rejects_everything_but_one_key_and_names_it(bad, kind):
     with pytest.raises(kind, match=r"^key must be"):
         _checks.prng_key("key", bad)
@@ -142,8 +153,15 @@ def test_fits_dtype_knows_float16_saturates_and_bfloat16_does_not():
         _checks.fits_dtype("alpha", 1e39, jnp.float32, "c")
 
 
-@pytest.mark.parametrize("value", [np.array([1.0, np.nan]), jnp.array([np.inf]), _nan_at((2, 3), 5).astype(
-    jnp.bfloat16), jnp.array([1.0, -np.inf], jnp.float16)])
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([1.0, np.nan]),
+        jnp.array([np.inf]),
+        _nan_at((2, 3), 5).astype(jnp.bfloat16),
+        jnp.array([1.0, -np.inf], jnp.float16),
+    ],
+)
 def test_finite_array_rejects_nan_and_inf_in_every_float_dtype(value):
     with pytest.raises(ValueError, match=r"^x must be finite"):
         _checks.finite_array("x", value)
@@ -187,166 +205,355 @@ BAD_CALLS = {
     "qkv_init sign": (lambda: qkv_init(2, 4, sign=0), ValueError, "sign must be one of"),
     "qkv_init key 0": (lambda: qkv_init(1, 4)(0, (8, 12)), TypeError, "key must be a PRNG key"),
     # conv
-    "depthwise sigma 1e-200": (lambda: depthwise_conv_init(0, 2, sigma_start=1e-200, sigma_end=1e-200), ValueError,
-                               "sigma_start must lie in"),
-    "depthwise sigma_end 1e200": (lambda: depthwise_conv_init(0, 2, sigma_start=1.0, sigma_end=1e200), ValueError,
-                                  "sigma_end must lie in"),
-    "depthwise scale 1e-300": (lambda: depthwise_conv_init(0, 2, sigma_start=1.0, sigma_end=1.0, scale=1e-300),
-                               ValueError, "scale must lie in"),
+    "depthwise sigma 1e-200": (
+        lambda: depthwise_conv_init(0, 2, sigma_start=1e-200, sigma_end=1e-200),
+        ValueError,
+        "sigma_start must lie in",
+    ),
+    "depthwise sigma_end 1e200": (
+        lambda: depthwise_conv_init(0, 2, sigma_start=1.0, sigma_end=1e200),
+        ValueError,
+        "sigma_end must lie in",
+    ),
+    "depthwise scale 1e-300": (
+        lambda: depthwise_conv_init(0, 2, sigma_start=1.0, sigma_end=1.0, scale=1e-300),
+        ValueError,
+        "scale must lie in",
+    ),
     "depthwise scale overflows f16": (
         lambda: depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0, scale=1e4)(K, (3, 3, 1, 2), jnp.float16),
-        ValueError, "scale overflows the output dtype float16"),
-    "depthwise displacement": (lambda: depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0, displacement=3),
-                               TypeError, "displacement must be a function"),
-    "depthwise key None": (lambda: depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0)(None, (3, 3, 1, 2)),
-                           TypeError, "key must be a PRNG key"),
-    "depthwise covariance nan": (lambda: depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0,
-                                                             covariance=_nan_at((9, 9))), ValueError, "covariance"),
+        ValueError,
+        "scale overflows the output dtype float16",
+    ),
+    "depthwise displacement": (
+        lambda: depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0, displacement=3),
+        TypeError,
+        "displacement must be a function",
+    ),
+    "depthwise key None": (
+        lambda: depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0)(None, (3, 3, 1, 2)),
+        TypeError,
+        "key must be a PRNG key",
+    ),
+    "depthwise covariance nan": (
+        lambda: depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0, covariance=_nan_at((9, 9))),
+        ValueError,
+        "covariance",
+    ),
     "conv_filter_covariance sigma 1e200": (lambda: conv_filter_covariance(3, 1e200), ValueError, "sigma must lie in"),
-    "conv_filter_covariance scale 1e200": (lambda: conv_filter_covariance(3, 1.0, scale=1e200), ValueError,
-                                           "scale² must be a positive normal float32"),
-    "conv_filter_covariance kernel 10**6": (lambda: conv_filter_covariance(10**6, 1.0), ValueError,
-                                            "covariance of kernel_size .* exceeds the limit"),
+    "conv_filter_covariance scale 1e200": (
+        lambda: conv_filter_covariance(3, 1.0, scale=1e200),
+        ValueError,
+        "scale² must be a positive normal float32",
+    ),
+    "conv_filter_covariance kernel 10**6": (
+        lambda: conv_filter_covariance(10**6, 1.0),
+        ValueError,
+        "covariance of kernel_size .* exceeds the limit",
+    ),
     "resize new size 0": (lambda: resize_covariance(COV3, 3, 0), ValueError, "new_kernel_size must be a positive"),
     "resize kernel_size 0": (lambda: resize_covariance(COV3, 0, 3), ValueError, "kernel_size must be a positive"),
-    "resize covariance inf": (lambda: resize_covariance(jnp.full((9, 9), jnp.inf), 3, 5), ValueError,
-                              "covariance has non-finite entries"),
-    "filter_covariance nan kernel": (lambda: filter_covariance(_nan_at((3, 3, 1, 4), 7)), ValueError,
-                                     "kernel must be finite"),
+    "resize covariance inf": (
+        lambda: resize_covariance(jnp.full((9, 9), jnp.inf), 3, 5),
+        ValueError,
+        "covariance has non-finite entries",
+    ),
+    "filter_covariance nan kernel": (
+        lambda: filter_covariance(_nan_at((3, 3, 1, 4), 7)),
+        ValueError,
+        "kernel must be finite",
+    ),
     "transfer not a sequence": (lambda: transfer_covariances(COV3, 2), TypeError, "covariances must be a sequence"),
     "transfer empty": (lambda: transfer_covariances([], 2), ValueError, "covariances must hold at least one"),
-    "transfer bad unused source": (lambda: transfer_covariances([COV3, _nan_at((9, 9))], 1), ValueError,
-                                   r"covariances\[1\] has non-finite entries"),
-    "transfer not square": (lambda: transfer_covariances([jnp.ones(9)], 2), ValueError,
-                            r"covariances\[0\] must be a K×K matrix"),
-    "transfer size vs kernel": (lambda: transfer_covariances([COV3], 2, kernel_size=2, new_kernel_size=3),
-                                ValueError, r"covariances\[0\] must have shape \(4, 4\)"),
+    "transfer bad unused source": (
+        lambda: transfer_covariances([COV3, _nan_at((9, 9))], 1),
+        ValueError,
+        r"covariances\[1\] has non-finite entries",
+    ),
+    "transfer not square": (
+        lambda: transfer_covariances([jnp.ones(9)], 2),
+        ValueError,
+        r"covariances\[0\] must be a K×K matrix",
+    ),
+    "transfer size vs kernel": (
+        lambda: transfer_covariances([COV3], 2, kernel_size=2, new_kernel_size=3),
+        ValueError,
+        r"covariances\[0\] must have shape \(4, 4\)",
+    ),
     "transfer num_layers 0": (lambda: transfer_covariances([COV3], 0), ValueError, "num_layers must be a positive"),
-    "transfer one size only": (lambda: transfer_covariances([COV3], 2, kernel_size=3), ValueError,
-                               "pass both kernel_size and new_kernel_size"),
+    "transfer one size only": (
+        lambda: transfer_covariances([COV3], 2, kernel_size=3),
+        ValueError,
+        "pass both kernel_size and new_kernel_size",
+    ),
     # mlp
-    "mean_shift overflows f16": (lambda: mean_shift_init(7e4)(K, (4, 4), jnp.float16), ValueError,
-                                 "mean overflows the output dtype float16"),
+    "mean_shift overflows f16": (
+        lambda: mean_shift_init(7e4)(K, (4, 4), jnp.float16),
+        ValueError,
+        "mean overflows the output dtype float16",
+    ),
     "mean_shift key None": (lambda: mean_shift_init(0.1)(None, (4, 4)), TypeError, "key must be a PRNG key"),
-    "mean_shift key uint32[4]": (lambda: mean_shift_init(0.1)(jnp.zeros(4, jnp.uint32), (4, 4)), TypeError,
-                                 "key must be"),
+    "mean_shift key uint32[4]": (
+        lambda: mean_shift_init(0.1)(jnp.zeros(4, jnp.uint32), (4, 4)),
+        TypeError,
+        "key must be",
+    ),
     "mean_shift shape 2**31": (lambda: mean_shift_init(0.1)(K, (2**31, 1)), ValueError, r"shape\[0\] must be at"),
     # ssm
-    "dt_bias overflows f16": (lambda: dt_bias_init(7e4)(K, (8,), jnp.float16), ValueError,
-                              r"delta overflows the output dtype float16 \(softplus⁻¹\(delta\)"),
-    "a_log overflows f16": (lambda: a_log_init(-7e4, -4)(K, (4,), jnp.float16), ValueError,
-                            "low overflows the output dtype float16"),
+    "dt_bias overflows f16": (
+        lambda: dt_bias_init(7e4)(K, (8,), jnp.float16),
+        ValueError,
+        r"delta overflows the output dtype float16 \(softplus⁻¹\(delta\)",
+    ),
+    "a_log overflows f16": (
+        lambda: a_log_init(-7e4, -4)(K, (4,), jnp.float16),
+        ValueError,
+        "low overflows the output dtype float16",
+    ),
     "a_log low nan": (lambda: a_log_init(NAN, -4), ValueError, r"low \(a_log_range\[0\]\) must be finite"),
     "a_log low > high": (lambda: a_log_init(-1.0, -4.0), ValueError, "a_log_range must have low <= high"),
     "a_log key int": (lambda: a_log_init()(7, (4,)), TypeError, "key must be a PRNG key"),
-    "bc_kernels num_groups 0": (lambda: bc_kernels(K, 16, 4, num_groups=0), ValueError,
-                                "num_groups must be a positive int"),
-    "bc_kernels num_groups 10**12": (lambda: bc_kernels(K, 16, 4, num_groups=10**12), ValueError,
-                                     "num_groups must be at most"),
+    "bc_kernels num_groups 0": (
+        lambda: bc_kernels(K, 16, 4, num_groups=0),
+        ValueError,
+        "num_groups must be a positive int",
+    ),
+    "bc_kernels num_groups 10**12": (
+        lambda: bc_kernels(K, 16, 4, num_groups=10**12),
+        ValueError,
+        "num_groups must be at most",
+    ),
     "bc_kernels elements": (lambda: bc_kernels(K, 2**20, 4), ValueError, r"d_in × d_in = .* exceeds the limit"),
     "bc_kernels d_in 2**31": (lambda: bc_kernels(K, 2**31, 4), ValueError, "d_in must be at most"),
     "bc_kernels alpha nan": (lambda: bc_kernels(K, 16, 4, alpha=NAN), ValueError, "alpha must be finite"),
     "bc_kernels key None": (lambda: bc_kernels(None, 16, 4), TypeError, "key must be a PRNG key"),
     "identity_conv shape": (lambda: identity_conv_init()(K, (4, 2, 3)), ValueError, "shape must be a depthwise"),
     "min_retention nan a_log": (lambda: min_retention(jnp.array([NAN]), 1.0, 4), ValueError, "a_log must be finite"),
-    "min_retention inf delta": (lambda: min_retention(jnp.array([-4.0]), jnp.inf, 4), ValueError,
-                                "delta must be finite"),
-    "min_retention delta <= 0": (lambda: min_retention(jnp.array([-4.0]), jnp.array([1.0, 0.0]), 4), ValueError,
-                                 "delta must be > 0"),
-    "min_retention length 0": (lambda: min_retention(jnp.array([-4.0]), 1.0, 0), ValueError,
-                               "length must be a positive int"),
+    "min_retention inf delta": (
+        lambda: min_retention(jnp.array([-4.0]), jnp.inf, 4),
+        ValueError,
+        "delta must be finite",
+    ),
+    "min_retention delta <= 0": (
+        lambda: min_retention(jnp.array([-4.0]), jnp.array([1.0, 0.0]), 4),
+        ValueError,
+        "delta must be > 0",
+    ),
+    "min_retention length 0": (
+        lambda: min_retention(jnp.array([-4.0]), 1.0, 0),
+        ValueError,
+        "length must be a positive int",
+    ),
     "min_retention empty a_log": (lambda: min_retention(jnp.zeros(0), 1.0, 3), ValueError, "a_log must not be empty"),
     "min_retention complex": (lambda: min_retention(jnp.array([1j]), 1.0, 3), TypeError, "a_log must be a real"),
     # emergence
     "emergence_factors overflow": (lambda: emergence_factors(400, 1e6), ValueError, "alpha=1e\\+06 gives layer"),
     "emergence_factors 2**31 layers": (lambda: emergence_factors(2**31), ValueError, "num_layers must be at most"),
     "emergence_init key None": (lambda: emergence_init(LECUN, 0, 2)(None, (3, 3)), TypeError, "key must be a PRNG"),
-    "emergence_init key int32": (lambda: emergence_init(LECUN, 0, 2)(jnp.zeros(2, jnp.int32), (3, 3)), TypeError,
-                                 "key must be"),
-    "emergence_init factor f16": (lambda: emergence_init(LECUN, 2, 3, alpha=1e5)(K, (3, 3), jnp.float16),
-                                  ValueError, "alpha overflows the output dtype float16"),
+    "emergence_init key int32": (
+        lambda: emergence_init(LECUN, 0, 2)(jnp.zeros(2, jnp.int32), (3, 3)),
+        TypeError,
+        "key must be",
+    ),
+    "emergence_init factor f16": (
+        lambda: emergence_init(LECUN, 2, 3, alpha=1e5)(K, (3, 3), jnp.float16),
+        ValueError,
+        "alpha overflows the output dtype float16",
+    ),
     "emergence_init shape": (lambda: emergence_init(LECUN, 0, 2)(K, (3, 0)), ValueError, r"shape\[1\] must be a"),
-    "emergence_scale factor f16": (lambda: emergence_scale({f"l{i}": {"kernel": jnp.ones(2, jnp.float16)}
-                                                            for i in range(3)}, alpha=1e5), ValueError,
-                                   "alpha overflows the output dtype float16"),
-    "emergence_layers kernel name": (lambda: emergence_layers({"a": {"kernel": jnp.ones(2)}}, kernel=3), TypeError,
-                                     "kernel must be the leaf name"),
-    "emergence_layers alpha 0": (lambda: emergence_layers({"a": {"kernel": jnp.ones(2)}}, alpha=0.0), ValueError,
-                                 "alpha must be > 0"),
-    "emergence_layers pivot": (lambda: emergence_layers({"a": {"kernel": jnp.ones(2)}}, pivot=2), ValueError,
-                               "pivot must be a layer index"),
-    "forward_order not linen": (lambda: forward_order(lambda x: x, jnp.ones(2)), TypeError,
-                                "model must be a flax.linen Module"),
-    "emergence_measure nan": (lambda: emergence_measure([np.ones((1, 3)), np.array([[1.0, NAN]])]), ValueError,
-                              r"activations\[1\] must be finite"),
-    "emergence_measure strings": (lambda: emergence_measure([np.array([["a"]]), np.ones((1, 1))]), TypeError,
-                                  r"activations\[0\] must be a real array"),
-    "emergence_measure traced": (lambda: jax.jit(lambda a: emergence_measure([a, a]))(jnp.ones((1, 2))), TypeError,
-                                 r"activations\[0\] must be a concrete array"),
-    "emergence_measure log": (lambda: emergence_measure([np.ones((1, 2))] * 2, log="yes"), TypeError,
-                              "log must be a bool"),
-    "emergence_measure adjacency nan": (lambda: emergence_measure([np.ones((1, 2))] * 2, adjacency=[_nan_at((2, 2))]),
-                                        ValueError, r"adjacency\[0\] must be a finite"),
+    "emergence_scale factor f16": (
+        lambda: emergence_scale({f"l{i}": {"kernel": jnp.ones(2, jnp.float16)} for i in range(3)}, alpha=1e5),
+        ValueError,
+        "alpha overflows the output dtype float16",
+    ),
+    "emergence_layers kernel name": (
+        lambda: emergence_layers({"a": {"kernel": jnp.ones(2)}}, kernel=3),
+        TypeError,
+        "kernel must be the leaf name",
+    ),
+    "emergence_layers alpha 0": (
+        lambda: emergence_layers({"a": {"kernel": jnp.ones(2)}}, alpha=0.0),
+        ValueError,
+        "alpha must be > 0",
+    ),
+    "emergence_layers pivot": (
+        lambda: emergence_layers({"a": {"kernel": jnp.ones(2)}}, pivot=2),
+        ValueError,
+        "pivot must be a layer index",
+    ),
+    "forward_order not linen": (
+        lambda: forward_order(lambda x: x, jnp.ones(2)),
+        TypeError,
+        "model must be a flax.linen Module",
+    ),
+    "emergence_measure nan": (
+        lambda: emergence_measure([np.ones((1, 3)), np.array([[1.0, NAN]])]),
+        ValueError,
+        r"activations\[1\] must be finite",
+    ),
+    "emergence_measure strings": (
+        lambda: emergence_measure([np.array([["a"]]), np.ones((1, 1))]),
+        TypeError,
+        r"activations\[0\] must be a real array",
+    ),
+    "emergence_measure traced": (
+        lambda: jax.jit(lambda a: emergence_measure([a, a]))(jnp.ones((1, 2))),
+        TypeError,
+        r"activations\[0\] must be a concrete array",
+    ),
+    "emergence_measure log": (
+        lambda: emergence_measure([np.ones((1, 2))] * 2, log="yes"),
+        TypeError,
+        "log must be a bool",
+    ),
+    "emergence_measure adjacency nan": (
+        lambda: emergence_measure([np.ones((1, 2))] * 2, adjacency=[_nan_at((2, 2))]),
+        ValueError,
+        r"adjacency\[0\] must be a finite",
+    ),
     # fuse
-    "dense_dense nan w1": (lambda: dense_dense(_nan_at((3, 4)), *_dense()[1:], mean=0.0, cov=1.0), ValueError,
-                           "w1 must be finite"),
-    "dense_dense inf mean": (lambda: dense_dense(*_dense(), mean=jnp.array([0, np.inf, 0]), cov=1.0), ValueError,
-                             "mean must be finite"),
+    "dense_dense nan w1": (
+        lambda: dense_dense(_nan_at((3, 4)), *_dense()[1:], mean=0.0, cov=1.0),
+        ValueError,
+        "w1 must be finite",
+    ),
+    "dense_dense inf mean": (
+        lambda: dense_dense(*_dense(), mean=jnp.array([0, np.inf, 0]), cov=1.0),
+        ValueError,
+        "mean must be finite",
+    ),
     "dense_dense nan cov": (lambda: dense_dense(*_dense(), mean=0.0, cov=NAN), ValueError, "cov must be finite"),
     "dense_dense not an array": (lambda: dense_dense("w", *_dense()[1:], mean=0.0, cov=1.0), TypeError, "w1 must be"),
-    "fusion_mse nan b2": (lambda: fusion_mse(*_dense()[:3], jnp.array([0.0, NAN]), mean=0.0, cov=1.0), ValueError,
-                          "b2 must be finite"),
-    "relu_moments nan mean": (lambda: relu_moments(jnp.array([NAN, 0.0]), jnp.eye(2)), ValueError,
-                              "mean must be finite"),
+    "fusion_mse nan b2": (
+        lambda: fusion_mse(*_dense()[:3], jnp.array([0.0, NAN]), mean=0.0, cov=1.0),
+        ValueError,
+        "b2 must be finite",
+    ),
+    "relu_moments nan mean": (
+        lambda: relu_moments(jnp.array([NAN, 0.0]), jnp.eye(2)),
+        ValueError,
+        "mean must be finite",
+    ),
     "relu_moments nan cov": (lambda: relu_moments(jnp.zeros(2), _nan_at((2, 2), 1)), ValueError, "cov must be finite"),
-    "relu_moments mean rank": (lambda: relu_moments(jnp.zeros((2, 2)), jnp.eye(2)), ValueError,
-                               r"mean must have shape \(d,\)"),
-    "dense_from_data nan x": (lambda: dense_dense_from_data(*_dense(), _nan_at((5, 3), 4)), ValueError,
-                              "x must be finite"),
-    "dense_from_data nan later batch": (lambda: dense_dense_from_data(*_dense(), [jnp.ones((4, 3)), _nan_at((4, 3))]),
-                                        ValueError, "x must be finite"),
-    "dense_from_data batch_size": (lambda: dense_dense_from_data(*_dense(), jnp.ones((5, 3)), batch_size=0),
-                                   ValueError, "batch_size must be a positive int"),
-    "dense_from_data ridge": (lambda: dense_dense_from_data(*_dense(), jnp.ones((5, 3)), ridge=-1.0), ValueError,
-                              "ridge must be >= 0"),
+    "relu_moments mean rank": (
+        lambda: relu_moments(jnp.zeros((2, 2)), jnp.eye(2)),
+        ValueError,
+        r"mean must have shape \(d,\)",
+    ),
+    "dense_from_data nan x": (
+        lambda: dense_dense_from_data(*_dense(), _nan_at((5, 3), 4)),
+        ValueError,
+        "x must be finite",
+    ),
+    "dense_from_data nan later batch": (
+        lambda: dense_dense_from_data(*_dense(), [jnp.ones((4, 3)), _nan_at((4, 3))]),
+        ValueError,
+        "x must be finite",
+    ),
+    "dense_from_data batch_size": (
+        lambda: dense_dense_from_data(*_dense(), jnp.ones((5, 3)), batch_size=0),
+        ValueError,
+        "batch_size must be a positive int",
+    ),
+    "dense_from_data ridge": (
+        lambda: dense_dense_from_data(*_dense(), jnp.ones((5, 3)), ridge=-1.0),
+        ValueError,
+        "ridge must be >= 0",
+    ),
     "dense_from_data empty": (lambda: dense_dense_from_data(*_dense(), []), ValueError, "x must hold at least one"),
-    "conv_dense nan k1": (lambda: conv_dense(_nan_at((3, 3, 1, 2)), jnp.zeros(2), jnp.ones((8, 1)), jnp.zeros(1),
-                                             input_shape=(4, 4, 1)), ValueError, "k1 must be finite"),
-    "conv_dense input_shape": (lambda: conv_dense(*_conv()[:2], jnp.ones((8, 1)), jnp.zeros(1), input_shape=(4, 0, 1)),
-                               ValueError, r"input_shape\[1\] must be a positive int"),
-    "conv_dense_from_data nan x": (lambda: conv_dense_from_data(*_conv()[:2], jnp.ones((8, 1)), jnp.zeros(1),
-                                                                _nan_at((2, 4, 4, 1))), ValueError, "x must be finite"),
-    "conv_dense_from_data w2 shape": (lambda: conv_dense_from_data(*_conv()[:2], jnp.ones((9, 1)), jnp.zeros(1),
-                                                                   jnp.ones((2, 4, 4, 1))), ValueError,
-                                      r"w2 must have shape \(8, d_out\)"),
-    "conv_conv inf b1": (lambda: conv_conv(_conv()[0], jnp.array([0.0, np.inf]), *_conv()[2:]), ValueError,
-                         "b1 must be finite"),
-    "conv_conv strides": (lambda: conv_conv(*_conv(), strides=(0, 1)), ValueError,
-                          r"strides\[0\]\[0\] must be a positive int"),
-    "conv_conv k2 too big for input": (lambda: conv_conv(*_conv(), input_size=(4, 4)), ValueError,
-                                       "k2 of shape .* does not fit k1's output of size"),
-    "conv_conv_from_data input < window": (lambda: conv_conv_from_data(*_conv(), jnp.ones((2, 4, 4, 1))), ValueError,
-                                           "k2 of shape .* does not fit"),
-    "conv_conv_from_data strided window": (lambda: conv_conv_from_data(*_conv(), jnp.ones((2, 5, 5, 1)),
-                                                                       strides=(1, 2), padding=("VALID", ((0, 0),
-                                                                                                          (0, 0)))),
-                                           None, None),
-    "conv_conv_from_data nan x": (lambda: conv_conv_from_data(*_conv(), _nan_at((2, 6, 6, 1))), ValueError,
-                                  "x must be finite"),
-    "conv_conv_from_data x channels": (lambda: conv_conv_from_data(*_conv(), jnp.ones((2, 6, 6, 3))), ValueError,
-                                       r"x must have shape \(n, \*spatial\[2\], 1\)"),
+    "conv_dense nan k1": (
+        lambda: conv_dense(_nan_at((3, 3, 1, 2)), jnp.zeros(2), jnp.ones((8, 1)), jnp.zeros(1), input_shape=(4, 4, 1)),
+        ValueError,
+        "k1 must be finite",
+    ),
+    "conv_dense input_shape": (
+        lambda: conv_dense(*_conv()[:2], jnp.ones((8, 1)), jnp.zeros(1), input_shape=(4, 0, 1)),
+        ValueError,
+        r"input_shape\[1\] must be a positive int",
+    ),
+    "conv_dense_from_data nan x": (
+        lambda: conv_dense_from_data(*_conv()[:2], jnp.ones((8, 1)), jnp.zeros(1), _nan_at((2, 4, 4, 1))),
+        ValueError,
+        "x must be finite",
+    ),
+    "conv_dense_from_data w2 shape": (
+        lambda: conv_dense_from_data(*_conv()[:2], jnp.ones((9, 1)), jnp.zeros(1), jnp.ones((2, 4, 4, 1))),
+        ValueError,
+        r"w2 must have shape \(8, d_out\)",
+    ),
+    "conv_conv inf b1": (
+        lambda: conv_conv(_conv()[0], jnp.array([0.0, np.inf]), *_conv()[2:]),
+        ValueError,
+        "b1 must be finite",
+    ),
+    "conv_conv strides": (
+        lambda: conv_conv(*_conv(), strides=(0, 1)),
+        ValueError,
+        r"strides\[0\]\[0\] must be a positive int",
+    ),
+    "conv_conv k2 too big for input": (
+        lambda: conv_conv(*_conv(), input_size=(4, 4)),
+        ValueError,
+        "k2 of shape .* does not fit k1's output of size",
+    ),
+    "conv_conv_from_data input < window": (
+        lambda: conv_conv_from_data(*_conv(), jnp.ones((2, 4, 4, 1))),
+        ValueError,
+        "k2 of shape .* does not fit",
+    ),
+    "conv_conv_from_data strided window": (
+        lambda: conv_conv_from_data(
+            *_conv(), jnp.ones((2, 5, 5, 1)), strides=(1, 2), padding=("VALID", ((0, 0), (0, 0)))
+        ),
+        None,
+        None,
+    ),
+    "conv_conv_from_data nan x": (
+        lambda: conv_conv_from_data(*_conv(), _nan_at((2, 6, 6, 1))),
+        ValueError,
+        "x must be finite",
+    ),
+    "conv_conv_from_data x channels": (
+        lambda: conv_conv_from_data(*_conv(), jnp.ones((2, 6, 6, 3))),
+        ValueError,
+        r"x must have shape \(n, \*spatial\[2\], 1\)",
+    ),
     "Moments.zeros 0": (lambda: Moments.zeros(0), ValueError, "dim must be a positive int"),
     "Moments.zeros too big": (lambda: Moments.zeros(2**20), ValueError, r"dim × dim = .* exceeds the limit"),
     "Moments.mean_cov empty": (lambda: Moments.zeros(3).mean_cov(), ValueError, "Moments holds no rows"),
     "Moments.update nan": (lambda: Moments.zeros(2).update(_nan_at((3, 2))), ValueError, "z must be finite"),
-    "Moments.update shape": (lambda: Moments.zeros(2).update(jnp.ones((3, 4))), ValueError,
-                             r"z must have shape \(\*, 2\)"),
-    "Moments.update complex": (lambda: Moments.zeros(1).update(jnp.ones((3, 1), jnp.complex64)), TypeError,
-                               "z must be a real array"),
-    "fuse_params index float": (lambda: fuse_params({"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": jnp.ones(
-        (2, 2))}}, {"a": {"kernel": jnp.ones((2, 2))}}, 0.5, mean=0.0, cov=1.0), TypeError, "index must be an int"),
-    "fuse_params nan kernel": (lambda: fuse_params({"a": {"kernel": _nan_at((2, 2))}, "b": {"kernel": jnp.ones(
-        (2, 2))}}, {"a": {"kernel": jnp.ones((2, 2))}}, 0, mean=0.0, cov=1.0), ValueError, "w1 must be finite"),
+    "Moments.update shape": (
+        lambda: Moments.zeros(2).update(jnp.ones((3, 4))),
+        ValueError,
+        r"z must have shape \(\*, 2\)",
+    ),
+    "Moments.update complex": (
+        lambda: Moments.zeros(1).update(jnp.ones((3, 1), jnp.complex64)),
+        TypeError,
+        "z must be a real array",
+    ),
+    "fuse_params index float": (
+        lambda: fuse_params(
+            {"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": jnp.ones((2, 2))}},
+            {"a": {"kernel": jnp.ones((2, 2))}},
+            0.5,
+            mean=0.0,
+            cov=1.0,
+        ),
+        TypeError,
+        "index must be an int",
+    ),
+    "fuse_params nan kernel": (
+        lambda: fuse_params(
+            {"a": {"kernel": _nan_at((2, 2))}, "b": {"kernel": jnp.ones((2, 2))}},
+            {"a": {"kernel": jnp.ones((2, 2))}},
+            0,
+            mean=0.0,
+            cov=1.0,
+        ),
+        ValueError,
+        "w1 must be finite",
+    ),
 }
 
 

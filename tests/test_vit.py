@@ -1,4 +1,5 @@
 """Tests of mimetic_jax.experiments.models.vit: the reference Vision Transformer."""
+
 from __future__ import annotations
 
 import jax
@@ -99,8 +100,10 @@ def test_value_output_products(small):
 def test_blocks_in_natural_order():
     def block(value: float):
         kernel = jnp.full((4, 1, 4), value)
-        return {"attn": {n: {"kernel": kernel} for n in ("query", "key", "value")}
-                | {"out": {"kernel": jnp.full((1, 4, 4), value)}}}
+        return {
+            "attn": {n: {"kernel": kernel} for n in ("query", "key", "value")}
+            | {"out": {"kernel": jnp.full((1, 4, 4), value)}}
+        }
 
     params = {"params": {f"block_{i}": block(float(i)) for i in (10, 2, 0)}}
     firsts = [float(p[0, 0, 0]) for p in query_key_products(params)]

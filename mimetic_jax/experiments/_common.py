@@ -5,6 +5,7 @@ and the outputs (table, ``results.json``, ``results.md``, ``compare.png``).
 Both command modules import from here, never from each other's module body, so there is no
 import cycle; :mod:`mimetic_jax.experiments.cli` re-exports the public names.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,8 +19,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EXTRA", "HARNESS_PACKAGES", "MissingExtra", "UsageError", "format_table", "plot_comparison", "require",
-           "summarize", "write_outputs"]
+__all__ = [
+    "EXTRA",
+    "HARNESS_PACKAGES",
+    "MissingExtra",
+    "UsageError",
+    "format_table",
+    "plot_comparison",
+    "require",
+    "summarize",
+    "write_outputs",
+]
 
 EXTRA = 'pip install "mimetic_jax[experiments]"'
 """The install command of the harness's extra (named in the error when one of its packages is missing)."""
@@ -42,8 +52,10 @@ def require(*modules: str, why: str) -> None:
         try:
             importlib.import_module(name)
         except ImportError as err:
-            raise MissingExtra(f"{why} needs the package {name.split('.')[0]!r}, which is not installed "
-                               f"({err}); install the experiments extra with: {EXTRA}") from None
+            raise MissingExtra(
+                f"{why} needs the package {name.split('.')[0]!r}, which is not installed "
+                f"({err}); install the experiments extra with: {EXTRA}"
+            ) from None
 
 
 # ----------------------------------------------------------------------------------------- outputs
@@ -82,8 +94,10 @@ def format_table(steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray) ->
     default, mimetic = np.asarray(default), np.asarray(mimetic)
     diff = mimetic - default
     lines = ["| step | default (%) | mimetic (%) | mimetic − default (pp) |", "|---:|---:|---:|---:|"]
-    lines += [f"| {int(s)} | {_cell(default[:, i])} | {_cell(mimetic[:, i])} | {_cell(diff[:, i], sign=True)} |"
-              for i, s in enumerate(steps)]
+    lines += [
+        f"| {int(s)} | {_cell(default[:, i])} | {_cell(mimetic[:, i])} | {_cell(diff[:, i], sign=True)} |"
+        for i, s in enumerate(steps)
+    ]
     return "\n".join(lines)
 
 
@@ -91,14 +105,22 @@ def _machine() -> dict[str, Any]:
     import jax
 
     device = jax.devices()[0]
-    return {"backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
-            "device_count": jax.device_count(), "cpu_count": os.cpu_count(), "jax": jax.__version__,
-            "python": sys.version.split()[0]}
+    return {
+        "backend": jax.default_backend(),
+        "device": getattr(device, "device_kind", str(device)),
+        "device_count": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def _machine_text(machine: dict[str, Any]) -> str:
-    where = (f"{machine['cpu_count']}-core CPU" if machine["backend"] == "cpu"
-             else f"{machine['device_count']} x {machine['device']}")
+    where = (
+        f"{machine['cpu_count']}-core CPU"
+        if machine["backend"] == "cpu"
+        else f"{machine['device_count']} x {machine['device']}"
+    )
     return f"{where}, JAX {machine['jax']}"
 
 
@@ -106,8 +128,15 @@ def _seeds_text(n: int) -> str:
     return "1 seed (no spread)" if n == 1 else f"{n} seeds, paired, mean ± std (ddof=1)"
 
 
-def write_outputs(out: Path, results: dict[str, Any], default: np.ndarray, mimetic: np.ndarray,
-                  init_panel: Callable[[Any], None] | None, *, start: float) -> dict[str, Any]:
+def write_outputs(
+    out: Path,
+    results: dict[str, Any],
+    default: np.ndarray,
+    mimetic: np.ndarray,
+    init_panel: Callable[[Any], None] | None,
+    *,
+    start: float,
+) -> dict[str, Any]:
     """Print the table and write ``results.json``, ``results.md`` and ``compare.png`` to ``out``.
 
     ``results`` holds ``title``, ``metric``, ``budget`` (text), ``steps``, ``seeds``, ``config``,
@@ -123,25 +152,45 @@ def write_outputs(out: Path, results: dict[str, Any], default: np.ndarray, mimet
     results["machine"] = _machine()
     results["outputs"] = {"json": "results.json", "table": "results.md", "figure": "compare.png"}
     n = len(results["seeds"])
-    caption = (f"{results['metric'].capitalize()} (%) at each checkpoint; {_seeds_text(n)}; mimetic − default is "
-               f"the paired difference per seed in percentage points. {results['budget']}. Measured on "
-               f"{_machine_text(results['machine'])} ({results['train_seconds']:.0f} s of training).")
+    caption = (
+        f"{results['metric'].capitalize()} (%) at each checkpoint; {_seeds_text(n)}; mimetic − default is "
+        f"the paired difference per seed in percentage points. {results['budget']}. Measured on "
+        f"{_machine_text(results['machine'])} ({results['train_seconds']:.0f} s of training)."
+    )
     table = format_table(steps, default, mimetic)
     print(f"{results['title']}\n\n{caption}\n\n{table}\n")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(f"## {results['title']}\n\n{caption}\n\n{table}\n")
-    plot_comparison(out / "compare.png", steps, default, mimetic, title=results["title"],
-                    subtitle=f"{_seeds_text(n)}; {results['budget']}; {_machine_text(results['machine'])}",
-                    ylabel=f"{results['metric']} (%)", init_panel=init_panel)
+    plot_comparison(
+        out / "compare.png",
+        steps,
+        default,
+        mimetic,
+        title=results["title"],
+        subtitle=f"{_seeds_text(n)}; {results['budget']}; {_machine_text(results['machine'])}",
+        ylabel=f"{results['metric']} (%)",
+        init_panel=init_panel,
+    )
     results["total_seconds"] = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'compare.png'} "
-          f"({results['total_seconds']:.0f} s)")
+    print(
+        f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'compare.png'} "
+        f"({results['total_seconds']:.0f} s)"
+    )
     return results
 
 
-def plot_comparison(path: Path, steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray, *, title: str,
-                    subtitle: str, ylabel: str, init_panel: Callable[[Any], None] | None = None) -> None:
+def plot_comparison(
+    path: Path,
+    steps: np.ndarray,
+    default: np.ndarray,
+    mimetic: np.ndarray,
+    *,
+    title: str,
+    subtitle: str,
+    ylabel: str,
+    init_panel: Callable[[Any], None] | None = None,
+) -> None:
     """Write the figure: accuracy curves (mean, ± std band from 2 seeds), paired differences, init panel.
 
     ``init_panel(subfigure)`` draws into the right third of the figure (a matplotlib ``SubFigure``).
@@ -173,8 +222,11 @@ def plot_comparison(path: Path, steps: np.ndarray, default: np.ndarray, mimetic:
         dax.plot(steps, diff[s], color="gray", lw=0.8, alpha=0.7, label="per seed" if s == 0 and n > 1 else None)
     dax.plot(steps, diff.mean(axis=0), marker="o", ms=3, color="black", label="mean" if n > 1 else "seed 0")
     dax.axhline(0.0, color="tab:red", lw=0.8, ls="--")
-    dax.set(xlabel="training step", ylabel="mimetic − default (percentage points)",
-            title="paired difference (same init draw and data order)")
+    dax.set(
+        xlabel="training step",
+        ylabel="mimetic − default (percentage points)",
+        title="paired difference (same init draw and data order)",
+    )
     dax.grid(alpha=0.3)
     dax.legend(loc="best", fontsize=8)
     if init_panel is not None:

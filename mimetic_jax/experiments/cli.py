@@ -34,6 +34,7 @@ Example:
     $ python -m mimetic_jax compare --dataset mnist1d --patch 1x4 --out runs/mnist1d
     $ mimetic-jax compare --task mqar --ssm-version 1 --steps 400
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,25 @@ from mimetic_jax.experiments._common import (
     write_outputs,
 )
 
-__all__ = ["DEFAULT_PATCH", "EXTRA", "MissingExtra", "TASKS", "UsageError", "build_parser", "check_options",
-           "format_table", "main", "parse_patch", "parse_schemes", "plot_comparison", "require", "resolve_options",
-           "run_compare", "summarize", "write_outputs"]
+__all__ = [
+    "DEFAULT_PATCH",
+    "EXTRA",
+    "MissingExtra",
+    "TASKS",
+    "UsageError",
+    "build_parser",
+    "check_options",
+    "format_table",
+    "main",
+    "parse_patch",
+    "parse_schemes",
+    "plot_comparison",
+    "require",
+    "resolve_options",
+    "run_compare",
+    "summarize",
+    "write_outputs",
+]
 
 TASKS = ("image", "copying", "mqar")
 DEFAULT_PATCH = {"digits": (2, 2), "mnist1d": (1, 4)}
@@ -69,16 +86,32 @@ SCHEMES = {"vit": ("attention", "mlp"), "convmixer": ("conv", "mlp")}
 """Schemes ``--schemes`` accepts per model (the first is the default)."""
 
 #: Option defaults of every task (``None`` in the parser: "not given").
-COMMON_DEFAULTS = {"seeds": 3, "steps": 400, "checkpoints": 8, "width": 64, "weight_decay": 0.05,
-                   "out": Path("runs/compare")}
+COMMON_DEFAULTS = {
+    "seeds": 3,
+    "steps": 400,
+    "checkpoints": 8,
+    "width": 64,
+    "weight_decay": 0.05,
+    "out": Path("runs/compare"),
+}
 #: Defaults per task, and the options that only that task uses.
-TASK_DEFAULTS = {"image": {"lr": 1e-3, "batch_size": 128, "depth": 4, "model": "vit", "dataset": "digits"},
-                 "copying": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2},
-                 "mqar": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2}}
+TASK_DEFAULTS = {
+    "image": {"lr": 1e-3, "batch_size": 128, "depth": 4, "model": "vit", "dataset": "digits"},
+    "copying": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2},
+    "mqar": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2},
+}
 #: Options only the ViT uses (``--method`` only with the ``attention`` scheme).
 VIT_DEFAULTS = {"heads": 4, "method": "exact"}
-TASK_ONLY = {"model": "image", "schemes": "image", "dataset": "image", "patch": "image", "heads": "image",
-             "method": "image", "state": "copying, mqar", "ssm_version": "copying, mqar"}
+TASK_ONLY = {
+    "model": "image",
+    "schemes": "image",
+    "dataset": "image",
+    "patch": "image",
+    "heads": "image",
+    "method": "image",
+    "state": "copying, mqar",
+    "ssm_version": "copying, mqar",
+}
 
 
 def _flag(dest: str) -> str:
@@ -97,8 +130,10 @@ def parse_schemes(text: str | None, model: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     bad = [n for n in names if n not in SCHEMES[model]]
     if not names or bad:
-        raise UsageError(f"--schemes for --model {model} must be a comma-separated subset of "
-                         f"{','.join(SCHEMES[model])}, got {text!r}")
+        raise UsageError(
+            f"--schemes for --model {model} must be a comma-separated subset of "
+            f"{','.join(SCHEMES[model])}, got {text!r}"
+        )
     return names
 
 
@@ -148,14 +183,16 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
         if args.model != "vit":
             for dest in VIT_DEFAULTS:
                 if getattr(args, dest) is not None:
-                    raise UsageError(f"{_flag(dest)} is an option of --model vit only; --model {args.model} "
-                                     "has no attention")
+                    raise UsageError(
+                        f"{_flag(dest)} is an option of --model vit only; --model {args.model} has no attention"
+                    )
         args.schemes = ",".join(parse_schemes(args.schemes, args.model))
         if args.model == "vit":
             if "attention" not in args.schemes.split(","):
                 if args.method is not None:
-                    raise UsageError(f"--method chooses the attention construction; --schemes {args.schemes} "
-                                     "has no attention scheme")
+                    raise UsageError(
+                        f"--method chooses the attention construction; --schemes {args.schemes} has no attention scheme"
+                    )
             elif args.method is None:
                 args.method = VIT_DEFAULTS["method"]
             if args.heads is None:
@@ -177,8 +214,9 @@ def check_options(args: argparse.Namespace, image_shape: Sequence[int], num_trai
     """
     patch = DEFAULT_PATCH[args.dataset] if args.patch is None else parse_patch(args.patch, args.dataset)
     if image_shape[0] % patch[0] or image_shape[1] % patch[1]:
-        raise UsageError(f"--patch {patch[0]}x{patch[1]} must divide the {args.dataset} image size "
-                         f"{image_shape[0]}x{image_shape[1]}")
+        raise UsageError(
+            f"--patch {patch[0]}x{patch[1]} must divide the {args.dataset} image size {image_shape[0]}x{image_shape[1]}"
+        )
     if args.model == "vit" and (args.width % 4 or args.width % args.heads):
         raise UsageError(f"--width must be a multiple of 4 and of --heads={args.heads}, got {args.width}")
     if args.batch_size > num_train:
@@ -231,50 +269,91 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mimetic-jax",
         description="Mimetic initialization for JAX/Flax: compare default and mimetic init on small tasks.",
-        epilog="Run 'mimetic-jax compare --help' for the tasks and their options.")
+        epilog="Run 'mimetic-jax compare --help' for the tasks and their options.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cmp = sub.add_parser(
         "compare",
         help="default vs mimetic init, paired by seed: a ViT or ConvMixer on digits/MNIST-1D (mimetic "
-             "attention, conv filters, MLP shift) or a Mamba LM on copying/MQAR (mimetic SSM init)",
-        description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "attention, conv filters, MLP shift) or a Mamba LM on copying/MQAR (mimetic SSM init)",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmp.add_argument("--task", choices=TASKS, default="image", help="what to train (default: %(default)s)")
     common = cmp.add_argument_group("options of every task")
-    common.add_argument("--seeds", type=_positive_int, default=None,
-                        help="number of seeds, 0..SEEDS-1 (default: 3); the table shows a spread from 2 seeds")
-    common.add_argument("--steps", type=_positive_int, default=None,
-                        help="optimizer steps per model (default: 400)")
-    common.add_argument("--checkpoints", type=_positive_int, default=None,
-                        help="number of test evaluations, evenly spaced, at most --steps (default: 8)")
-    common.add_argument("--width", type=_positive_int, default=None,
-                        help="token width d (ViT), channels (ConvMixer), d_model (Mamba) (default: 64)")
-    common.add_argument("--depth", type=_positive_int, default=None,
-                        help="ViT blocks / ConvMixer blocks (default 4) or Mamba layers (default 2)")
-    common.add_argument("--lr", type=_positive_float, default=None,
-                        help="peak learning rate of AdamW (default: 1e-3 image, 3e-3 copying/mqar)")
-    common.add_argument("--batch-size", type=_positive_int, default=None,
-                        help="training batch size (default: 128 image, 32 copying/mqar)")
-    common.add_argument("--weight-decay", type=float, default=None,
-                        help="AdamW weight decay on kernels (default: 0.05)")
+    common.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        help="number of seeds, 0..SEEDS-1 (default: 3); the table shows a spread from 2 seeds",
+    )
+    common.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps per model (default: 400)")
+    common.add_argument(
+        "--checkpoints",
+        type=_positive_int,
+        default=None,
+        help="number of test evaluations, evenly spaced, at most --steps (default: 8)",
+    )
+    common.add_argument(
+        "--width",
+        type=_positive_int,
+        default=None,
+        help="token width d (ViT), channels (ConvMixer), d_model (Mamba) (default: 64)",
+    )
+    common.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=None,
+        help="ViT blocks / ConvMixer blocks (default 4) or Mamba layers (default 2)",
+    )
+    common.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="peak learning rate of AdamW (default: 1e-3 image, 3e-3 copying/mqar)",
+    )
+    common.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="training batch size (default: 128 image, 32 copying/mqar)",
+    )
+    common.add_argument(
+        "--weight-decay", type=float, default=None, help="AdamW weight decay on kernels (default: 0.05)"
+    )
     common.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: STEPS/10)")
-    common.add_argument("--out", type=Path, default=None,
-                        help="output folder for results.json, results.md, compare.png (default: runs/compare)")
+    common.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder for results.json, results.md, compare.png (default: runs/compare)",
+    )
     common.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     image = cmp.add_argument_group("options of --task image only")
     image.add_argument("--model", choices=MODELS, default=None, help="model (default: vit)")
-    image.add_argument("--dataset", choices=sorted(DEFAULT_PATCH), default=None,
-                       help="data set: digits (scikit-learn) or mnist1d (generated locally) (default: digits)")
-    image.add_argument("--schemes", default=None,
-                       help="what the mimetic arm applies, comma separated: attention,mlp (vit) or conv,mlp "
-                            "(convmixer) (default: attention for vit, conv for convmixer)")
-    image.add_argument("--patch", default=None,
-                       help="patch size P or PHxPW (default: 2x2 for digits, 1x4 for mnist1d)")
+    image.add_argument(
+        "--dataset",
+        choices=sorted(DEFAULT_PATCH),
+        default=None,
+        help="data set: digits (scikit-learn) or mnist1d (generated locally) (default: digits)",
+    )
+    image.add_argument(
+        "--schemes",
+        default=None,
+        help="what the mimetic arm applies, comma separated: attention,mlp (vit) or conv,mlp "
+        "(convmixer) (default: attention for vit, conv for convmixer)",
+    )
+    image.add_argument("--patch", default=None, help="patch size P or PHxPW (default: 2x2 for digits, 1x4 for mnist1d)")
     image.add_argument("--heads", type=_positive_int, default=None, help="attention heads (--model vit; default: 4)")
-    image.add_argument("--method", choices=("exact", "fast"), default=None,
-                       help="mimetic attention construction (--model vit with the attention scheme; "
-                            "default: exact, the published one)")
+    image.add_argument(
+        "--method",
+        choices=("exact", "fast"),
+        default=None,
+        help="mimetic attention construction (--model vit with the attention scheme; "
+        "default: exact, the published one)",
+    )
 
     seq = cmp.add_argument_group("options of --task copying and --task mqar only")
     seq.add_argument("--state", type=_positive_int, default=None, help="SSM state size N (default: 8)")
@@ -308,8 +387,11 @@ def _scheme_transform(schemes: Sequence[str], method: str | None):
     """``(variables, key) -> variables`` applying the chosen schemes in order, each with its own key."""
     from mimetic_jax import mimetic_attention, mimetic_conv, mimetic_mlp
 
-    steps = {"attention": lambda v, k: mimetic_attention(v, k, method=method),
-             "conv": mimetic_conv, "mlp": lambda v, k: mimetic_mlp(v)}
+    steps = {
+        "attention": lambda v, k: mimetic_attention(v, k, method=method),
+        "conv": mimetic_conv,
+        "mlp": lambda v, k: mimetic_mlp(v),
+    }
 
     def transform(variables: Any, key: Any) -> Any:
         import jax
@@ -327,18 +409,24 @@ def _image_init_panel(model: str, default: Any, mimetic: Any):
         from mimetic_jax.experiments.models import query_key_products
 
         qk_default, qk_mimetic = np.asarray(query_key_products(default)[0]), np.asarray(query_key_products(mimetic)[0])
-        return _heatmap_panel(qk_default, qk_mimetic,
-                              "what mimetic attention init changes:\n"
-                              r"$W_q^h W_k^{h\top}$ ($d \times d$) per head, first block, seed 0",
-                              [f"head {h}" for h in range(qk_default.shape[0])])
+        return _heatmap_panel(
+            qk_default,
+            qk_mimetic,
+            "what mimetic attention init changes:\n"
+            r"$W_q^h W_k^{h\top}$ ($d \times d$) per head, first block, seed 0",
+            [f"head {h}" for h in range(qk_default.shape[0])],
+        )
     from mimetic_jax import filter_covariances
 
     cov_default, cov_mimetic = filter_covariances(default)[0], filter_covariances(mimetic)[0]
     taps = int(round(np.sqrt(cov_default.shape[0])))
-    return _heatmap_panel(np.asarray(cov_default)[None], np.asarray(cov_mimetic)[None],
-                          "what the init changes: covariance over channels of the\n"
-                          f"{taps}x{taps} filter taps, first depthwise layer, seed 0",
-                          [f"tap covariance ({taps * taps}x{taps * taps})"])
+    return _heatmap_panel(
+        np.asarray(cov_default)[None],
+        np.asarray(cov_mimetic)[None],
+        "what the init changes: covariance over channels of the\n"
+        f"{taps}x{taps} filter taps, first depthwise layer, seed 0",
+        [f"tap covariance ({taps * taps}x{taps * taps})"],
+    )
 
 
 def run_compare(args: argparse.Namespace) -> dict[str, Any]:
@@ -365,13 +453,15 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     data = load_dataset(args.dataset)
     patch = check_options(args, data.image_shape, data.x_train.shape[0])
     if args.model == "vit":
-        model = ViT(num_classes=data.num_classes, width=args.width, depth=args.depth,
-                    num_heads=args.heads, patch_size=patch)
+        model = ViT(
+            num_classes=data.num_classes, width=args.width, depth=args.depth, num_heads=args.heads, patch_size=patch
+        )
     else:
         model = ConvMixer(num_classes=data.num_classes, width=args.width, depth=args.depth, patch_size=patch)
 
     default_params, mimetic_params, data_keys = paired_inits(
-        model, data.x_train, range(args.seeds), transform=_scheme_transform(schemes, args.method))
+        model, data.x_train, range(args.seeds), transform=_scheme_transform(schemes, args.method)
+    )
     init_panel = _image_init_panel(args.model, default_params[0], mimetic_params[0])
 
     params_stack = stack_trees(default_params + mimetic_params)
@@ -379,9 +469,16 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     bar = _progress(args)
     try:
         history = train_models(
-            model.apply, params_stack, keys, data, steps=args.steps, learning_rate=args.lr,
+            model.apply,
+            params_stack,
+            keys,
+            data,
+            steps=args.steps,
+            learning_rate=args.lr,
             mutable=("batch_stats",) if args.model == "convmixer" else (),
-            batch_size=args.batch_size, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+            batch_size=args.batch_size,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_steps,
             eval_steps=checkpoint_steps(args.steps, args.checkpoints),
             progress=None if bar is None else (lambda s: bar.update(s - bar.n)),
         )
@@ -391,8 +488,11 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
     acc = history.test_accuracy
     what = f"mimetic init ({' + '.join(schemes)})"
-    title = (f"ViT d={args.width} L={args.depth} H={args.heads} on {args.dataset}" if args.model == "vit"
-             else f"ConvMixer C={args.width} L={args.depth} on {args.dataset}") + f": default vs {what}"
+    title = (
+        f"ViT d={args.width} L={args.depth} H={args.heads} on {args.dataset}"
+        if args.model == "vit"
+        else f"ConvMixer C={args.width} L={args.depth} on {args.dataset}"
+    ) + f": default vs {what}"
     results = {
         "task": "image",
         "title": title,
@@ -403,7 +503,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": list(range(args.seeds)),
         "train_seconds": history.seconds,
     }
-    return write_outputs(args.out, results, acc[: args.seeds], acc[args.seeds:], init_panel, start=start)
+    return write_outputs(args.out, results, acc[: args.seeds], acc[args.seeds :], init_panel, start=start)
 
 
 def _budget_text(args: argparse.Namespace) -> str:
@@ -412,8 +512,11 @@ def _budget_text(args: argparse.Namespace) -> str:
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     """The options the task used (the ones it does not use are left out)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-            if k not in ("command", "no_progress") and v is not None}
+    return {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("command", "no_progress") and v is not None
+    }
 
 
 def _progress(args: argparse.Namespace):
@@ -455,8 +558,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A harness package imported past require() (a transitive import): same message.
             if (err.name or "").split(".")[0] not in HARNESS_PACKAGES:
                 raise
-            parser.exit(1, f"{parser.prog}: error: the package {err.name.split('.')[0]!r} is not installed "
-                           f"({err}); install the experiments extra with: {EXTRA}\n")
+            parser.exit(
+                1,
+                f"{parser.prog}: error: the package {err.name.split('.')[0]!r} is not installed "
+                f"({err}); install the experiments extra with: {EXTRA}\n",
+            )
     return 0
 
 

@@ -13,6 +13,7 @@ much of a token the state of block 0 keeps after a sequence length.
 Example:
     $ mimetic-jax compare --task copying --steps 400 --seeds 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,10 @@ from mimetic_jax.experiments._common import UsageError, require, write_outputs
 
 __all__ = ["TASK_OPTIONS", "retention", "run_compare_sequence"]
 
-TASK_OPTIONS = {"copying": {"num_tokens": 16, "vocab_size": 16},
-                "mqar": {"seq_len": 64, "num_pairs": 8, "vocab_size": 64}}
+TASK_OPTIONS = {
+    "copying": {"num_tokens": 16, "vocab_size": 16},
+    "mqar": {"seq_len": 64, "num_pairs": 8, "vocab_size": 64},
+}
 """Task sizes of ``compare --task``."""
 METRIC = {"copying": "copied-token test accuracy", "mqar": "recalled-value test accuracy"}
 
@@ -60,8 +63,11 @@ def _retention_panel(default: Any, mimetic: Any, length: int):
         for params, label, color in ((default, "default init", "tab:blue"), (mimetic, "mimetic init", "tab:orange")):
             ax.hist(retention(params, length), bins=bins, alpha=0.6, color=color, label=label)
         per = "state entries" if np.asarray(default["params"]["layers_0"]["mixer"]["A_log"]).ndim == 2 else "heads"
-        ax.set(xlabel=f"fraction of an input the state keeps after {length} steps", ylabel=f"{per} of block 0",
-               title="state retention at init (seed 0)")
+        ax.set(
+            xlabel=f"fraction of an input the state keeps after {length} steps",
+            ylabel=f"{per} of block 0",
+            title="state retention at init (seed 0)",
+        )
         fig.suptitle("what mimetic_ssm changes", fontsize=9)
         ax.legend(fontsize=8)
 
@@ -90,13 +96,19 @@ def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
     from mimetic_jax.experiments.models import MambaLM
     from mimetic_jax.experiments.tasks import sequence_dataset
     from mimetic_jax.experiments.training import checkpoint_steps, stack_trees, train_models
-    from mimetic_jax.ssm_transform import mimetic_ssm
+    from mimetic_jax.ssm import mimetic_ssm
 
     start = time.perf_counter()
-    data = sequence_dataset(args.task, seed=0, num_train=args.steps * args.batch_size, num_test=512,
-                            **TASK_OPTIONS[args.task])
-    model = MambaLM(vocab_size=data.num_classes, d_model=args.width, n_layer=args.depth, d_state=args.state,
-                    version=args.ssm_version)
+    data = sequence_dataset(
+        args.task, seed=0, num_train=args.steps * args.batch_size, num_test=512, **TASK_OPTIONS[args.task]
+    )
+    model = MambaLM(
+        vocab_size=data.num_classes,
+        d_model=args.width,
+        n_layer=args.depth,
+        d_state=args.state,
+        version=args.ssm_version,
+    )
     init = jax.jit(model.init)
     default, mimetic, keys = [], [], []
     for seed in range(args.seeds):
@@ -112,10 +124,18 @@ def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
         bar = tqdm(total=args.steps, desc=f"{2 * args.seeds} models", unit="step")
     try:
         history = train_models(
-            model.apply, stack_trees(default + mimetic), jnp.stack(keys + keys), data, steps=args.steps,
-            learning_rate=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_steps, eval_steps=checkpoint_steps(args.steps, args.checkpoints),
-            eval_batch_size=512, progress=None if bar is None else (lambda s: bar.update(s - bar.n)),
+            model.apply,
+            stack_trees(default + mimetic),
+            jnp.stack(keys + keys),
+            data,
+            steps=args.steps,
+            learning_rate=args.lr,
+            batch_size=args.batch_size,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_steps,
+            eval_steps=checkpoint_steps(args.steps, args.checkpoints),
+            eval_batch_size=512,
+            progress=None if bar is None else (lambda s: bar.update(s - bar.n)),
         )
     finally:
         if bar is not None:
@@ -124,17 +144,28 @@ def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
     sizes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in TASK_OPTIONS[args.task].items())
     results = {
         "task": args.task,
-        "title": (f"Mamba-{args.ssm_version} LM d={args.width} layers={args.depth} N={args.state} on {args.task} "
-                  f"({sizes}): default vs mimetic_ssm init"),
+        "title": (
+            f"Mamba-{args.ssm_version} LM d={args.width} layers={args.depth} N={args.state} on {args.task} "
+            f"({sizes}): default vs mimetic_ssm init"
+        ),
         "metric": METRIC[args.task],
         "budget": f"{args.steps} steps, batch {args.batch_size}, AdamW lr {args.lr:g}",
-        "config": {k: (str(v) if k == "out" else v) for k, v in vars(args).items()
-                   if k not in ("command", "no_progress") and v is not None}
+        "config": {
+            k: (str(v) if k == "out" else v)
+            for k, v in vars(args).items()
+            if k not in ("command", "no_progress") and v is not None
+        }
         | {"task_options": TASK_OPTIONS[args.task]},
         "steps": history.steps.tolist(),
         "seeds": list(range(args.seeds)),
         "train_seconds": history.seconds,
     }
     length = int(data.x_train.shape[1])
-    return write_outputs(args.out, results, acc[: args.seeds], acc[args.seeds:],
-                         _retention_panel(default[0], mimetic[0], length), start=start)
+    return write_outputs(
+        args.out,
+        results,
+        acc[: args.seeds],
+        acc[args.seeds :],
+        _retention_panel(default[0], mimetic[0], length),
+        start=start,
+    )

@@ -23,6 +23,7 @@ Example:
     >>> data.x_train.shape[1:], data.num_classes
     ((8, 8, 1), 10)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Dataset", "DATASETS", "SEQUENCE_TASKS", "SequenceBatch", "copying", "load_digits", "load_mnist1d",
-           "load_dataset", "mqar", "sequence_dataset"]
+__all__ = [
+    "Dataset",
+    "DATASETS",
+    "SEQUENCE_TASKS",
+    "SequenceBatch",
+    "copying",
+    "load_digits",
+    "load_mnist1d",
+    "load_dataset",
+    "mqar",
+    "sequence_dataset",
+]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -315,12 +326,16 @@ def mqar(key: Any, batch_size: int, *, seq_len: int = 64, num_pairs: int = 8, vo
     vocab_size = _checks.positive_int("vocab_size", vocab_size)
     k = (vocab_size - 1) // 2
     if p > k:
-        raise ValueError(f"num_pairs ({p}) must not exceed the number of keys (vocab_size - 1) // 2 = {k} "
-                         f"(vocab_size={vocab_size}): keys are distinct")
+        raise ValueError(
+            f"num_pairs ({p}) must not exceed the number of keys (vocab_size - 1) // 2 = {k} "
+            f"(vocab_size={vocab_size}): keys are distinct"
+        )
     slots = (seq_len - 2 * p) // 2
     if slots < p:
-        raise ValueError(f"seq_len ({seq_len}) is too short for num_pairs={p}: needs seq_len >= 4 * num_pairs "
-                         f"= {4 * p} (context 2P, then P queries at even offsets)")
+        raise ValueError(
+            f"seq_len ({seq_len}) is too short for num_pairs={p}: needs seq_len >= 4 * num_pairs "
+            f"= {4 * p} (context 2P, then P queries at even offsets)"
+        )
     return _mqar(_task_key(key), batch_size, seq_len, p, vocab_size)
 
 
@@ -351,8 +366,9 @@ SEQUENCE_TASKS: dict[str, Callable[..., SequenceBatch]] = {"copying": copying, "
 """Synthetic sequence tasks by name; each is ``task(key, batch_size, **options)``."""
 
 
-def sequence_dataset(name: str, *, seed: int = 0, num_train: int = 8192, num_test: int = 1024,
-                     **options: Any) -> Dataset:
+def sequence_dataset(
+    name: str, *, seed: int = 0, num_train: int = 8192, num_test: int = 1024, **options: Any
+) -> Dataset:
     """A :class:`Dataset` of ``num_train + num_test`` fresh examples of a sequence task.
 
     ``x`` are the ``(N, L)`` int32 input tokens, ``y`` the ``(N, L)`` int32 targets with

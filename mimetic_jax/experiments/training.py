@@ -28,6 +28,7 @@ Example:
     >>> history.test_accuracy.shape
     (2, 2)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -111,7 +112,7 @@ def paired_inits(
     For each seed ``s``, ``jax.random.key(s)`` splits into an init key, a mimetic key and
     a data key: the default parameters are ``model.init(init_key, ...)``, the mimetic ones
     are the same tree with only its attention kernels replaced by
-    :func:`mimetic_jax.transforms.mimetic_attention` (``method``). Giving both models of a
+    :func:`mimetic_jax.mimetic_attention` (``method``). Giving both models of a
     pair the same data key (see :func:`train_models`) makes them see the same data order.
 
     One compiled init serves all seeds; the transform runs eagerly (its per-op
@@ -121,7 +122,7 @@ def paired_inits(
     Returns:
         ``(default_params, mimetic_params, data_keys)``, three lists of ``len(seeds)``.
     """
-    from mimetic_jax.transforms import mimetic_attention
+    from mimetic_jax.attention import mimetic_attention
 
     init = jax.jit(model.init)
     sample = jnp.asarray(sample_x[:1])
@@ -130,8 +131,11 @@ def paired_inits(
         init_key, mimetic_key, data_key = jax.random.split(jax.random.key(seed), 3)
         params = init(init_key, sample)
         default_params.append(params)
-        mimetic_params.append(mimetic_attention(params, mimetic_key, method=method) if transform is None
-                              else transform(params, mimetic_key))
+        mimetic_params.append(
+            mimetic_attention(params, mimetic_key, method=method)
+            if transform is None
+            else transform(params, mimetic_key)
+        )
         data_keys.append(data_key)
     return default_params, mimetic_params, data_keys
 
@@ -257,8 +261,9 @@ def _num_models(params_stack: PyTree) -> int:
     return sizes.pop()
 
 
-def _make_train_chunk(apply_fn: ApplyFn, optimizer: optax.GradientTransformation, batch_size: int,
-                      mutable: tuple[str, ...] = ()) -> Callable:
+def _make_train_chunk(
+    apply_fn: ApplyFn, optimizer: optax.GradientTransformation, batch_size: int, mutable: tuple[str, ...] = ()
+) -> Callable:
     """Jitted ``(params, opt_state, keys, start, stop, x, y) -> (params, opt_state, loss_sum)``.
 
     Runs steps ``start .. stop-1`` of every stacked model; ``start`` and ``stop`` are traced,
@@ -283,7 +288,8 @@ def _make_train_chunk(apply_fn: ApplyFn, optimizer: optax.GradientTransformation
     def stateful_step(variables, opt_state, key, step, x_train, y_train):
         idx = batch_indices(key, step, x_train.shape[0], batch_size)
         (loss, state), grads = jax.value_and_grad(stateful_loss, has_aux=True)(
-            variables["params"], variables, x_train[idx], y_train[idx])
+            variables["params"], variables, x_train[idx], y_train[idx]
+        )
         updates, opt_state = optimizer.update(grads, opt_state, variables["params"])
         return {**variables, **state, "params": optax.apply_updates(variables["params"], updates)}, opt_state, loss
 
@@ -383,16 +389,18 @@ def train_models(
     warmup_steps = steps // 10 if warmup_steps is None else warmup_steps
     checkpoints = _check_eval_steps(checkpoint_steps(steps, 5) if eval_steps is None else eval_steps, steps)
     if not 0 < batch_size <= dataset.x_train.shape[0]:
-        raise ValueError(f"batch_size must lie in [1, {dataset.x_train.shape[0]}] (training examples), "
-                         f"got {batch_size}")
+        raise ValueError(
+            f"batch_size must lie in [1, {dataset.x_train.shape[0]}] (training examples), got {batch_size}"
+        )
     if progress_every <= 0:
         raise ValueError(f"progress_every must be positive, got {progress_every}")
 
     mutable = tuple(mutable)
     if mutable and frozen is not None and "params" in frozen:
         frozen = frozen["params"]
-    optimizer = make_optimizer(learning_rate, steps, warmup_steps=warmup_steps, weight_decay=weight_decay,
-                               frozen=frozen)
+    optimizer = make_optimizer(
+        learning_rate, steps, warmup_steps=warmup_steps, weight_decay=weight_decay, frozen=frozen
+    )
     x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
     x_test, y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
     train_chunk = _make_train_chunk(apply_fn, optimizer, batch_size, mutable)
@@ -402,7 +410,8 @@ def train_models(
     # (otherwise the chunk program compiles twice).
     trained = (lambda v: v["params"]) if mutable else (lambda v: v)
     params, opt_state, data_keys = jax.jit(lambda p, k: (p, jax.vmap(optimizer.init)(trained(p)), k))(
-        params_stack, data_keys)
+        params_stack, data_keys
+    )
     accuracy = np.zeros((num_models, checkpoints.size), np.float32)
     train_loss = np.full((num_models, checkpoints.size), np.nan, np.float32)
     step, loss_sum, since = 0, np.zeros(num_models, np.float64), 0

@@ -1,4 +1,5 @@
 """Reference Flax models used by the command line, benchmarks, notebooks and tests."""
+
 from __future__ import annotations
 
 from mimetic_jax.experiments.models.convnets import ConvMixer, ConvMixerBlock, ConvNeXt, ConvNeXtBlock, DepthwiseConv

@@ -15,7 +15,7 @@
   separated by LayerNorm + stride-2 conv downsampling, average pooling, LayerNorm, head.
   ``ConvNeXt(1000, dims=(96, 192, 384, 768), depths=(3, 3, 9, 3))`` is ConvNeXt-T.
 
-The names are part of the interface: :mod:`mimetic_jax.conv_transforms` finds
+The names are part of the interface: :mod:`mimetic_jax.conv` finds
 ``depthwise``/``dwconv`` kernels and first MLP layers (``pointwise``, ``pwconv1``) by them.
 
 Example:
@@ -25,6 +25,7 @@ Example:
     >>> sorted(v), model.apply(v, jnp.zeros((3, 8, 8, 1))).shape
     (['batch_stats', 'params'], (3, 10))
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -60,7 +61,7 @@ class DepthwiseConv(nn.Module):
         # SAME padding as lax.conv: total k-1, the extra one at the end.
         x = jnp.pad(x.astype(self.dtype), ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
         h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-        y = sum(x[:, i:i + h, j:j + w, :] * kernel[i, j, 0] for i in range(kh) for j in range(kw))
+        y = sum(x[:, i : i + h, j : j + w, :] * kernel[i, j, 0] for i in range(kh) for j in range(kw))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (c,)).astype(self.dtype)
         return y
@@ -119,13 +120,17 @@ class ConvMixer(nn.Module):
         pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)  # noqa: E731
         patch, kernel = pair(self.patch_size), pair(self.kernel_size)
         if self.width <= 0 or self.depth < 0 or min(kernel) <= 0 or min(patch) <= 0:
-            raise ValueError(f"ConvMixer needs width > 0, depth >= 0 and positive sizes, got width={self.width}, "
-                             f"depth={self.depth}, kernel_size={kernel}, patch_size={patch}")
+            raise ValueError(
+                f"ConvMixer needs width > 0, depth >= 0 and positive sizes, got width={self.width}, "
+                f"depth={self.depth}, kernel_size={kernel}, patch_size={patch}"
+            )
         _check_image(x, patch)
         x = nn.Conv(self.width, patch, strides=patch, padding="VALID", dtype=self.dtype, name="stem")(
-            x.astype(self.dtype))
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype,
-                         name="stem_bn")(nn.gelu(x))
+            x.astype(self.dtype)
+        )
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype, name="stem_bn")(
+            nn.gelu(x)
+        )
         for i in range(self.depth):
             x = ConvMixerBlock(kernel, self.bn_momentum, self.dtype, name=f"block_{i}")(x, train)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x.mean(axis=(1, 2)))
@@ -182,7 +187,6 @@ class ConvNeXt(nn.Module):
                 x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=f"down_{s}_norm")(x)
                 x = nn.Conv(dim, (2, 2), strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"down_{s}")(x)
             for b in range(depth):
-                x = ConvNeXtBlock(k, layer_scale=self.layer_scale, dtype=self.dtype,
-                                  name=f"stage_{s}_block_{b}")(x)
+                x = ConvNeXtBlock(k, layer_scale=self.layer_scale, dtype=self.dtype, name=f"stage_{s}_block_{b}")(x)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="final_norm")(x.mean(axis=(1, 2)))
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)

@@ -56,6 +56,7 @@ Example:
     >>> sorted(variables["params"]["layers_0"]["mixer"])
     ['A_log', 'D', 'conv1d', 'dt_proj', 'in_proj', 'out_proj', 'x_proj']
 """
+
 from __future__ import annotations
 
 import math
@@ -167,8 +168,17 @@ def _a_log_mamba2(key, shape, dtype=jnp.float32):
 
 
 def _causal_conv(name: str, channels: int, d_conv: int, dtype: Any) -> nn.Conv:
-    return nn.Conv(channels, (d_conv,), padding=((d_conv - 1, 0),), feature_group_count=channels, use_bias=True,
-                   kernel_init=torch_linear_init(), bias_init=torch_bias_init(d_conv), dtype=dtype, name=name)
+    return nn.Conv(
+        channels,
+        (d_conv,),
+        padding=((d_conv - 1, 0),),
+        feature_group_count=channels,
+        use_bias=True,
+        kernel_init=torch_linear_init(),
+        bias_init=torch_bias_init(d_conv),
+        dtype=dtype,
+        name=name,
+    )
 
 
 # --------------------------------------------------------------------------- blocks
@@ -202,28 +212,40 @@ class Mamba1(nn.Module):
         d_inner = self.expand * self.d_model
         rank = self.dt_rank or math.ceil(self.d_model / 16)
         n = self.d_state
-        dense = lambda width, name, **kw: nn.Dense(width, use_bias=False, kernel_init=torch_linear_init(),  # noqa: E731
-                                                   dtype=self.dtype, name=name, **kw)
+        dense = lambda width, name, **kw: nn.Dense(
+            width,
+            use_bias=False,
+            kernel_init=torch_linear_init(),  # noqa: E731
+            dtype=self.dtype,
+            name=name,
+            **kw,
+        )
         xz = dense(2 * d_inner, "in_proj")(u)
         x, z = jnp.split(xz, 2, axis=-1)
         x = nn.silu(_causal_conv("conv1d", d_inner, self.d_conv, self.dtype)(x))
         x_dbl = dense(rank + 2 * n, "x_proj")(x)
         dt, b, c = jnp.split(x_dbl, [rank, rank + n], axis=-1)
-        std = rank ** -0.5
-        dt = nn.Dense(d_inner, use_bias=True, dtype=self.dtype, name="dt_proj",
-                      kernel_init=_uniform(std), bias_init=dt_bias_default())(dt)
+        std = rank**-0.5
+        dt = nn.Dense(
+            d_inner,
+            use_bias=True,
+            dtype=self.dtype,
+            name="dt_proj",
+            kernel_init=_uniform(std),
+            bias_init=dt_bias_default(),
+        )(dt)
         a_log = self.param("A_log", _a_log_mamba1, (d_inner, n))
         d = self.param("D", nn.initializers.ones, (d_inner,))
         f32 = jnp.float32
-        delta = nn.softplus(dt.astype(f32))                                  # (B, L, D)
-        a = -jnp.exp(a_log.astype(f32))                                      # (D, N)
+        delta = nn.softplus(dt.astype(f32))  # (B, L, D)
+        a = -jnp.exp(a_log.astype(f32))  # (D, N)
         xf = x.astype(f32)
-        decay = jnp.exp(delta[..., None] * a)                                # (B, L, D, N)
-        inputs = (delta * xf)[..., None] * b.astype(f32)[..., None, :]       # (B, L, D, N)
+        decay = jnp.exp(delta[..., None] * a)  # (B, L, D, N)
+        inputs = (delta * xf)[..., None] * b.astype(f32)[..., None, :]  # (B, L, D, N)
         h = _recurrence(self.scan)(decay, inputs, axis=1)
         y = jnp.einsum("bldn,bln->bld", h, c.astype(f32)) + xf * d.astype(f32)
         y = (y * nn.silu(z.astype(f32))).astype(self.dtype)
-        out_init = nn.initializers.variance_scaling(self.out_scale ** 2 / 3.0, "fan_in", "uniform")
+        out_init = nn.initializers.variance_scaling(self.out_scale**2 / 3.0, "fan_in", "uniform")
         return nn.Dense(self.d_model, use_bias=False, kernel_init=out_init, dtype=self.dtype, name="out_proj")(y)
 
 
@@ -281,8 +303,13 @@ class Mamba2(nn.Module):
         if heads % self.ngroups:
             raise ValueError(f"ngroups ({self.ngroups}) must divide the number of heads ({heads})")
         g, n, p = self.ngroups, self.d_state, self.headdim
-        zxbcdt = nn.Dense(2 * d_inner + 2 * g * n + heads, use_bias=False, kernel_init=torch_linear_init(),
-                          dtype=self.dtype, name="in_proj")(u)
+        zxbcdt = nn.Dense(
+            2 * d_inner + 2 * g * n + heads,
+            use_bias=False,
+            kernel_init=torch_linear_init(),
+            dtype=self.dtype,
+            name="in_proj",
+        )(u)
         z, xbc, dt = jnp.split(zxbcdt, [d_inner, 2 * d_inner + 2 * g * n], axis=-1)
         xbc = nn.silu(_causal_conv("conv1d", d_inner + 2 * g * n, self.d_conv, self.dtype)(xbc))
         x, b, c = jnp.split(xbc, [d_inner, d_inner + g * n], axis=-1)
@@ -291,18 +318,18 @@ class Mamba2(nn.Module):
         d = self.param("D", nn.initializers.ones, (heads,))
         f32 = jnp.float32
         bsz, length = u.shape[:2]
-        delta = nn.softplus(dt.astype(f32) + dt_bias.astype(f32))                # (B, L, H)
-        a = -jnp.exp(a_log.astype(f32))                                          # (H,)
+        delta = nn.softplus(dt.astype(f32) + dt_bias.astype(f32))  # (B, L, H)
+        a = -jnp.exp(a_log.astype(f32))  # (H,)
         xh = x.astype(f32).reshape(bsz, length, heads, p)
         rep = heads // g
         bh = jnp.repeat(b.astype(f32).reshape(bsz, length, g, n), rep, axis=2)  # (B, L, H, N)
         ch = jnp.repeat(c.astype(f32).reshape(bsz, length, g, n), rep, axis=2)
-        decay = jnp.exp(delta * a)[..., None, None]                              # (B, L, H, 1, 1)
-        inputs = (delta[..., None] * xh)[..., None] * bh[..., None, :]           # (B, L, H, P, N)
+        decay = jnp.exp(delta * a)[..., None, None]  # (B, L, H, 1, 1)
+        inputs = (delta[..., None] * xh)[..., None] * bh[..., None, :]  # (B, L, H, P, N)
         h = _recurrence(self.scan)(decay, inputs, axis=1)
         y = jnp.einsum("blhpn,blhn->blhp", h, ch) + xh * d.astype(f32)[:, None]
         y = GatedRMSNorm(name="norm")(y.reshape(bsz, length, d_inner), z).astype(self.dtype)
-        out_init = nn.initializers.variance_scaling(self.out_scale ** 2 / 3.0, "fan_in", "uniform")
+        out_init = nn.initializers.variance_scaling(self.out_scale**2 / 3.0, "fan_in", "uniform")
         return nn.Dense(self.d_model, use_bias=False, kernel_init=out_init, dtype=self.dtype, name="out_proj")(y)
 
 
@@ -355,8 +382,15 @@ class MambaLM(nn.Module):
         embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=nn.initializers.normal(0.02), name="embedding")
         h = embed(tokens).astype(self.dtype)
         scale = 1.0 / math.sqrt(self.n_layer)
-        config = dict(d_model=self.d_model, d_state=self.d_state, d_conv=self.d_conv, expand=self.expand,
-                      out_scale=scale, scan=self.scan, dtype=self.dtype)
+        config = dict(
+            d_model=self.d_model,
+            d_state=self.d_state,
+            d_conv=self.d_conv,
+            expand=self.expand,
+            out_scale=scale,
+            scan=self.scan,
+            dtype=self.dtype,
+        )
         if self.version == 2:
             config.update(headdim=self.headdim, ngroups=self.ngroups)
         for i in range(self.n_layer):

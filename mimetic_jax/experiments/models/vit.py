@@ -14,7 +14,7 @@ Architecture (the one the mimetic-init paper tests, scaled down):
 - final LayerNorm ``ln_final``, global average pooling over tokens (no class token),
   linear ``head``.
 
-The parameter names are part of the interface: :mod:`mimetic_jax.transforms` finds the
+The parameter names are part of the interface: :mod:`mimetic_jax.attention` finds the
 attention blocks by the ``attn/{query,key,value,out}/kernel`` paths.
 
 Example:
@@ -26,6 +26,7 @@ Example:
     >>> [p.shape for p in query_key_products(variables)]
     [(2, 32, 32), (2, 32, 32)]
 """
+
 from __future__ import annotations
 
 import re
@@ -117,8 +118,9 @@ class ViT(nn.Module):
         if x.shape[1] % patch[0] or x.shape[2] % patch[1]:
             raise ValueError(f"patch_size={patch} must divide the image size {x.shape[1:3]}")
         x = x.astype(self.dtype)
-        x = nn.Conv(self.width, kernel_size=patch, strides=patch, padding="VALID", dtype=self.dtype,
-                    name="patch_embed")(x)
+        x = nn.Conv(
+            self.width, kernel_size=patch, strides=patch, padding="VALID", dtype=self.dtype, name="patch_embed"
+        )(x)
         n, gh, gw, d = x.shape
         pos = sincos_2d((gh, gw))(jax.random.key(0), (gh * gw, d), self.dtype)
         x = x.reshape(n, gh * gw, d) + pos.astype(self.dtype)
@@ -143,8 +145,7 @@ def _attention_kernels(params: Mapping[str, Any]) -> list[dict[str, jax.Array]]:
     tree = params["params"] if "params" in params else params
     flat = traverse_util.flatten_dict(tree)
     prefixes = sorted((path[:-2] for path in flat if path[-2:] == ("query", "kernel")), key=_natural_key)
-    return [{name: flat[prefix + (name, "kernel")] for name in ("query", "key", "value", "out")}
-            for prefix in prefixes]
+    return [{name: flat[prefix + (name, "kernel")] for name in ("query", "key", "value", "out")} for prefix in prefixes]
 
 
 def query_key_products(params: Mapping[str, Any]) -> list[jax.Array]:
@@ -161,8 +162,10 @@ def query_key_products(params: Mapping[str, Any]) -> list[jax.Array]:
     Returns:
         one ``(H, d, d)`` array per attention block, in block order.
     """
-    return [jnp.einsum("dhk,ehk->hde", k["query"].astype(jnp.float32), k["key"].astype(jnp.float32))
-            for k in _attention_kernels(params)]
+    return [
+        jnp.einsum("dhk,ehk->hde", k["query"].astype(jnp.float32), k["key"].astype(jnp.float32))
+        for k in _attention_kernels(params)
+    ]
 
 
 def value_output_products(params: Mapping[str, Any]) -> list[jax.Array]:
@@ -172,5 +175,7 @@ def value_output_products(params: Mapping[str, Any]) -> list[jax.Array]:
     is the map the attention output applies to the values (Trockman & Kolter 2023: mimetic init makes it
     close to ``α Z − β I``). Computed in float32.
     """
-    return [jnp.einsum("dhk,hke->de", k["value"].astype(jnp.float32), k["out"].astype(jnp.float32))
-            for k in _attention_kernels(params)]
+    return [
+        jnp.einsum("dhk,hke->de", k["value"].astype(jnp.float32), k["out"].astype(jnp.float32))
+        for k in _attention_kernels(params)
+    ]
