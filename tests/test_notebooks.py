@@ -110,11 +110,12 @@ def test_notebook_is_stored_without_outputs(name):
     assert "mimetic_jax" in code[0].source and "%pip install" in code[0].source  # the Colab setup cell
 
 
-def load_build():
-    """``notebooks/_build.py`` as a module (it is a script, not part of the package)."""
+def load_sync():
+    """``notebooks/_sync.py`` as a module (it is a script, not part of the package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "_build.py")
+    pytest.importorskip("jupytext")
+    spec = importlib.util.spec_from_file_location("notebooks_sync", NOTEBOOKS / "_sync.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -171,10 +172,10 @@ def test_setup_cell_in_a_checkout_installs_the_checkout(monkeypatch):
 
 
 def test_setup_cell_elsewhere_installs_the_requirement_generated_from_pyproject(tmp_path, monkeypatch):
-    build = load_build()
+    sync = load_sync()
     monkeypatch.delenv("MIMETIC_JAX_REQUIREMENT", raising=False)
     calls, err = run_setup_cell("quickstart", tmp_path, monkeypatch)
-    assert calls == [("pip", f'install -q "{build.requirement(build.repository())}"')]
+    assert calls == [("pip", f'install -q "{sync.requirement(sync.repository())}"')]
     assert "could not install" in str(err) and "REQUIREMENT" in str(err)
     monkeypatch.setenv("MIMETIC_JAX_REQUIREMENT", "/content/mimetic_jax[cli]")
     calls, _ = run_setup_cell("quickstart", tmp_path, monkeypatch)
@@ -182,36 +183,73 @@ def test_setup_cell_elsewhere_installs_the_requirement_generated_from_pyproject(
 
 
 def test_badges_and_install_source_come_from_the_one_repository_address(tmp_path):
-    build = load_build()
+    sync = load_sync()
     with_urls = tmp_path / "pyproject.toml"
     with_urls.write_text(
         '[project]\nname = "mimetic_jax"\n\n[project.urls]\nRepository = "https://github.com/someone/mimetic_jax"\n'
     )
-    repo = build.repository(with_urls)
+    repo = sync.repository(with_urls)
     assert repo == "https://github.com/someone/mimetic_jax"
-    assert build.requirement(repo) == "mimetic_jax[cli] @ git+https://github.com/someone/mimetic_jax"
-    assert build.colab_url(repo, "vit") == (
+    assert sync.requirement(repo) == "mimetic_jax[cli] @ git+https://github.com/someone/mimetic_jax"
+    assert sync.colab_url(repo, "vit") == (
         "https://colab.research.google.com/github/someone/mimetic_jax/blob/main/notebooks/vit.ipynb"
     )
-    assert "colab-badge" in build.badge("vit", repo) and build.badge("vit", None) == ""
-    assert build.requirement(None) == "mimetic_jax[cli]" and build.colab_url(None, "vit") is None
+    assert "colab-badge" in sync.badge("vit", repo) and sync.badge("vit", None) == ""
+    assert sync.requirement(None) == "mimetic_jax[cli]" and sync.colab_url(None, "vit") is None
     # the stored notebooks follow this checkout's pyproject: a badge exactly when it names a repository
-    stored = build.repository()
+    stored = sync.repository()
     for name in NAMES:
         first = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells[0].source
         assert ("colab-badge" in first) == (stored is not None)
 
 
-def test_stored_notebooks_are_what_build_writes(tmp_path, monkeypatch):
-    build = load_build()
-    monkeypatch.setattr(build, "HERE", tmp_path)
-    build.main()
+def test_every_notebook_has_a_paired_text_source():
+    sync = load_sync()
+    assert sync.names(NOTEBOOKS) == NAMES
+    header = (NOTEBOOKS / "quickstart.md").read_text().split("---")[1]
+    assert "formats: ipynb,md:myst" in header  # `jupytext --sync` pairs them too
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_holds_the_cells_of_its_text_source(name):
+    jupytext = pytest.importorskip("jupytext")
+    sync = load_sync()
+    source = jupytext.read(NOTEBOOKS / f"{name}.md", fmt=sync.FORMAT)
+    stored = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert sync.cells(stored) == sync.cells(source), (
+        f"notebooks/{name}.ipynb differs from notebooks/{name}.md: run python notebooks/_sync.py"
+    )
+
+
+def test_stored_notebooks_are_what_sync_writes(tmp_path):
+    import shutil
+
+    sync = load_sync()
     for name in NAMES:
-        fresh = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
-        stored = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-        assert [c.source for c in fresh.cells] == [c.source for c in stored.cells], (
-            f"{name}.ipynb is stale: run python notebooks/_build.py"
+        shutil.copy(NOTEBOOKS / f"{name}.md", tmp_path)
+    sync.main(tmp_path)
+    for name in NAMES:
+        assert (tmp_path / f"{name}.md").read_text() == (NOTEBOOKS / f"{name}.md").read_text(), (
+            f"notebooks/{name}.md does not follow pyproject.toml's repository address: run python notebooks/_sync.py"
         )
+        assert (tmp_path / f"{name}.ipynb").read_text() == (NOTEBOOKS / f"{name}.ipynb").read_text(), (
+            f"notebooks/{name}.ipynb is stale: run python notebooks/_sync.py"
+        )
+    assert sync.main(NOTEBOOKS, check=True) == []
+
+
+def test_sync_refreshes_the_badge_and_the_setup_cell_of_a_source():
+    jupytext = pytest.importorskip("jupytext")
+    sync = load_sync()
+    nb = jupytext.read(NOTEBOOKS / "vit.md", fmt=sync.FORMAT)
+    repo = "https://github.com/someone/mimetic_jax"
+    sync.refresh(nb, "vit", repo)
+    title, badge_line = nb.cells[0].source.split("\n\n")[:2]
+    assert title.startswith("# ") and badge_line == sync.badge("vit", repo).strip()
+    assert sync.requirement(repo) in nb.cells[1].source
+    sync.refresh(nb, "vit", None)  # and back: no badge, the package by name
+    assert "colab-badge" not in nb.cells[0].source and nb.cells[0].source.startswith(title + "\n\n")
+    assert nb.cells[1].source == sync.setup_cell(None)
 
 
 def test_quickstart_shows_nnx_and_the_one_call_on_a_users_model():
