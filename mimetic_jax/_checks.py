@@ -187,7 +187,8 @@ def _raw_key_shape_of(impl: str) -> tuple[int, ...]:
 
 
 def _raw_key_shape() -> tuple[int, ...]:
-    return _raw_key_shape_of(str(jax.config.jax_default_prng_impl))
+    # jax.config's flags are attributes set at run time, which its Config class does not declare.
+    return _raw_key_shape_of(str(jax.config.jax_default_prng_impl))  # type: ignore[attr-defined]
 
 
 def prng_key(name: str, key: Any) -> jax.Array:

@@ -116,9 +116,9 @@ def cpu_sequential(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @wrapped.def_vmap
     def _rule(axis_size, in_batched, *args):
-        args = [a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip(args, in_batched)]
+        batched = [a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip(args, in_batched)]
         out = jax.lax.platform_dependent(
-            *args,
+            *batched,
             cpu=lambda *xs: jax.lax.map(lambda ys: wrapped(*ys), xs),
             default=jax.vmap(fn),
         )
@@ -139,7 +139,8 @@ def _lower_inverse(lower: Array) -> Array:
 
 @cpu_sequential
 def _qr(x: Array) -> tuple[Array, Array]:
-    return tuple(jnp.linalg.qr(x))
+    q, r = jnp.linalg.qr(x)
+    return q, r
 
 
 @cpu_sequential
@@ -261,6 +262,7 @@ def kronecker_orthogonal(key: Array, n: int, dtype=jnp.float32) -> Array:
         else:
             q = q[jax.random.permutation(k_perm, n)]
             q = jnp.einsum("ij,kl,jlm->ikm", qa, qb, q.reshape(a, b, n)).reshape(n, n)
+    assert q is not None  # at least one round
     return q
 
 

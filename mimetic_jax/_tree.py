@@ -165,14 +165,16 @@ def match_parts(
             n = len(rel)
             if len(key) >= n and key[len(key) - n :] == rel and (root or len(key) > n):
                 parents.setdefault(key[: len(key) - n], path[: len(key) - n])
-    matches, partial = [], []
+    matches: list[tuple[Path, tuple[Path, ...]]] = []
+    partial: list[tuple[Path, tuple[int, ...]]] = []
     for skey in sorted(parents):
         parent = parents[skey]
         if not selected(path_name(parent), include, exclude):
             continue
         found = [by_str.get((*skey, *rel)) for rel in rels]
-        if all(p is not None for p in found):
-            matches.append((parent, tuple(found)))  # type: ignore[arg-type]
+        present = [p for p in found if p is not None]
+        if len(present) == len(found):
+            matches.append((parent, tuple(present)))
         else:
             partial.append((parent, tuple(i for i, p in enumerate(found) if p is None)))
     return matches, partial

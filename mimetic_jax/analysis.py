@@ -154,7 +154,7 @@ def _attention_kernels(block: AttentionBlock, flat: dict[Path, Any]) -> tuple[np
     h, g, k = block.num_heads, block.num_kv_heads, block.head_dim
     o = _layers(block.to_flax(flat[block.kernel_path(lay.out)]), st).reshape(-1, h, k, block.d_out)
     if lay.qkv is None:
-        q, kk, v = (_layers(block.to_flax(flat[block.kernel_path(n)]), st) for n in (lay.query, lay.key, lay.value))
+        q, kk, v = (_layers(block.to_flax(flat[block.kernel_path(n)]), st) for n in lay.names[:3])
         return (q.reshape(-1, block.d_in, h, k), kk.reshape(-1, block.d_kv, g, k), v.reshape(-1, block.d_kv, g, k), o)
     fused = _layers(block.to_flax(flat[block.kernel_path(lay.qkv)]), st)
     if fused.ndim == 5:
@@ -375,7 +375,7 @@ def plot_analysis(analysis: Analysis, *, title: str | None = None):
             'pip install matplotlib, or pip install "mimetic_jax[experiments]"'
         ) from None
 
-    panels = []
+    panels: list[tuple[str, list[tuple[float, ...]], float | None]] = []  # (title, rows, reference line)
     if analysis.attention:
         panels.append(
             ("query/key: diag mean / offdiag std (per head)", [a.qk_diag_ratio for a in analysis.attention], 0.0)

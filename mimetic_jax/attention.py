@@ -461,8 +461,10 @@ def qkv_init(
     _checks.choice("sign", sign, (-1, 1))
     if not isinstance(rotate_heads, bool):
         raise TypeError(f"rotate_heads must be a bool, got {rotate_heads!r}")
-    qk_opts = dict(alpha=alpha, beta=beta, num_kv_heads=kv_heads, distribution=distribution, method=method)
-    vo_opts = dict(
+    qk_opts: dict[str, Any] = dict(
+        alpha=alpha, beta=beta, num_kv_heads=kv_heads, distribution=distribution, method=method
+    )
+    vo_opts: dict[str, Any] = dict(
         alpha=value_alpha,
         beta=value_beta,
         sign=sign,
@@ -835,7 +837,13 @@ def _sizes(
     return fused[0], fused[0], o[1], h, h_kv, fused[1] // (h + 2 * h_kv)
 
 
-def _hint(layout: AttentionLayout, shapes: list[tuple[int, ...]], stacked_axes: int, heads: tuple, where: str) -> str:
+def _hint(
+    layout: AttentionLayout,
+    shapes: list[tuple[int, ...]],
+    stacked_axes: int,
+    heads: tuple[int | None, int | None],
+    where: str,
+) -> str:
     """The likely fix when a block's shapes do not fit its layout: ``stacked_axes`` or the orientation."""
     unstacked = [s[stacked_axes:] for s in shapes]
     lead = {s[stacked_axes] for s in shapes if len(s) > stacked_axes + 1}
@@ -1065,7 +1073,7 @@ def _write(block: AttentionBlock, old: dict[str, Array], new: tuple) -> dict[str
         return block.to_flax(w.reshape(flax_shape)).astype(o.dtype)
 
     if lay.qkv is None:
-        out = {n: put(w, old[n]) for n, w in zip((lay.query, lay.key, lay.value), new[:3])}
+        out = {n: put(w, old[n]) for n, w in zip(lay.names[:3], new[:3])}
     else:
         fused = old[lay.qkv]
         merged = _merge_fused(block.to_flax(fused), new[:3], block)

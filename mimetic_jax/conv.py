@@ -109,6 +109,7 @@ def _kernel_dims(kernel_size: Any, name: str = "kernel_size") -> tuple[int, ...]
 
     The ``K×K`` covariance (``K = kh·kw`` taps) must fit :data:`_checks.MAX_ELEMENTS`.
     """
+    dims: tuple[int, ...]
     if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
         dims = (_checks.size(name, kernel_size),) * 2
     else:
@@ -484,7 +485,7 @@ def transfer_covariances(
     for layer in range(num_layers):
         src = 0 if num_layers == 1 else int(round(layer * (s - 1) / (num_layers - 1)))
         cov = checked[src]
-        if kernel_size is not None:
+        if kernel_size is not None and new_kernel_size is not None:  # both or neither (checked above)
             out.append(resize_covariance(cov, kernel_size, new_kernel_size))
         else:
             out.append(jnp.asarray(cov, jnp.float32))

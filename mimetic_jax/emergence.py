@@ -257,6 +257,7 @@ def _sibling_positions(obj: Any, names: Sequence[Any]) -> dict[Any, tuple]:
     pos = {n: base.get(n, len(base) + i) for i, n in enumerate(names)}
     first: dict[Any, int] = {}
     keys = {}
+    fam: tuple[Any, ...]
     for n in names:
         if isinstance(n, (int, np.integer)):
             fam, num = ("<int>",), int(n)
@@ -333,7 +334,8 @@ def _entry(e: Any) -> Path:
 def _explicit_units(modules: Sequence[Path], order: Sequence[Any]) -> list[list[Path]]:
     if isinstance(order, (str, bytes)) or not isinstance(order, Sequence) or not order:
         raise TypeError(f"order must be a non-empty sequence of layers (path strings, or lists of them), got {order!r}")
-    units, owner = [], {}
+    units: list[list[Path]] = []
+    owner: dict[Path, int] = {}
     for k, layer in enumerate(order):
         entries = [_entry(e) for e in (layer if isinstance(layer, list) else [layer])]
         unit = []
@@ -459,7 +461,7 @@ def emergence_scale(
     return rebuild(tree, flat)
 
 
-def forward_order(model: Any, *args: Any, method: Any = None, **kwargs: Any) -> list[str]:
+def forward_order(model: Any, *args: Any, method: Any = None, **kwargs: Any) -> list[list[str]]:
     """The kernel-holding submodules of a linen ``model`` in the order its forward pass calls them.
 
     Runs ``model.init`` abstractly (``jax.eval_shape``; nothing is computed) with a method

@@ -419,7 +419,9 @@ def _relu_mse(w1: Array, b1: Array, w2: Array, b2: Array, mean: Array, cov: Arra
 
 
 def _acc_dtype() -> jnp.dtype:
-    return jnp.dtype(jnp.float64) if jax.config.jax_enable_x64 else jnp.dtype(jnp.float32)
+    # jax.config's flags are attributes set at run time, which its Config class does not declare.
+    x64 = jax.config.jax_enable_x64  # type: ignore[attr-defined]
+    return jnp.dtype(jnp.float64) if x64 else jnp.dtype(jnp.float32)
 
 
 def _two_sum(pair: Array, value: Array) -> Array:
@@ -446,7 +448,8 @@ class Moments(NamedTuple):
         (1.0, 5.0)
     """
 
-    count: Array  # (2,)
+    # A public field that shadows tuple.count (the method), which nothing here calls.
+    count: Array  # type: ignore[assignment]  # (2,)
     shift: Array  # (d,)
     total: Array  # (2, d): sum of (z - shift)
     outer: Array  # (2, d, d): sum of (z - shift)(z - shift)ᵀ
@@ -493,7 +496,7 @@ class Moments(NamedTuple):
         return self.shift + mc, (cov + cov.T) / 2
 
 
-def _batches(x: Any, batch_size: int) -> Iterable[Array]:
+def _batches(x: Any, batch_size: int) -> Iterable[Any]:
     if isinstance(x, (np.ndarray, jax.Array)):
         n = x.shape[0]
         return (x[i : i + batch_size] for i in range(0, n, batch_size))
@@ -512,7 +515,8 @@ def _stream(
 
     ``fn`` is static (hashable, e.g. a frozen dataclass) so repeated calls reuse one program.
     """
-    moments, dx = None, None
+    moments: Moments | None = None
+    dx = 0
     for xb in _batches(x, batch_size):
         xb = _float("x", xb)
         if tuple(xb.shape[1:]) != example:
@@ -985,6 +989,7 @@ def conv_conv_from_data(
             f"x must have shape (n, *spatial[{rank}], {c0}) to match k1 {k1.shape}, got examples of shape {example}"
         )
     k1, b1, k2, b2, s1, s2, p1, p2, size, spec = _conv_pair(k1, b1, k2, b2, strides, padding, example[:-1], pool)
+    assert size is not None  # input_size was given
     dtype = k1.dtype
     stages = [(k1.shape[:-2], s1, p1)] + ([] if spec is None else [spec[1:]]) + [(k2.shape[:-2], s2, p2)]
     window, fused_strides, fused_padding = _chain(stages)

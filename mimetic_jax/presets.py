@@ -114,7 +114,8 @@ def _attention_paths(tree: Any, kw: Mapping[str, Any]) -> list[Path]:
     for b in find_attention_blocks(tree, **_subset(find_attention_blocks, kw)):
         lay = b.layout
         if lay.qkv is None:
-            names = [lay.query, lay.key] * bool(qk) + [lay.value, lay.out] * bool(vo)
+            q, k, v, o = lay.names
+            names = [q, k] * bool(qk) + [v, o] * bool(vo)
         else:
             names = [lay.qkv] + [lay.out] * bool(vo)
         out += [b.kernel_path(n) for n in names]

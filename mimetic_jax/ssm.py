@@ -85,7 +85,7 @@ import numpy as np
 from mimetic_jax import _checks
 from mimetic_jax._sharding import constrain
 from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, match_parts, path_name, put_like, rebuild
-from mimetic_jax.attention import METHODS, query_key
+from mimetic_jax.attention import METHODS, Distribution, Method, query_key
 
 __all__ = [
     "A_LOG_RANGE",
@@ -219,8 +219,8 @@ def bc_kernels(
     num_groups: int = 1,
     alpha: float = 0.7,
     beta: float = 0.7,
-    distribution: str = "normal",
-    method: str = "exact",
+    distribution: Distribution = "normal",
+    method: Method = "exact",
     dtype: Any = jnp.float32,
 ) -> tuple[Array, Array]:
     r"""B and C projection columns with ``W_C^g W_B^{gᵀ} ≈ α Z_g + β I`` at rank ``N``, per group.
@@ -590,7 +590,7 @@ def mimetic_ssm(
         raise ValueError(f"conv must be True, False or 'bc', got {conv!r}")
     if not (transition or bc or conv):
         raise ValueError("nothing to do: transition, bc and conv are all False")
-    opts = dict(
+    opts: dict[str, Any] = dict(
         transition=bool(transition),
         bc=bool(bc),
         conv=conv,

@@ -204,7 +204,7 @@ def plot_comparison(
     n = default.shape[0]
     fig = plt.figure(figsize=(14.0 if init_panel else 9.0, 4.6), layout="constrained")
     if init_panel is not None:
-        curves, right = fig.subfigures(1, 2, width_ratios=[2.0, 1.25], wspace=0.02)
+        curves, right = fig.subfigures(1, 2, squeeze=False, width_ratios=[2.0, 1.25], wspace=0.02)[0]
     else:
         curves, right = fig, None
     ax, dax = curves.subplots(1, 2)

@@ -86,7 +86,7 @@ SCHEMES = {"vit": ("attention", "mlp"), "convmixer": ("conv", "mlp")}
 """Schemes ``--schemes`` accepts per model (the first is the default)."""
 
 #: Option defaults of every task (``None`` in the parser: "not given").
-COMMON_DEFAULTS = {
+COMMON_DEFAULTS: dict[str, Any] = {
     "seeds": 3,
     "steps": 400,
     "checkpoints": 8,
@@ -95,7 +95,7 @@ COMMON_DEFAULTS = {
     "out": Path("runs/compare"),
 }
 #: Defaults per task, and the options that only that task uses.
-TASK_DEFAULTS = {
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "image": {"lr": 1e-3, "batch_size": 128, "depth": 4, "model": "vit", "dataset": "digits"},
     "copying": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2},
     "mqar": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2},
@@ -388,7 +388,8 @@ def _scheme_transform(schemes: Sequence[str], method: str | None):
     from mimetic_jax import mimetic_attention, mimetic_conv, mimetic_mlp
 
     steps = {
-        "attention": lambda v, k: mimetic_attention(v, k, method=method),
+        # method is None only when no attention scheme is chosen (resolve_options sets it otherwise).
+        "attention": lambda v, k: mimetic_attention(v, k, method=method or "exact"),
         "conv": mimetic_conv,
         "mlp": lambda v, k: mimetic_mlp(v),
     }
@@ -452,6 +453,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
     schemes = tuple(args.schemes.split(","))
     data = load_dataset(args.dataset)
     patch = check_options(args, data.image_shape, data.x_train.shape[0])
+    model: ViT | ConvMixer
     if args.model == "vit":
         model = ViT(
             num_classes=data.num_classes, width=args.width, depth=args.depth, num_heads=args.heads, patch_size=patch
@@ -556,11 +558,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(1, f"{parser.prog}: error: {err}\n")
         except ModuleNotFoundError as err:
             # A harness package imported past require() (a transitive import): same message.
-            if (err.name or "").split(".")[0] not in HARNESS_PACKAGES:
+            package = (err.name or "").split(".")[0]
+            if package not in HARNESS_PACKAGES:
                 raise
             parser.exit(
                 1,
-                f"{parser.prog}: error: the package {err.name.split('.')[0]!r} is not installed "
+                f"{parser.prog}: error: the package {package!r} is not installed "
                 f"({err}); install the experiments extra with: {EXTRA}\n",
             )
     return 0

@@ -75,7 +75,7 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(H, W, C)`` of one image."""
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        return tuple(self.x_train.shape[1:])
 
 
 def _check_fraction(test_fraction: float) -> None:

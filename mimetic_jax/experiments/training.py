@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -59,7 +59,10 @@ __all__ = [
 ]
 
 PyTree = Any
-ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
+
+#: A model's ``apply``: ``(variables, x) -> logits``; with ``mutable`` collections it is also
+#: called with ``train=True, mutable=[...]`` and returns ``(logits, updated collections)``.
+ApplyFn = Callable[..., Any]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -258,7 +261,7 @@ def _num_models(params_stack: PyTree) -> int:
     sizes = {leaf.shape[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(params_stack)}
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"params_stack leaves must share one leading model axis, got sizes {sizes}")
-    return sizes.pop()
+    return cast(int, sizes.pop())  # not None: checked above
 
 
 def _make_train_chunk(

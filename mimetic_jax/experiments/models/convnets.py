@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -61,13 +61,14 @@ class DepthwiseConv(nn.Module):
         # SAME padding as lax.conv: total k-1, the extra one at the end.
         x = jnp.pad(x.astype(self.dtype), ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
         h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-        y = sum(x[:, i : i + h, j : j + w, :] * kernel[i, j, 0] for i in range(kh) for j in range(kw))
+        # cast: sum() of arrays is typed as possibly its int start, 0 (kh, kw >= 1 here).
+        y = cast(jax.Array, sum(x[:, i : i + h, j : j + w, :] * kernel[i, j, 0] for i in range(kh) for j in range(kw)))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (c,)).astype(self.dtype)
         return y
 
 
-def _check_image(x: jax.Array, patch: tuple[int, int]) -> None:
+def _check_image(x: jax.Array, patch: tuple[int, ...]) -> None:
     if x.ndim != 4:
         raise ValueError(f"x must be images (N, H, W, C), got shape {x.shape}")
     if x.shape[1] % patch[0] or x.shape[2] % patch[1]:
@@ -119,9 +120,9 @@ class ConvMixer(nn.Module):
         """Logits ``(N, num_classes)`` of images ``x`` ``(N, H, W, C)``."""
         pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)  # noqa: E731
         patch, kernel = pair(self.patch_size), pair(self.kernel_size)
-        if self.width <= 0 or self.depth < 0 or min(kernel) <= 0 or min(patch) <= 0:
+        if self.width <= 0 or self.depth < 0 or len(kernel) != 2 or len(patch) != 2 or min(kernel + patch) <= 0:
             raise ValueError(
-                f"ConvMixer needs width > 0, depth >= 0 and positive sizes, got width={self.width}, "
+                f"ConvMixer needs width > 0, depth >= 0 and two positive sizes each, got width={self.width}, "
                 f"depth={self.depth}, kernel_size={kernel}, patch_size={patch}"
             )
         _check_image(x, patch)

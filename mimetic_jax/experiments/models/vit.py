@@ -71,7 +71,7 @@ class EncoderBlock(nn.Module):
         return x + y
 
 
-def _check_config(width: int, num_heads: int, depth: int, patch_size: tuple[int, int], mlp_ratio: float) -> None:
+def _check_config(width: int, num_heads: int, depth: int, patch_size: tuple[int, ...], mlp_ratio: float) -> None:
     """Raise a ValueError naming the first bad ViT attribute."""
     if width <= 0 or width % 4:
         raise ValueError(f"width must be a positive multiple of 4 (2-D sin-cos embedding), got {width}")
