@@ -270,6 +270,8 @@ def query_key(
     """
     d_in, heads, kv_heads, k, d_kv = _check_sizes(d_in, num_heads, num_kv_heads, head_dim, "d_kv", d_kv)
     dtype = _common(distribution, method, dtype)
+    alpha, beta = _checks.finite_float("alpha", alpha), _checks.finite_float("beta", beta)
+    _checks.target_fits("alpha", alpha, "beta", beta, dtype)
     return _query_key(
         _checks.prng_key("key", key),
         d_in=d_in,
@@ -277,8 +279,8 @@ def query_key(
         heads=heads,
         kv_heads=kv_heads,
         k=k,
-        alpha=_checks.finite_float("alpha", alpha),
-        beta=_checks.finite_float("beta", beta),
+        alpha=alpha,
+        beta=beta,
         distribution=distribution,
         method=method,
         dtype=dtype,
@@ -365,6 +367,8 @@ def value_output(
     if not isinstance(rotate_heads, bool):
         raise TypeError(f"rotate_heads must be a bool, got {rotate_heads!r}")
     dtype = _common(distribution, method, dtype)
+    alpha, beta = _checks.finite_float("alpha", alpha), _checks.finite_float("beta", beta)
+    _checks.target_fits("alpha", alpha, "beta", beta, dtype)
     return _value_output(
         _checks.prng_key("key", key),
         d_in=d_in,
@@ -372,8 +376,8 @@ def value_output(
         heads=heads,
         kv_heads=kv_heads,
         k=k,
-        alpha=_checks.finite_float("alpha", alpha),
-        beta=float(sign) * _checks.finite_float("beta", beta),
+        alpha=alpha,
+        beta=float(sign) * beta,
         distribution=distribution,
         method=method,
         rotate_heads=rotate_heads,
@@ -488,6 +492,8 @@ def qkv_init(
                 f"(d, (num_heads + 2*num_kv_heads) * head_dim) with num_heads={heads}, "
                 f"num_kv_heads={kv_heads}, head_dim={k}"
             )
+        _checks.target_fits("alpha", alpha, "beta", beta, dtype)
+        _checks.target_fits("value_alpha", value_alpha, "value_beta", value_beta, dtype)
         k_qk, k_vo = jax.random.split(_checks.prng_key("key", key))
         w_q, w_k = query_key(k_qk, d, heads, k, dtype=dtype, **qk_opts)
         w_v, _ = value_output(k_vo, d, heads, k, dtype=dtype, **vo_opts)
@@ -1248,9 +1254,13 @@ def mimetic_attention(
         raise _nothing_found(flat, layouts, partial, include, exclude)
     for block in blocks:
         for n in block.layout.names:
-            _checks.float_dtype(
+            dt = _checks.float_dtype(
                 f"kernel {path_name(block.kernel_path(n))!r} dtype", jnp.result_type(flat[block.kernel_path(n)])
             )
+            # drawn in float32, written in the kernel's dtype: both must hold the factors
+            for dtype in (jnp.float32, dt):
+                _checks.target_fits("alpha", alpha, "beta", beta, dtype)
+                _checks.target_fits("value_alpha", value_alpha, "value_beta", value_beta, dtype)
     groups: dict[tuple, list[int]] = {}
     for i, block in enumerate(blocks):
         groups.setdefault(_signature(block, flat), []).append(i)

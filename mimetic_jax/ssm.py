@@ -473,6 +473,7 @@ def _new_leaves(block: SSMBlock, key: Array, old: dict[Path, Array], opts: dict[
         new[block.dt] = dt_bias_init(opts["delta"])(None, dt.shape, dt.dtype)
     if opts["bc"]:
         w = old[block.bc_kernel]
+        _checks.target_fits("alpha", opts["alpha"], "beta", opts["beta"], w.dtype)  # drawn in float32, written in w's
         w_b, w_c = bc_kernels(
             k_bc,
             block.d_in,
@@ -574,8 +575,8 @@ def mimetic_ssm(
         conv=bool(conv),
         a_log_range=tuple(a_log_range),
         delta=delta,
-        alpha=alpha,
-        beta=beta,
+        alpha=_checks.finite_float("alpha", alpha),
+        beta=_checks.finite_float("beta", beta),
         distribution=distribution,
         method=method,
     )

@@ -124,3 +124,23 @@ def test_finders_and_masks_name_bad_arguments():
         mj.AttentionLayout(out="o", qkv="qkv", packing="interleaved")
     with pytest.raises(TypeError, match="transposed must be a bool"):
         mj.AttentionLayout(out="o", qkv="qkv", transposed="yes")
+
+
+@pytest.mark.parametrize("which", ["alpha", "beta", "value_alpha", "value_beta"])
+def test_alpha_beta_that_overflow_float16_kernels_are_errors_not_inf(which):
+    pair = "value_alpha .* and value_beta" if which.startswith("value") else "alpha .* and beta"
+    with pytest.raises(ValueError, match=rf"{pair} .* overflow the output dtype float16"):
+        mj.mimetic_attention(_attention(jnp.float16), KEY, **{which: 1e12})
+    out = mj.mimetic_attention(_attention(jnp.bfloat16), KEY, **{which: 1e12})
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(out))
+
+
+def test_mimetic_ssm_alpha_that_overflows_float16_bc_kernels_is_an_error():
+    from mimetic_jax.experiments.models import MambaLM
+
+    params = MambaLM(vocab_size=8, d_model=8, n_layer=1, d_state=4).init(KEY, jnp.zeros((1, 4), jnp.int32))
+    half = jax.tree.map(lambda x: x.astype(jnp.float16), params)
+    with pytest.raises(ValueError, match=r"alpha .* and beta .* overflow the output dtype float16"):
+        mj.mimetic_ssm(half, KEY, alpha=1e12)
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        mj.mimetic_ssm(params, KEY, alpha=float("nan"))

@@ -153,6 +153,42 @@ def test_fits_dtype_knows_float16_saturates_and_bfloat16_does_not():
         _checks.fits_dtype("alpha", 1e39, jnp.float32, "c")
 
 
+def test_target_fits_bounds_the_factors_in_the_output_dtype_and_the_target_in_float32():
+    _checks.target_fits("alpha", 1e9, "beta", 0.7, jnp.float16)  # √(3e9) ≈ 5.5e4 < 65504
+    _checks.target_fits("alpha", 1e18, "beta", 1.0, jnp.bfloat16)  # bfloat16 has float32's range
+    with pytest.raises(ValueError, match=r"alpha \(1e\+10\) and beta \(0.7\) overflow the output dtype float16"):
+        _checks.target_fits("alpha", 1e10, "beta", 0.7, jnp.float16)
+    with pytest.raises(ValueError, match=r"value_alpha \(0.4\) and value_beta \(-1e\+10\) overflow .* float16"):
+        _checks.target_fits("value_alpha", 0.4, "value_beta", -1e10, jnp.float16)
+    with pytest.raises(
+        ValueError, match=r"alpha \(1e\+20\) and beta \(0.7\) are too large for the float32 computation"
+    ):
+        _checks.target_fits("alpha", 1e20, "beta", 0.7, jnp.float32)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+@pytest.mark.parametrize("which", ["alpha", "beta"])
+def test_query_key_and_value_output_alpha_beta_that_overflow_float16_are_errors(method, which):
+    # these used to return inf (float16) or NaN (float32 from alpha = 1e39)
+    kw = {which: 1e10, "method": method, "dtype": jnp.float16}
+    for fn in (query_key, value_output):
+        with pytest.raises(ValueError, match=r"alpha .* and beta .* overflow the output dtype float16"):
+            fn(K, 16, 2, 8, **kw)
+        with pytest.raises(ValueError, match=r"alpha .* and beta .* too large for the float32 computation"):
+            fn(K, 16, 2, 8, **{which: 1e39, "method": method})
+    w_q, w_k = query_key(K, 16, 2, 8, **{**kw, which: 1e8})  # a large value that fits
+    assert bool(jnp.all(jnp.isfinite(w_q))) and bool(jnp.all(jnp.isfinite(w_k)))
+
+
+@pytest.mark.parametrize("which", ["alpha", "beta", "value_alpha", "value_beta"])
+def test_qkv_init_names_the_pair_that_overflows_float16(which):
+    init = qkv_init(2, 4, **{which: 1e12})
+    pair = "value_alpha .* and value_beta" if which.startswith("value") else "alpha .* and beta"
+    with pytest.raises(ValueError, match=rf"^{pair} .* overflow the output dtype float16"):
+        init(K, (8, 24), jnp.float16)
+    assert bool(jnp.all(jnp.isfinite(init(K, (8, 24), jnp.bfloat16))))
+
+
 @pytest.mark.parametrize(
     "value",
     [
