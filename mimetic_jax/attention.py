@@ -559,6 +559,8 @@ def sincos_2d(grid: tuple[int, int] | None = None, *, temperature: float = 10000
     """
     temperature = _checks.real_range("temperature", temperature, _TEMPERATURE_MIN, _TEMPERATURE_MAX)
     if grid is not None:
+        if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) != 2:
+            raise TypeError(f"grid must be None or a pair (h, w) of positive ints, got {grid!r}")
         grid = (_checks.size("grid[0]", grid[0]), _checks.size("grid[1]", grid[1]))
 
     def init(key: Array, shape: Any, dtype: Any = None, out_sharding: Any = None) -> Array:
@@ -799,12 +801,19 @@ def _sizes(
             f"attention block {where!r} (layout {layout.label}): kernel shapes {list(shapes)} do not fit {expected}"
         )
 
+    def carried(h: int, h_kv: int) -> None:
+        """Kernels that carry their head counts: a given count must agree (it used to be ignored)."""
+        for name, given, have in (("num_heads", num_heads, h), ("num_kv_heads", num_kv_heads, h_kv)):
+            if given is not None and given != have:
+                raise bad(f"{name}={given}: the kernels carry {have} heads")
+
     if layout.qkv is None:
         q, k, v, o = shapes
         if len(q) == 3:
             if not (len(k) == len(v) == 3 and len(o) == 3 and k == v and q[2] == k[2] and o[:2] == q[1:]):
                 raise bad("query (d, H, k), key/value (d_kv, H_kv, k), out (H, k, d_out)")
             h, h_kv, hd = q[1], k[1], q[2]
+            carried(h, h_kv)
             if h % h_kv:
                 raise bad(f"grouped attention: {h} query heads are not a multiple of {h_kv} key heads")
             return q[0], k[0], o[2], h, h_kv, hd
@@ -826,6 +835,7 @@ def _sizes(
     if len(fused) == 4:
         if not (fused[1] == 3 and len(o) == 3 and o[:2] == fused[2:]):
             raise bad("qkv (d, 3, H, k), out (H, k, d_out)")
+        carried(fused[2], fused[2])
         return fused[0], fused[0], o[2], fused[2], fused[2], fused[3]
     if not (len(fused) == 2 and len(o) == 2):
         raise bad("qkv (d, 3, H, k) or (d, (H + 2 H_kv) k), out (H k, d_out)")
@@ -958,9 +968,9 @@ def _find_with_partials(
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     layouts = _check_layouts(layouts)
     if num_heads is not None:
-        num_heads = _checks.positive_int("num_heads", num_heads)
+        num_heads = _checks.size("num_heads", num_heads)
     if num_kv_heads is not None:
-        num_kv_heads = _checks.positive_int("num_kv_heads", num_kv_heads)
+        num_kv_heads = _checks.size("num_kv_heads", num_kv_heads)
     config_heads = heads_from_config(config)
     matches, partial = _match(flat, layouts, include, exclude)
     blocks = []

@@ -144,3 +144,35 @@ def test_mimetic_ssm_alpha_that_overflows_float16_bc_kernels_is_an_error():
         mj.mimetic_ssm(half, KEY, alpha=1e12)
     with pytest.raises(ValueError, match="alpha must be finite"):
         mj.mimetic_ssm(params, KEY, alpha=float("nan"))
+
+
+def test_a_head_count_that_contradicts_kernels_carrying_heads_is_an_error_not_ignored():
+    tree = _attention()  # linen (d, H=2, k) kernels
+    with pytest.raises(ValueError, match="num_heads=3: the kernels carry 2 heads"):
+        mj.mimetic_attention(tree, KEY, num_heads=3)
+    with pytest.raises(ValueError, match="num_kv_heads=1: the kernels carry 2 heads"):
+        mj.mimetic_attention(tree, KEY, num_kv_heads=1)
+    with pytest.raises(ValueError, match="num_heads must be at most"):
+        mj.mimetic_attention(tree, KEY, num_heads=10**12)
+    out = mj.mimetic_attention(tree, KEY, num_heads=2)  # agreeing is fine
+    assert jax.tree.structure(out) == jax.tree.structure(tree)
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e-200, 0.0])
+def test_mimetic_conv_scale_has_depthwise_conv_inits_range(scale):
+    # 1e160 used to raise OverflowError from scale**2
+    with pytest.raises(ValueError, match="scale must"):
+        mj.mimetic_conv(_convmixer(), KEY, scale=scale)
+
+
+def test_mimetic_conv_scale_that_overflows_a_float16_kernel_is_an_error():
+    with pytest.raises(ValueError, match="scale overflows the output dtype float16"):
+        mj.mimetic_conv(_convmixer(jnp.float16), KEY, scale=1e4)
+
+
+def test_mimetic_conv_names_the_bad_covariance_by_index():
+    cov = np.asarray(mj.conv_filter_covariance(5, 1.0))  # ConvMixer's 5×5 depthwise kernels, two layers
+    with pytest.raises(ValueError, match=r"covariances\[1\] .*positive semi-definite"):
+        mj.mimetic_conv(_convmixer(), KEY, covariances=[cov, -np.eye(25)])
+    with pytest.raises(TypeError, match="covariances must be None or a list"):
+        mj.mimetic_conv(_convmixer(), KEY, covariances=3)

@@ -228,6 +228,8 @@ BAD_CALLS = {
     "sincos_1d temperature < 0": (lambda: sincos_1d(temperature=-3.0), ValueError, "temperature must lie in"),
     "sincos_2d temperature nan": (lambda: sincos_2d(temperature=NAN), ValueError, "temperature must be finite"),
     "sincos_2d grid 2**31": (lambda: sincos_2d((2**31, 1)), ValueError, r"grid\[0\] must be at most"),
+    "sincos_2d grid an int": (lambda: sincos_2d(4), TypeError, r"grid must be None or a pair"),
+    "sincos_2d grid of one": (lambda: sincos_2d((4,)), TypeError, r"grid must be None or a pair"),
     "query_key 10**12 heads": (lambda: query_key(K, 16, 10**12, 8), ValueError, "num_heads must be at most"),
     "query_key d_in 2**31": (lambda: query_key(K, 2**31, 1, 8), ValueError, "d_in must be at most"),
     "query_key d_in 10**12": (lambda: query_key(K, 10**12, 1, 8), ValueError, "d_in must be at most"),
