@@ -558,6 +558,10 @@ def dense_dense_from_data(
 ):
     """Data-driven linear MMSE fusion ``W = (C_x + λI)⁻¹ C_{x z₂}``, ``b = E z₂ − E x W``.
 
+    Every array (the layers and each batch of ``x``) must be finite; that value check runs on
+    concrete arrays only: under ``jax.jit`` (traced arguments) it cannot, so call it eagerly to
+    have it (the math is jitted inside either way).
+
     Args:
         w1, b1, w2, b2: the two layers (as :func:`dense_dense`).
         x: the first layer's inputs: an ``(n, d_in)`` array (streamed in ``batch_size``
@@ -817,6 +821,10 @@ def conv_conv(
 ) -> FusedConv:
     """Closed-form conv → conv fusion for white stationary Gaussian input (module doc).
 
+    Every array must be finite and ``cov`` symmetric PSD; these value checks run on concrete
+    arrays only: under ``jax.jit`` (traced arguments) they cannot, so call it eagerly to have
+    them (the math is jitted inside either way).
+
     Args:
         k1, b1: first conv, kernel ``(*w1, c0, c1)``; k2, b2: second, ``(*w2, c1, c2)``.
         mean: per-channel input mean ``(c0,)`` or a scalar.
@@ -951,6 +959,10 @@ def conv_conv_from_data(
     channels together, so cross-channel correlations are fitted), moments streamed over
     ``x``'s batches and all positions.
 
+    Every array (the kernels, biases and each batch of ``x``) must be finite; that value check
+    runs on concrete arrays only: under ``jax.jit`` (traced arguments) it cannot, so call it
+    eagerly to have it.
+
     Args:
         k1, b1, k2, b2, strides, padding, activation: as :func:`conv_conv`.
         x: inputs ``(n, *spatial, c0)`` (streamed in ``batch_size`` images) or an iterable
@@ -1048,6 +1060,10 @@ def conv_dense(
 
     ``H₁ (D W₂)`` is computed by the conv's transpose, never as a matrix.
 
+    Every array must be finite and ``cov`` symmetric PSD; these value checks run on concrete
+    arrays only: under ``jax.jit`` (traced arguments) they cannot, so call it eagerly to have
+    them (the math is jitted inside either way).
+
     Args:
         k1, b1: the conv, kernel ``(*window, c0, c1)``.
         w2, b2: the dense layer on the flattened conv output, ``(prod(out) c1, d_out)``.
@@ -1133,7 +1149,8 @@ def conv_dense_from_data(
     """Data-driven conv → (flatten →) dense fusion: linear MMSE of ``z₂`` on ``x.reshape(n, -1)``.
 
     Args as :func:`conv_dense` and :func:`dense_dense_from_data`; ``x`` is ``(n, *spatial, c0)``
-    or an iterable of such batches.
+    or an iterable of such batches. Every array must be finite; that value check runs on
+    concrete arrays only: under ``jax.jit`` (traced arguments) it cannot, so call it eagerly.
     """
     act = _activation_fn(activation)
     ridge = _nonnegative("ridge", ridge)
@@ -1192,6 +1209,9 @@ def fold_batchnorm(
     With the BatchNorm folded, the pair is an ordinary layer pair: fuse it with
     :func:`dense_dense`, :func:`conv_conv_from_data` … (BN in training mode normalizes by
     the batch's statistics: not an affine map of one example, not foldable).
+
+    Every array must be finite and ``var + epsilon > 0``; on traced arrays (under ``jax.jit``)
+    these value checks cannot run: call it eagerly to have them.
 
     Args:
         kernel: ``(d_in, d_out)`` or a conv kernel ``(*window, c_in, c_out)``.
@@ -1328,6 +1348,9 @@ def fuse_params(
     4, 2: a flatten between them), conv→conv (3, 3 or 4, 4). The fused layer must have
     the shape the shallow model expects (checked): for conv→conv, build the shallow conv
     with :class:`FusedConv`'s kernel size, strides and padding.
+
+    The arrays taken from the trees, ``inputs``, ``mean`` and ``cov`` are checked as by the
+    fusion function used (finite; ``cov`` PSD): on concrete arrays only, not under ``jax.jit``.
 
     Args:
         deep: the trained deeper model: linen params dict, ``nnx.State`` or ``nnx.Module``.
