@@ -347,6 +347,11 @@ def depthwise_conv_init(
     if not callable(displacement):
         raise TypeError(f"displacement must be a function (delta, sigma) -> (K, K) array, got {displacement!r}")
     if covariance is not None:
+        if _checks.is_traced(covariance):
+            raise TypeError(
+                "covariance must be a concrete array (it is needed at trace time), got a tracer; pass it "
+                "from outside jax.jit"
+            )
         cov = np.asarray(covariance)
         if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
             raise ValueError(f"covariance must be a square matrix, got shape {cov.shape}")
@@ -389,6 +394,8 @@ def filter_covariance(kernel: Any, *, center: bool = True) -> Array:
     kernel_dtype = jnp.asarray(kernel).dtype
     _checks.float_dtype("kernel dtype", kernel_dtype)
     _checks.finite_array("kernel", kernel)
+    if not isinstance(center, (bool, np.bool_)):
+        raise TypeError(f"center must be a bool, got {center!r}")
     if center and channels < 2:
         raise ValueError(f"a centered covariance needs at least 2 filters, got kernel shape {jnp.shape(kernel)}")
     w = jnp.asarray(kernel, jnp.float32).reshape(math.prod(dims), channels)

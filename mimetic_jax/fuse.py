@@ -229,6 +229,8 @@ def _closed_form_activation(activation: Any) -> str:
 
 def _float(name: str, x: Any) -> Array:
     """``x`` as a floating array with finite entries (the values are checked only when concrete)."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a floating array, got {x!r}")
     if not _checks.is_traced(x):
         try:
             x = jnp.asarray(x)
@@ -373,7 +375,23 @@ def dense_dense(
     activation = _closed_form_activation(activation)
     w1, b1, w2, b2, dtype = _dense_pair(w1, b1, w2, b2)
     w, b = _dense_dense(w1, b1, w2, b2, *_gaussian(mean, cov, w1.shape[0]), activation)
+    _no_overflow("dense_dense", w, b, dtype=dtype)
     return w.astype(dtype), b.astype(dtype)
+
+
+def _no_overflow(what: str, *results: Any, dtype: Any = jnp.float32) -> None:
+    """Raise if a concrete result of finite inputs overflowed (float32 math, or the cast to ``dtype``)."""
+    top = float(jnp.finfo(dtype).max)
+    for r in results:
+        if _checks.is_traced(r):
+            return
+        with jax.ensure_compile_time_eval():
+            big = float(jnp.max(jnp.abs(jnp.asarray(r, jnp.float32)))) if jnp.size(r) else 0.0
+        if not big <= top:
+            raise ValueError(
+                f"{what}: the inputs are finite but the result overflows {jnp.dtype(dtype)} (largest finite value "
+                f"{top:.4g}): rescale the layers or the input statistics (mean, cov)"
+            )
 
 
 @functools.partial(jax.jit, static_argnums=6)
@@ -401,7 +419,9 @@ def fusion_mse(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any, activ
     mean, cov = _gaussian(mean, cov, w1.shape[0])
     if activation == "identity":
         return jnp.zeros((), jnp.float32)
-    return _relu_mse(w1, b1, w2, b2, mean, cov)
+    mse = _relu_mse(w1, b1, w2, b2, mean, cov)
+    _no_overflow("fusion_mse", mse)
+    return mse
 
 
 @jax.jit
@@ -494,6 +514,8 @@ class Moments(NamedTuple):
 
 
 def _batches(x: Any, batch_size: int) -> Iterable[Array]:
+    if x is None or isinstance(x, (str, bytes, int, float)):
+        raise TypeError(f"x must be an array (n, ...) or an iterable of such batches, got {x!r}")
     if isinstance(x, (np.ndarray, jax.Array)):
         n = x.shape[0]
         return (x[i : i + batch_size] for i in range(0, n, batch_size))

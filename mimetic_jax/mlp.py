@@ -82,7 +82,10 @@ def mean_shift_init(mean: float, base: Initializer = jax.nn.initializers.lecun_n
         dims = _checks.shape_of("shape", shape, (2, 3, 4, 5))
         dtype = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
         _checks.fits_dtype("mean", mean, dtype)
-        w = base(key, dims, jnp.float32) + jnp.float32(mean)
+        w = base(key, dims, jnp.float32)
+        if tuple(jnp.shape(w)) != dims:  # it used to broadcast silently
+            raise ValueError(f"base must return an array of the requested shape {dims}, got shape {jnp.shape(w)}")
+        w = w + jnp.float32(mean)
         return constrain(w.astype(dtype), out_sharding)
 
     return init

@@ -176,3 +176,24 @@ def test_mimetic_conv_names_the_bad_covariance_by_index():
         mj.mimetic_conv(_convmixer(), KEY, covariances=[cov, -np.eye(25)])
     with pytest.raises(TypeError, match="covariances must be None or a list"):
         mj.mimetic_conv(_convmixer(), KEY, covariances=3)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_, jnp.complex64])
+def test_emergence_scale_rejects_non_float_kernels_instead_of_truncating(dtype):
+    tree = {f"Dense_{i}": {"kernel": jnp.ones((3, 3), dtype)} for i in range(3)}
+    with pytest.raises(TypeError, match="kernel 'Dense_0/kernel' dtype must be a floating dtype"):
+        mj.emergence_scale(tree, alpha=2.0)
+
+
+def test_mimetic_ssm_a_log_range_and_layouts_are_checked_by_name():
+    from mimetic_jax.experiments.models import MambaLM
+
+    params = MambaLM(vocab_size=8, d_model=8, n_layer=1, d_state=4).init(KEY, jnp.zeros((1, 4), jnp.int32))
+    for bad in [(-8.0,), None, "ab", (-8.0, -6.0, -4.0)]:
+        with pytest.raises(TypeError, match="a_log_range must be a pair"):
+            mj.mimetic_ssm(params, KEY, a_log_range=bad)
+    with pytest.raises(TypeError, match="got one SSMLayout; wrap it in a list"):
+        mj.mimetic_ssm(params, KEY, layouts=mj.MAMBA1)
+    for bad in (None, 3, []):
+        with pytest.raises(TypeError, match="layouts must be a non-empty sequence of SSMLayout"):
+            mj.find_ssm_blocks(params, layouts=bad)
