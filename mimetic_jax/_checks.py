@@ -262,6 +262,38 @@ def fits_dtype(name: str, value: float, dtype: Any, what: str = "") -> None:
         raise ValueError(f"{name} overflows the output dtype {dt}{about}: its largest finite value is {top:.4g}")
 
 
+#: A bound, with a margin, on the spectral norm of the noise ``Z`` of a mimetic target ``αZ + βI``
+#: (entries of variance ``1/max(rows, cols)``: ``‖Z‖₂ ≈ 2``).
+NOISE_NORM = 3.0
+
+
+def target_fits(alpha_name: str, alpha: float, beta_name: str, beta: float, dtype: Any) -> None:
+    """Raise unless the factors of the target ``αZ + βI`` are finite in ``dtype`` (and the target in its compute dtype).
+
+    The target's largest singular value is at most ``s = 3|α| + |β|`` (:data:`NOISE_NORM`), so the
+    factors' entries (``U √S``, ``√S Vᵀ``) are at most ``√s``: that must be finite in the output
+    ``dtype`` (float16 saturates at 65504, so ``s`` up to about 4.3e9), and ``s`` itself must stay
+    below the square root of the compute dtype's largest value (float32: about 1.8e19), where the
+    SVD's squared norms would overflow to inf and NaN.
+    """
+    dt = jnp.dtype(dtype)
+    ct = compute_dtype(dt)
+    s = NOISE_NORM * abs(alpha) + abs(beta)
+    pair = f"{alpha_name} ({alpha:g}) and {beta_name} ({beta:g})"
+    limit = math.sqrt(float(jnp.finfo(ct).max))
+    if not s <= limit:
+        raise ValueError(
+            f"{pair} are too large for the {ct} computation: 3|{alpha_name}| + |{beta_name}| = {s:.4g} "
+            f"exceeds {limit:.4g} (the square root of its largest finite value)"
+        )
+    top = float(jnp.finfo(dt).max)
+    if not math.sqrt(s) <= top:
+        raise ValueError(
+            f"{pair} overflow the output dtype {dt}: the factors' entries reach about "
+            f"√(3|{alpha_name}| + |{beta_name}|) = {math.sqrt(s):.4g}, above its largest finite value {top:.4g}"
+        )
+
+
 def is_traced(value: Any) -> bool:
     """Whether ``value`` is a tracer (under ``jax.jit``/``vmap``/``grad``), whose values cannot be inspected."""
     return isinstance(value, jax.core.Tracer)

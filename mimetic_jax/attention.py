@@ -270,6 +270,8 @@ def query_key(
     """
     d_in, heads, kv_heads, k, d_kv = _check_sizes(d_in, num_heads, num_kv_heads, head_dim, "d_kv", d_kv)
     dtype = _common(distribution, method, dtype)
+    alpha, beta = _checks.finite_float("alpha", alpha), _checks.finite_float("beta", beta)
+    _checks.target_fits("alpha", alpha, "beta", beta, dtype)
     return _query_key(
         _checks.prng_key("key", key),
         d_in=d_in,
@@ -277,8 +279,8 @@ def query_key(
         heads=heads,
         kv_heads=kv_heads,
         k=k,
-        alpha=_checks.finite_float("alpha", alpha),
-        beta=_checks.finite_float("beta", beta),
+        alpha=alpha,
+        beta=beta,
         distribution=distribution,
         method=method,
         dtype=dtype,
@@ -365,6 +367,8 @@ def value_output(
     if not isinstance(rotate_heads, bool):
         raise TypeError(f"rotate_heads must be a bool, got {rotate_heads!r}")
     dtype = _common(distribution, method, dtype)
+    alpha, beta = _checks.finite_float("alpha", alpha), _checks.finite_float("beta", beta)
+    _checks.target_fits("alpha", alpha, "beta", beta, dtype)
     return _value_output(
         _checks.prng_key("key", key),
         d_in=d_in,
@@ -372,8 +376,8 @@ def value_output(
         heads=heads,
         kv_heads=kv_heads,
         k=k,
-        alpha=_checks.finite_float("alpha", alpha),
-        beta=float(sign) * _checks.finite_float("beta", beta),
+        alpha=alpha,
+        beta=float(sign) * beta,
         distribution=distribution,
         method=method,
         rotate_heads=rotate_heads,
@@ -490,6 +494,8 @@ def qkv_init(
                 f"(d, (num_heads + 2*num_kv_heads) * head_dim) with num_heads={heads}, "
                 f"num_kv_heads={kv_heads}, head_dim={k}"
             )
+        _checks.target_fits("alpha", alpha, "beta", beta, dtype)
+        _checks.target_fits("value_alpha", value_alpha, "value_beta", value_beta, dtype)
         k_qk, k_vo = jax.random.split(_checks.prng_key("key", key))
         w_q, w_k = query_key(k_qk, d, heads, k, dtype=dtype, **qk_opts)
         w_v, _ = value_output(k_vo, d, heads, k, dtype=dtype, **vo_opts)
@@ -555,6 +561,8 @@ def sincos_2d(grid: tuple[int, int] | None = None, *, temperature: float = 10000
     """
     temperature = _checks.real_range("temperature", temperature, _TEMPERATURE_MIN, _TEMPERATURE_MAX)
     if grid is not None:
+        if isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) != 2:
+            raise TypeError(f"grid must be None or a pair (h, w) of positive ints, got {grid!r}")
         grid = (_checks.size("grid[0]", grid[0]), _checks.size("grid[1]", grid[1]))
 
     def init(key: Array, shape: Any, dtype: Any = None, out_sharding: Any = None) -> Array:
@@ -795,12 +803,19 @@ def _sizes(
             f"attention block {where!r} (layout {layout.label}): kernel shapes {list(shapes)} do not fit {expected}"
         )
 
+    def carried(h: int, h_kv: int) -> None:
+        """Kernels that carry their head counts: a given count must agree (it used to be ignored)."""
+        for name, given, have in (("num_heads", num_heads, h), ("num_kv_heads", num_kv_heads, h_kv)):
+            if given is not None and given != have:
+                raise bad(f"{name}={given}: the kernels carry {have} heads")
+
     if layout.qkv is None:
         q, k, v, o = shapes
         if len(q) == 3:
             if not (len(k) == len(v) == 3 and len(o) == 3 and k == v and q[2] == k[2] and o[:2] == q[1:]):
                 raise bad("query (d, H, k), key/value (d_kv, H_kv, k), out (H, k, d_out)")
             h, h_kv, hd = q[1], k[1], q[2]
+            carried(h, h_kv)
             if h % h_kv:
                 raise bad(f"grouped attention: {h} query heads are not a multiple of {h_kv} key heads")
             return q[0], k[0], o[2], h, h_kv, hd
@@ -822,6 +837,7 @@ def _sizes(
     if len(fused) == 4:
         if not (fused[1] == 3 and len(o) == 3 and o[:2] == fused[2:]):
             raise bad("qkv (d, 3, H, k), out (H, k, d_out)")
+        carried(fused[2], fused[2])
         return fused[0], fused[0], o[2], fused[2], fused[2], fused[3]
     if not (len(fused) == 2 and len(o) == 2):
         raise bad("qkv (d, 3, H, k) or (d, (H + 2 H_kv) k), out (H k, d_out)")
@@ -960,9 +976,9 @@ def _find_with_partials(
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     layouts = _check_layouts(layouts)
     if num_heads is not None:
-        num_heads = _checks.positive_int("num_heads", num_heads)
+        num_heads = _checks.size("num_heads", num_heads)
     if num_kv_heads is not None:
-        num_kv_heads = _checks.positive_int("num_kv_heads", num_kv_heads)
+        num_kv_heads = _checks.size("num_kv_heads", num_kv_heads)
     config_heads = heads_from_config(config)
     matches, partial = _match(flat, layouts, include, exclude)
     blocks = []
@@ -1256,9 +1272,13 @@ def mimetic_attention(
         raise _nothing_found(flat, layouts, partial, include, exclude)
     for block in blocks:
         for n in block.layout.names:
-            _checks.float_dtype(
+            dt = _checks.float_dtype(
                 f"kernel {path_name(block.kernel_path(n))!r} dtype", jnp.result_type(flat[block.kernel_path(n)])
             )
+            # drawn in float32, written in the kernel's dtype: both must hold the factors
+            for dtype in (jnp.float32, dt):
+                _checks.target_fits("alpha", alpha, "beta", beta, dtype)
+                _checks.target_fits("value_alpha", value_alpha, "value_beta", value_beta, dtype)
     groups: dict[tuple, list[int]] = {}
     for i, block in enumerate(blocks):
         groups.setdefault(_signature(block, flat), []).append(i)

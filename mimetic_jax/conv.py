@@ -348,6 +348,11 @@ def depthwise_conv_init(
     if not callable(displacement):
         raise TypeError(f"displacement must be a function (delta, sigma) -> (K, K) array, got {displacement!r}")
     if covariance is not None:
+        if _checks.is_traced(covariance):
+            raise TypeError(
+                "covariance must be a concrete array (it is needed at trace time), got a tracer; pass it "
+                "from outside jax.jit"
+            )
         cov = np.asarray(covariance)
         if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
             raise ValueError(f"covariance must be a square matrix, got shape {cov.shape}")
@@ -390,6 +395,8 @@ def filter_covariance(kernel: Any, *, center: bool = True) -> Array:
     kernel_dtype = jnp.asarray(kernel).dtype
     _checks.float_dtype("kernel dtype", kernel_dtype)
     _checks.finite_array("kernel", kernel)
+    if not isinstance(center, (bool, np.bool_)):
+        raise TypeError(f"center must be a bool, got {center!r}")
     if center and channels < 2:
         raise ValueError(f"a centered covariance needs at least 2 filters, got kernel shape {jnp.shape(kernel)}")
     w = jnp.asarray(kernel, jnp.float32).reshape(math.prod(dims), channels)
@@ -579,23 +586,40 @@ def mimetic_conv(
             "depthwise conv kernel (kh, kw, 1, C) or (k, 1, C)", flat, include, _is_depthwise, stacked_axes
         )
     total = sum(s.layers for s in sites)
+    if covariances is not None and not isinstance(covariances, (list, tuple)):
+        raise TypeError(
+            "covariances must be None or a list of K×K matrices, one per depthwise layer, "
+            f"got {type(covariances).__name__}"
+        )
     if covariances is not None and len(covariances) != total:
         raise ValueError(f"covariances must hold one matrix per depthwise layer ({total}), got {len(covariances)}")
     if scale is not None:
-        scale = _checks.finite_float("scale", scale)
-        if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        scale = _scale("scale", scale)  # as depthwise_conv_init: a positive normal float32 (1e160 overflowed)
+    if not callable(displacement):
+        raise TypeError(f"displacement must be a function (delta, sigma) -> (K, K) array, got {displacement!r}")
     key = _checks.prng_key("key", key)
     for site in sites:
-        _checks.float_dtype(f"kernel {site.name!r} dtype", jnp.result_type(flat[site.path]))
+        dtype = _checks.float_dtype(f"kernel {site.name!r} dtype", jnp.result_type(flat[site.path]))
+        std = math.sqrt(default_variance(site.shape[:-2])) if scale is None else scale
+        _checks.fits_dtype("scale", 8 * std, dtype, f"8 × the per-weight std of kernel {site.name!r}")
+        if std < float(jnp.finfo(dtype).tiny):
+            raise ValueError(
+                f"scale ({std:.3g}) underflows the dtype {dtype} of kernel {site.name!r} (smallest normal value "
+                f"{float(jnp.finfo(dtype).tiny):.3g}): the filters would be zero"
+            )
     layer = 0
     for site in sites:
         dims, channels = site.shape[:-2], site.shape[-1]
         roots = []
         for i in range(site.layers):
             sigma = layer_sigma(layer + i, total, sigma_start, sigma_end)
-            cov = None if covariances is None else covariances[layer + i]
-            roots.append(_root_for(dims, sigma, scale, cov, displacement))
+            if covariances is None:
+                roots.append(_root_for(dims, sigma, scale, None, displacement))
+                continue
+            try:
+                roots.append(_root_for(dims, sigma, scale, covariances[layer + i], displacement))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"covariances[{layer + i}] (for kernel {site.name!r}): {err}") from None
         old = flat[site.path]
         draws = [
             sample_filters(jax.random.fold_in(key, layer + i), roots[i], dims, channels, old.dtype)

@@ -454,9 +454,9 @@ def emergence_scale(
     layers = _layers(flat, tree, alpha, order, pivot, kernel)
     for layer in layers:
         for p in layer.paths:
-            dt = jnp.asarray(flat[p]).dtype
-            if jnp.issubdtype(dt, jnp.floating):
-                _checks.fits_dtype("alpha", layer.factor, dt, f"the factor of layer {layer.index} ({path_name(p)})")
+            # an integer kernel came back truncated (all zeros for factors < 1): floating kernels only
+            dt = _checks.float_dtype(f"kernel {path_name(p)!r} dtype", jnp.asarray(flat[p]).dtype)
+            _checks.fits_dtype("alpha", layer.factor, dt, f"the factor of layer {layer.index} ({path_name(p)})")
             flat[p] = _scale(flat[p], layer.factor)
     return rebuild(tree, flat)
 
@@ -491,6 +491,8 @@ def forward_order(model: Any, *args: Any, method: Any = None, **kwargs: Any) -> 
             calls.append(path)
         return next_fun(*f_args, **f_kwargs)
 
+    if method is not None and not callable(method) and not (isinstance(method, str) and hasattr(model, method)):
+        raise ValueError(f"method must be None, a method of the model or its name, got {method!r}")
     with nn.intercept_methods(record):
         variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, method=method, **kwargs))
     kernels = {p[1:-1] for p in flatten(variables) if p and p[0] == "params" and p[-1] == "kernel"}
@@ -519,6 +521,8 @@ def _nodes(name: str, a: Any, node: str, batch: int | None) -> np.ndarray:
         raise TypeError(
             f"{name} must be a concrete array (emergence_measure runs eagerly, not under jax.jit), got a tracer"
         )
+    if np.iscomplexobj(a):
+        raise TypeError(f"{name} must be a real array, got a complex one (dtype {np.asarray(a).dtype})")
     try:
         arr = np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -634,6 +638,8 @@ def _adjacency(adjacency: Sequence[Any], widths: list[int]) -> list[np.ndarray]:
     out = []
     for i, a in enumerate(adjacency):
         m = np.asarray(a)
+        if np.iscomplexobj(m):
+            raise TypeError(f"adjacency[{i}] must be a real array, got dtype {m.dtype}")
         if m.dtype == object or not np.all(np.isfinite(m.astype(np.float64, copy=False))):
             raise ValueError(f"adjacency[{i}] must be a finite numeric array, got NaN, inf or non-numbers")
         if m.shape != (widths[i], widths[i + 1]):

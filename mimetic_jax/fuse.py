@@ -229,6 +229,8 @@ def _closed_form_activation(activation: Any) -> str:
 
 def _float(name: str, x: Any) -> Array:
     """``x`` as a floating array with finite entries (the values are checked only when concrete)."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a floating array, got {x!r}")
     if not _checks.is_traced(x):
         try:
             x = jnp.asarray(x)
@@ -373,7 +375,23 @@ def dense_dense(
     activation = _closed_form_activation(activation)
     w1, b1, w2, b2, dtype = _dense_pair(w1, b1, w2, b2)
     w, b = _dense_dense(w1, b1, w2, b2, *_gaussian(mean, cov, w1.shape[0]), activation)
+    _no_overflow("dense_dense", w, b, dtype=dtype)
     return w.astype(dtype), b.astype(dtype)
+
+
+def _no_overflow(what: str, *results: Any, dtype: Any = jnp.float32) -> None:
+    """Raise if a concrete result of finite inputs overflowed (float32 math, or the cast to ``dtype``)."""
+    top = float(jnp.finfo(dtype).max)
+    for r in results:
+        if _checks.is_traced(r):
+            return
+        with jax.ensure_compile_time_eval():
+            big = float(jnp.max(jnp.abs(jnp.asarray(r, jnp.float32)))) if jnp.size(r) else 0.0
+        if not big <= top:
+            raise ValueError(
+                f"{what}: the inputs are finite but the result overflows {jnp.dtype(dtype)} (largest finite value "
+                f"{top:.4g}): rescale the layers or the input statistics (mean, cov)"
+            )
 
 
 @functools.partial(jax.jit, static_argnums=6)
@@ -401,7 +419,9 @@ def fusion_mse(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any, activ
     mean, cov = _gaussian(mean, cov, w1.shape[0])
     if activation == "identity":
         return jnp.zeros((), jnp.float32)
-    return _relu_mse(w1, b1, w2, b2, mean, cov)
+    mse = _relu_mse(w1, b1, w2, b2, mean, cov)
+    _no_overflow("fusion_mse", mse)
+    return mse
 
 
 @jax.jit
@@ -497,6 +517,8 @@ class Moments(NamedTuple):
 
 
 def _batches(x: Any, batch_size: int) -> Iterable[Any]:
+    if x is None or isinstance(x, (str, bytes, int, float)):
+        raise TypeError(f"x must be an array (n, ...) or an iterable of such batches, got {x!r}")
     if isinstance(x, (np.ndarray, jax.Array)):
         n = x.shape[0]
         return (x[i : i + batch_size] for i in range(0, n, batch_size))
@@ -561,6 +583,10 @@ def dense_dense_from_data(
     return_mse: bool = False,
 ):
     """Data-driven linear MMSE fusion ``W = (C_x + λI)⁻¹ C_{x z₂}``, ``b = E z₂ − E x W``.
+
+    Every array (the layers and each batch of ``x``) must be finite; that value check runs on
+    concrete arrays only: under ``jax.jit`` (traced arguments) it cannot, so call it eagerly to
+    have it (the math is jitted inside either way).
 
     Args:
         w1, b1, w2, b2: the two layers (as :func:`dense_dense`).
@@ -821,6 +847,10 @@ def conv_conv(
 ) -> FusedConv:
     """Closed-form conv → conv fusion for white stationary Gaussian input (module doc).
 
+    Every array must be finite and ``cov`` symmetric PSD; these value checks run on concrete
+    arrays only: under ``jax.jit`` (traced arguments) they cannot, so call it eagerly to have
+    them (the math is jitted inside either way).
+
     Args:
         k1, b1: first conv, kernel ``(*w1, c0, c1)``; k2, b2: second, ``(*w2, c1, c2)``.
         mean: per-channel input mean ``(c0,)`` or a scalar.
@@ -955,6 +985,10 @@ def conv_conv_from_data(
     channels together, so cross-channel correlations are fitted), moments streamed over
     ``x``'s batches and all positions.
 
+    Every array (the kernels, biases and each batch of ``x``) must be finite; that value check
+    runs on concrete arrays only: under ``jax.jit`` (traced arguments) it cannot, so call it
+    eagerly to have it.
+
     Args:
         k1, b1, k2, b2, strides, padding, activation: as :func:`conv_conv`.
         x: inputs ``(n, *spatial, c0)`` (streamed in ``batch_size`` images) or an iterable
@@ -1053,6 +1087,10 @@ def conv_dense(
 
     ``H₁ (D W₂)`` is computed by the conv's transpose, never as a matrix.
 
+    Every array must be finite and ``cov`` symmetric PSD; these value checks run on concrete
+    arrays only: under ``jax.jit`` (traced arguments) they cannot, so call it eagerly to have
+    them (the math is jitted inside either way).
+
     Args:
         k1, b1: the conv, kernel ``(*window, c0, c1)``.
         w2, b2: the dense layer on the flattened conv output, ``(prod(out) c1, d_out)``.
@@ -1138,7 +1176,8 @@ def conv_dense_from_data(
     """Data-driven conv → (flatten →) dense fusion: linear MMSE of ``z₂`` on ``x.reshape(n, -1)``.
 
     Args as :func:`conv_dense` and :func:`dense_dense_from_data`; ``x`` is ``(n, *spatial, c0)``
-    or an iterable of such batches.
+    or an iterable of such batches. Every array must be finite; that value check runs on
+    concrete arrays only: under ``jax.jit`` (traced arguments) it cannot, so call it eagerly.
     """
     act = _activation_fn(activation)
     ridge = _nonnegative("ridge", ridge)
@@ -1197,6 +1236,9 @@ def fold_batchnorm(
     With the BatchNorm folded, the pair is an ordinary layer pair: fuse it with
     :func:`dense_dense`, :func:`conv_conv_from_data` … (BN in training mode normalizes by
     the batch's statistics: not an affine map of one example, not foldable).
+
+    Every array must be finite and ``var + epsilon > 0``; on traced arrays (under ``jax.jit``)
+    these value checks cannot run: call it eagerly to have them.
 
     Args:
         kernel: ``(d_in, d_out)`` or a conv kernel ``(*window, c_in, c_out)``.
@@ -1333,6 +1375,9 @@ def fuse_params(
     4, 2: a flatten between them), conv→conv (3, 3 or 4, 4). The fused layer must have
     the shape the shallow model expects (checked): for conv→conv, build the shallow conv
     with :class:`FusedConv`'s kernel size, strides and padding.
+
+    The arrays taken from the trees, ``inputs``, ``mean`` and ``cov`` are checked as by the
+    fusion function used (finite; ``cov`` PSD): on concrete arrays only, not under ``jax.jit``.
 
     Args:
         deep: the trained deeper model: linen params dict, ``nnx.State`` or ``nnx.Module``.

@@ -97,6 +97,8 @@ def mean_shift_init(
         dtype = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
         _checks.fits_dtype("mean", mean, dtype)
         w = base(key, dims, jnp.float32)
+        if tuple(jnp.shape(w)) != dims:  # it used to broadcast silently
+            raise ValueError(f"base must return an array of the requested shape {dims}, got shape {jnp.shape(w)}")
         w = w + jnp.float32(mean) * (jnp.std(w) if relative else jnp.float32(1))
         return constrain(w.astype(dtype), out_sharding)
 

@@ -280,6 +280,18 @@ def min_retention(a_log: Array, delta: float | Array, length: int) -> Array:
       0.31
     """
     length = _checks.positive_int("length", length)
+
+    def as_real(name: str, value: Any) -> Any:
+        if value is None or isinstance(value, (str, bytes)):
+            raise TypeError(f"{name} must be a real number or array, got {value!r}")
+        if isinstance(value, (list, tuple)):
+            try:
+                return np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"{name} must be a real number or array, got {value!r}") from err
+        return value
+
+    a_log, delta = as_real("a_log", a_log), as_real("delta", delta)
     for name, value in (("a_log", a_log), ("delta", delta)):
         if not jnp.issubdtype(jnp.result_type(value), jnp.number) or jnp.issubdtype(
             jnp.result_type(value), jnp.complexfloating
@@ -423,6 +435,12 @@ def _find(
 ) -> list[SSMBlock]:
     ngroups = _checks.positive_int("ngroups", ngroups)
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
+    if isinstance(layouts, SSMLayout):
+        raise TypeError(
+            "layouts must be a sequence of SSMLayout, got one SSMLayout; wrap it in a list: layouts=[layout]"
+        )
+    if isinstance(layouts, (str, bytes, Mapping)) or not isinstance(layouts, Sequence) or not layouts:
+        raise TypeError(f"layouts must be a non-empty sequence of SSMLayout, got {layouts!r}")
     for lay in layouts:
         if not isinstance(lay, SSMLayout):
             raise TypeError(f"layouts must hold SSMLayout objects, got {lay!r} of type {type(lay).__name__}")
@@ -473,6 +491,7 @@ def _new_leaves(block: SSMBlock, key: Array, old: dict[Path, Array], opts: dict[
         new[block.dt] = dt_bias_init(opts["delta"])(None, dt.shape, dt.dtype)
     if opts["bc"]:
         w = old[block.bc_kernel]
+        _checks.target_fits("alpha", opts["alpha"], "beta", opts["beta"], w.dtype)  # drawn in float32, written in w's
         w_b, w_c = bc_kernels(
             k_bc,
             block.d_in,
@@ -590,14 +609,16 @@ def mimetic_ssm(
         raise ValueError(f"conv must be True, False or 'bc', got {conv!r}")
     if not (transition or bc or conv):
         raise ValueError("nothing to do: transition, bc and conv are all False")
+    if isinstance(a_log_range, (str, bytes)) or not hasattr(a_log_range, "__len__") or len(a_log_range) != 2:
+        raise TypeError(f"a_log_range must be a pair (low, high) of real numbers, got {a_log_range!r}")
     opts: dict[str, Any] = dict(
         transition=bool(transition),
         bc=bool(bc),
         conv=conv,
         a_log_range=tuple(a_log_range),
         delta=delta,
-        alpha=alpha,
-        beta=beta,
+        alpha=_checks.finite_float("alpha", alpha),
+        beta=_checks.finite_float("beta", beta),
         distribution=distribution,
         method=method,
     )

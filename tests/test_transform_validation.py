@@ -124,3 +124,76 @@ def test_finders_and_masks_name_bad_arguments():
         mj.AttentionLayout(out="o", qkv="qkv", packing="interleaved")
     with pytest.raises(TypeError, match="transposed must be a bool"):
         mj.AttentionLayout(out="o", qkv="qkv", transposed="yes")
+
+
+@pytest.mark.parametrize("which", ["alpha", "beta", "value_alpha", "value_beta"])
+def test_alpha_beta_that_overflow_float16_kernels_are_errors_not_inf(which):
+    pair = "value_alpha .* and value_beta" if which.startswith("value") else "alpha .* and beta"
+    with pytest.raises(ValueError, match=rf"{pair} .* overflow the output dtype float16"):
+        mj.mimetic_attention(_attention(jnp.float16), KEY, **{which: 1e12})
+    out = mj.mimetic_attention(_attention(jnp.bfloat16), KEY, **{which: 1e12})
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(out))
+
+
+def test_mimetic_ssm_alpha_that_overflows_float16_bc_kernels_is_an_error():
+    from mimetic_jax.experiments.models import MambaLM
+
+    params = MambaLM(vocab_size=8, d_model=8, n_layer=1, d_state=4).init(KEY, jnp.zeros((1, 4), jnp.int32))
+    half = jax.tree.map(lambda x: x.astype(jnp.float16), params)
+    with pytest.raises(ValueError, match=r"alpha .* and beta .* overflow the output dtype float16"):
+        mj.mimetic_ssm(half, KEY, alpha=1e12)
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        mj.mimetic_ssm(params, KEY, alpha=float("nan"))
+
+
+def test_a_head_count_that_contradicts_kernels_carrying_heads_is_an_error_not_ignored():
+    tree = _attention()  # linen (d, H=2, k) kernels
+    with pytest.raises(ValueError, match="num_heads=3: the kernels carry 2 heads"):
+        mj.mimetic_attention(tree, KEY, num_heads=3)
+    with pytest.raises(ValueError, match="num_kv_heads=1: the kernels carry 2 heads"):
+        mj.mimetic_attention(tree, KEY, num_kv_heads=1)
+    with pytest.raises(ValueError, match="num_heads must be at most"):
+        mj.mimetic_attention(tree, KEY, num_heads=10**12)
+    out = mj.mimetic_attention(tree, KEY, num_heads=2)  # agreeing is fine
+    assert jax.tree.structure(out) == jax.tree.structure(tree)
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e-200, 0.0])
+def test_mimetic_conv_scale_has_depthwise_conv_inits_range(scale):
+    # 1e160 used to raise OverflowError from scale**2
+    with pytest.raises(ValueError, match="scale must"):
+        mj.mimetic_conv(_convmixer(), KEY, scale=scale)
+
+
+def test_mimetic_conv_scale_that_overflows_a_float16_kernel_is_an_error():
+    with pytest.raises(ValueError, match="scale overflows the output dtype float16"):
+        mj.mimetic_conv(_convmixer(jnp.float16), KEY, scale=1e4)
+
+
+def test_mimetic_conv_names_the_bad_covariance_by_index():
+    cov = np.asarray(mj.conv_filter_covariance(5, 1.0))  # ConvMixer's 5×5 depthwise kernels, two layers
+    with pytest.raises(ValueError, match=r"covariances\[1\] .*positive semi-definite"):
+        mj.mimetic_conv(_convmixer(), KEY, covariances=[cov, -np.eye(25)])
+    with pytest.raises(TypeError, match="covariances must be None or a list"):
+        mj.mimetic_conv(_convmixer(), KEY, covariances=3)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_, jnp.complex64])
+def test_emergence_scale_rejects_non_float_kernels_instead_of_truncating(dtype):
+    tree = {f"Dense_{i}": {"kernel": jnp.ones((3, 3), dtype)} for i in range(3)}
+    with pytest.raises(TypeError, match="kernel 'Dense_0/kernel' dtype must be a floating dtype"):
+        mj.emergence_scale(tree, alpha=2.0)
+
+
+def test_mimetic_ssm_a_log_range_and_layouts_are_checked_by_name():
+    from mimetic_jax.experiments.models import MambaLM
+
+    params = MambaLM(vocab_size=8, d_model=8, n_layer=1, d_state=4).init(KEY, jnp.zeros((1, 4), jnp.int32))
+    for bad in [(-8.0,), None, "ab", (-8.0, -6.0, -4.0)]:
+        with pytest.raises(TypeError, match="a_log_range must be a pair"):
+            mj.mimetic_ssm(params, KEY, a_log_range=bad)
+    with pytest.raises(TypeError, match="got one SSMLayout; wrap it in a list"):
+        mj.mimetic_ssm(params, KEY, layouts=mj.MAMBA1)
+    for bad in (None, 3, []):
+        with pytest.raises(TypeError, match="layouts must be a non-empty sequence of SSMLayout"):
+            mj.find_ssm_blocks(params, layouts=bad)

@@ -153,6 +153,42 @@ def test_fits_dtype_knows_float16_saturates_and_bfloat16_does_not():
         _checks.fits_dtype("alpha", 1e39, jnp.float32, "c")
 
 
+def test_target_fits_bounds_the_factors_in_the_output_dtype_and_the_target_in_float32():
+    _checks.target_fits("alpha", 1e9, "beta", 0.7, jnp.float16)  # √(3e9) ≈ 5.5e4 < 65504
+    _checks.target_fits("alpha", 1e18, "beta", 1.0, jnp.bfloat16)  # bfloat16 has float32's range
+    with pytest.raises(ValueError, match=r"alpha \(1e\+10\) and beta \(0.7\) overflow the output dtype float16"):
+        _checks.target_fits("alpha", 1e10, "beta", 0.7, jnp.float16)
+    with pytest.raises(ValueError, match=r"value_alpha \(0.4\) and value_beta \(-1e\+10\) overflow .* float16"):
+        _checks.target_fits("value_alpha", 0.4, "value_beta", -1e10, jnp.float16)
+    with pytest.raises(
+        ValueError, match=r"alpha \(1e\+20\) and beta \(0.7\) are too large for the float32 computation"
+    ):
+        _checks.target_fits("alpha", 1e20, "beta", 0.7, jnp.float32)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+@pytest.mark.parametrize("which", ["alpha", "beta"])
+def test_query_key_and_value_output_alpha_beta_that_overflow_float16_are_errors(method, which):
+    # these used to return inf (float16) or NaN (float32 from alpha = 1e39)
+    kw = {which: 1e10, "method": method, "dtype": jnp.float16}
+    for fn in (query_key, value_output):
+        with pytest.raises(ValueError, match=r"alpha .* and beta .* overflow the output dtype float16"):
+            fn(K, 16, 2, 8, **kw)
+        with pytest.raises(ValueError, match=r"alpha .* and beta .* too large for the float32 computation"):
+            fn(K, 16, 2, 8, **{which: 1e39, "method": method})
+    w_q, w_k = query_key(K, 16, 2, 8, **{**kw, which: 1e8})  # a large value that fits
+    assert bool(jnp.all(jnp.isfinite(w_q))) and bool(jnp.all(jnp.isfinite(w_k)))
+
+
+@pytest.mark.parametrize("which", ["alpha", "beta", "value_alpha", "value_beta"])
+def test_qkv_init_names_the_pair_that_overflows_float16(which):
+    init = qkv_init(2, 4, **{which: 1e12})
+    pair = "value_alpha .* and value_beta" if which.startswith("value") else "alpha .* and beta"
+    with pytest.raises(ValueError, match=rf"^{pair} .* overflow the output dtype float16"):
+        init(K, (8, 24), jnp.float16)
+    assert bool(jnp.all(jnp.isfinite(init(K, (8, 24), jnp.bfloat16))))
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -192,6 +228,65 @@ BAD_CALLS = {
     "sincos_1d temperature < 0": (lambda: sincos_1d(temperature=-3.0), ValueError, "temperature must lie in"),
     "sincos_2d temperature nan": (lambda: sincos_2d(temperature=NAN), ValueError, "temperature must be finite"),
     "sincos_2d grid 2**31": (lambda: sincos_2d((2**31, 1)), ValueError, r"grid\[0\] must be at most"),
+    # found by benchmarks/fuzz_public_api.py (second run)
+    "dense_dense w1 None": (
+        lambda: dense_dense(None, jnp.zeros(2), jnp.ones((2, 1)), jnp.zeros(1), mean=0.0, cov=1.0),
+        TypeError,
+        "w1 must be a floating array, got None",
+    ),
+    "dense_dense overflows float32": (
+        lambda: dense_dense(jnp.full((2, 2), 1e30), jnp.zeros(2), jnp.ones((2, 1)), jnp.zeros(1), mean=0.0, cov=1.0),
+        ValueError,
+        "dense_dense: the inputs are finite but the result overflows float32",
+    ),
+    "fusion_mse overflows float32": (
+        lambda: fusion_mse(jnp.ones((2, 2)), jnp.full(2, 1e30), jnp.ones((2, 1)), jnp.zeros(1), mean=0.0, cov=1.0),
+        ValueError,
+        "fusion_mse: the inputs are finite but the result overflows float32",
+    ),
+    "dense_dense_from_data x None": (
+        lambda: dense_dense_from_data(jnp.ones((2, 2)), jnp.zeros(2), jnp.ones((2, 1)), jnp.zeros(1), None),
+        TypeError,
+        "x must be an array",
+    ),
+    "emergence_measure complex activations": (
+        lambda: emergence_measure([np.ones((2, 3)), np.ones((2, 3), np.complex64)]),
+        TypeError,
+        r"activations\[1\] must be a real array, got a complex one",
+    ),
+    "emergence_measure complex adjacency": (
+        lambda: emergence_measure([np.ones((2, 3)), np.ones((2, 3))], adjacency=[np.ones((3, 3), np.complex64)]),
+        TypeError,
+        r"adjacency\[0\] must be a real array",
+    ),
+    "forward_order unknown method": (
+        lambda: forward_order(nn.Dense(2), jnp.ones((1, 2)), method="nope"),
+        ValueError,
+        "method must be None, a method of the model or its name, got 'nope'",
+    ),
+    "depthwise_conv_init traced covariance": (
+        lambda: jax.jit(lambda c: depthwise_conv_init(0, 1, sigma_start=1.0, sigma_end=1.0, covariance=c))(jnp.eye(9)),
+        TypeError,
+        "covariance must be a concrete array",
+    ),
+    "mean_shift_init base of the wrong shape": (
+        lambda: mean_shift_init(0.1, base=lambda k, s, d=jnp.float32: jnp.zeros((2,), d))(K, (4, 4)),
+        ValueError,
+        r"base must return an array of the requested shape \(4, 4\), got shape \(2,\)",
+    ),
+    "filter_covariance center not a bool": (
+        lambda: filter_covariance(jnp.ones((3, 3, 1, 4)), center="yes"),
+        TypeError,
+        "center must be a bool",
+    ),
+    "min_retention a_log None": (lambda: min_retention(None, 1.0, 8), TypeError, "a_log must be a real number"),
+    "min_retention delta a string": (
+        lambda: min_retention(jnp.ones(2), "0.5", 8),
+        TypeError,
+        "delta must be a real number",
+    ),
+    "sincos_2d grid an int": (lambda: sincos_2d(4), TypeError, r"grid must be None or a pair"),
+    "sincos_2d grid of one": (lambda: sincos_2d((4,)), TypeError, r"grid must be None or a pair"),
     "query_key 10**12 heads": (lambda: query_key(K, 16, 10**12, 8), ValueError, "num_heads must be at most"),
     "query_key d_in 2**31": (lambda: query_key(K, 2**31, 1, 8), ValueError, "d_in must be at most"),
     "query_key d_in 10**12": (lambda: query_key(K, 10**12, 1, 8), ValueError, "d_in must be at most"),
