@@ -91,6 +91,45 @@ def flatten(tree: Any) -> dict[Path, Any]:
     return flat
 
 
+def _is_sharding(x: Any) -> bool:
+    return x is None or isinstance(x, (jax.sharding.Sharding, jax.sharding.PartitionSpec))
+
+
+def flatten_shardings(shardings: Any, flat: Mapping[Path, Any]) -> dict[Path, Any]:
+    """The ``{path: sharding}`` view of a transform's ``shardings=`` (``None``: ``{}``).
+
+    ``shardings`` has the structure of the tree (what one passes as ``out_shardings`` to
+    ``jax.jit``), each leaf a ``jax.sharding.Sharding``, a ``PartitionSpec`` or ``None``;
+    paths as :func:`flatten` names them. A path that is not a leaf of the tree is a
+    ``ValueError`` naming it (a ``shardings`` of another model).
+    """
+    if shardings is None:
+        return {}
+    if isinstance(shardings, (nnx.State, Mapping)):
+        pure = as_pure_dict(shardings)
+        out = dict(
+            traverse_util.flatten_dict(dict(pure) if isinstance(pure, FrozenDict) else pure, keep_empty_nodes=False)
+        )
+    elif _is_sharding(shardings):
+        raise TypeError(
+            "shardings must have the structure of the tree (what jax.jit's out_shardings gets for it), "
+            f"got one {type(shardings).__name__}; use jax.tree.map(lambda _: s, tree) for one sharding everywhere"
+        )
+    else:
+        leaves = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=_is_sharding)[0]
+        out = {tuple(_key_name(k) for k in path): leaf for path, leaf in leaves}
+    by_str = {tuple(str(x) for x in p): p for p in flat}
+    result = {}
+    for path, s in out.items():
+        if not _is_sharding(s):
+            raise TypeError(f"shardings at {path_name(path)!r} must be a Sharding, a PartitionSpec or None, got {s!r}")
+        key = by_str.get(tuple(str(x) for x in path))
+        if key is None:
+            raise ValueError(f"shardings names {path_name(path)!r}, which is not a leaf of the tree")
+        result[key] = s
+    return result
+
+
 def module_at(tree: Any, path: Path) -> Any:
     """The object at ``path`` inside ``tree`` (an attribute, a key or an index per element), or ``None``.
 

@@ -137,12 +137,12 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks, _linalg
-from mimetic_jax._sharding import constrain
+from mimetic_jax._sharding import Work, constrain, context_work, run_auto, target_of, work_for
 from mimetic_jax._tree import (
     Path,
     common_stack,
     flatten,
-    map_stacked,
+    flatten_shardings,
     match_parts,
     module_at,
     path_name,
@@ -268,6 +268,15 @@ def query_key(
       >>> bool(0.3 < jax.numpy.diagonal(p).mean() < 0.5)
       True
     """
+    return _query_key_checked(
+        key, d_in, num_heads, head_dim, alpha, beta, num_kv_heads, d_kv, distribution, method, dtype, _linalg.NO_WORK
+    )
+
+
+def _query_key_checked(
+    key, d_in, num_heads, head_dim, alpha, beta, num_kv_heads, d_kv, distribution, method, dtype, work
+):
+    """:func:`query_key` with its rows split over ``work`` (:class:`mimetic_jax._sharding.Work`)."""
     d_in, heads, kv_heads, k, d_kv = _check_sizes(d_in, num_heads, num_kv_heads, head_dim, "d_kv", d_kv)
     dtype = _common(distribution, method, dtype)
     alpha, beta = _checks.finite_float("alpha", alpha), _checks.finite_float("beta", beta)
@@ -284,14 +293,27 @@ def query_key(
         distribution=distribution,
         method=method,
         dtype=dtype,
+        work=work,
     )
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("d_in", "d_kv", "heads", "kv_heads", "k", "alpha", "beta", "distribution", "method", "dtype"),
+    static_argnames=(
+        "d_in",
+        "d_kv",
+        "heads",
+        "kv_heads",
+        "k",
+        "alpha",
+        "beta",
+        "distribution",
+        "method",
+        "dtype",
+        "work",
+    ),
 )
-def _query_key(key, *, d_in, d_kv, heads, kv_heads, k, alpha, beta, distribution, method, dtype):
+def _query_key(key, *, d_in, d_kv, heads, kv_heads, k, alpha, beta, distribution, method, dtype, work):
     ct = _checks.compute_dtype(dtype)
     group = heads // kv_heads
     keys = jax.random.split(key, heads).reshape(kv_heads, group)
@@ -299,7 +321,9 @@ def _query_key(key, *, d_in, d_kv, heads, kv_heads, k, alpha, beta, distribution
     # `blocks`); the query factors come back stacked, (group·d_in, k).
     if method == "fast" and _linalg.fast_regime(d_in, d_kv, k, group) != "exact":
         wq, wk = _map(
-            lambda gk: _linalg.fast_factors(gk[0], d_in, d_kv, k, alpha, beta, distribution, ct, group), keys, None
+            lambda gk: _linalg.fast_factors(gk[0], d_in, d_kv, k, alpha, beta, distribution, ct, group, work),
+            keys,
+            None,
         )
     else:  # also fast's exact regime: the same arrays as method="exact", with its bounded memory
 
@@ -362,6 +386,41 @@ def value_output(
       >>> bool(-0.45 < jnp.diagonal(p).mean() < -0.35)
       True
     """
+    return _value_output_checked(
+        key,
+        d_in,
+        num_heads,
+        head_dim,
+        alpha,
+        beta,
+        sign,
+        num_kv_heads,
+        d_out,
+        distribution,
+        method,
+        rotate_heads,
+        dtype,
+        _linalg.NO_WORK,
+    )
+
+
+def _value_output_checked(
+    key,
+    d_in,
+    num_heads,
+    head_dim,
+    alpha,
+    beta,
+    sign,
+    num_kv_heads,
+    d_out,
+    distribution,
+    method,
+    rotate_heads,
+    dtype,
+    work,
+):
+    """:func:`value_output` with its rows split over ``work``."""
     d_in, heads, kv_heads, k, d_out = _check_sizes(d_in, num_heads, num_kv_heads, head_dim, "d_out", d_out)
     _checks.choice("sign", sign, (-1, 1))
     if not isinstance(rotate_heads, bool):
@@ -382,6 +441,7 @@ def value_output(
         method=method,
         rotate_heads=rotate_heads,
         dtype=dtype,
+        work=work,
     )
 
 
@@ -399,9 +459,12 @@ def value_output(
         "method",
         "rotate_heads",
         "dtype",
+        "work",
     ),
 )
-def _value_output(key, *, d_in, d_out, heads, kv_heads, k, alpha, beta, distribution, method, rotate_heads, dtype):
+def _value_output(
+    key, *, d_in, d_out, heads, kv_heads, k, alpha, beta, distribution, method, rotate_heads, dtype, work
+):
     ct = _checks.compute_dtype(dtype)
     width = kv_heads * k
     rank = min(width, d_in, d_out)
@@ -410,13 +473,13 @@ def _value_output(key, *, d_in, d_out, heads, kv_heads, k, alpha, beta, distribu
         target = _linalg.identity_target(k_target, d_in, d_out, alpha, beta, distribution, ct)
         left, right = _linalg.exact_factors(target, rank)
     else:
-        left, right = _linalg.fast_factors(k_target, d_in, d_out, rank, alpha, beta, distribution, ct)
+        left, right = _linalg.fast_factors(k_target, d_in, d_out, rank, alpha, beta, distribution, ct, work=work)
     if rank < width:
         pad = ((0, 0), (0, width - rank))
         left, right = jnp.pad(left, pad), jnp.pad(right, pad)
     if rotate_heads or rank < width:
-        rot = _linalg.haar_columns(k_rot, width, width, ct)
-        left, right = left @ rot, right @ rot
+        rot = work.replicated(_linalg.haar_columns(k_rot, width, width, ct))
+        left, right = work.rows(left @ rot), work.rows(right @ rot)
     group = heads // kv_heads
     w_v = left.reshape(d_in, kv_heads, k)
     w_o = jnp.repeat(right.T.reshape(kv_heads, k, d_out) / group, group, axis=0)
@@ -496,14 +559,40 @@ def qkv_init(
             )
         _checks.target_fits("alpha", alpha, "beta", beta, dtype)
         _checks.target_fits("value_alpha", value_alpha, "value_beta", value_beta, dtype)
-        k_qk, k_vo = jax.random.split(_checks.prng_key("key", key))
-        w_q, w_k = query_key(k_qk, d, heads, k, dtype=dtype, **qk_opts)
-        w_v, _ = value_output(k_vo, d, heads, k, dtype=dtype, **vo_opts)
-        if len(dims) == 4:
-            out = jnp.stack([w_q, w_k, w_v], axis=1)
-        else:
-            out = jnp.concatenate([w.reshape(d, -1) for w in (w_q, w_k, w_v)], axis=1)
-        return constrain(out, out_sharding)
+        key = _checks.prng_key("key", key)
+        target = target_of(None, out_sharding)
+        work = work_for([target], [d])  # rows split over the mesh axes of out_sharding (bit-identical)
+
+        def compute(key: Array) -> dict[str, Array]:
+            k_qk, k_vo = jax.random.split(key)
+            o = qk_opts
+            w_q, w_k = _query_key_checked(
+                k_qk, d, heads, k, o["alpha"], o["beta"], kv_heads, None, distribution, method, dtype, work
+            )
+            o = vo_opts
+            w_v, _ = _value_output_checked(
+                k_vo,
+                d,
+                heads,
+                k,
+                o["alpha"],
+                o["beta"],
+                sign,
+                kv_heads,
+                None,
+                distribution,
+                method,
+                rotate_heads,
+                dtype,
+                work,
+            )
+            if len(dims) == 4:
+                return {"w": jnp.stack([w_q, w_k, w_v], axis=1)}
+            return {"w": jnp.concatenate([w.reshape(d, -1) for w in (w_q, w_k, w_v)], axis=1)}
+
+        if target is None:
+            return constrain(compute(key)["w"], out_sharding)
+        return run_auto(compute, {"w": target}, key)["w"]
 
     return init
 
@@ -1025,76 +1114,92 @@ def find_attention_blocks(
 # --------------------------------------------------------------------------- re-initializing
 
 
-def _draw(block: AttentionBlock, key: Array, opts: dict[str, Any], parts: tuple[bool, bool]):
+def _draw(block: AttentionBlock, key: Array, opts: dict[str, Any], parts: tuple[bool, bool], work: Work):
     """``(w_q, w_k, w_v, w_o)`` for one unstacked block in Flax 3-D layout; ``None`` for parts not drawn."""
     k_qk, k_vo = jax.random.split(key)
     heads, kv, k = block.num_heads, block.num_kv_heads, block.head_dim
     w_q = w_k = w_v = w_o = None
     if parts[0]:
-        w_q, w_k = query_key(
+        w_q, w_k = _query_key_checked(
             k_qk,
             block.d_in,
             heads,
             k,
-            num_kv_heads=kv,
-            d_kv=block.d_kv,
-            alpha=opts["alpha"],
-            beta=opts["beta"],
-            distribution=opts["distribution"],
-            method=opts["method"],
+            opts["alpha"],
+            opts["beta"],
+            kv,
+            block.d_kv,
+            opts["distribution"],
+            opts["method"],
+            jnp.float32,
+            work,
         )
     if parts[1]:
-        w_v, w_o = value_output(
+        w_v, w_o = _value_output_checked(
             k_vo,
             block.d_kv,
             heads,
             k,
-            num_kv_heads=kv,
-            d_out=block.d_out,
-            alpha=opts["value_alpha"],
-            beta=opts["value_beta"],
-            sign=opts["sign"],
-            distribution=opts["distribution"],
-            method=opts["method"],
-            rotate_heads=opts["rotate_heads"],
+            opts["value_alpha"],
+            opts["value_beta"],
+            opts["sign"],
+            kv,
+            block.d_out,
+            opts["distribution"],
+            opts["method"],
+            opts["rotate_heads"],
+            jnp.float32,
+            work,
         )
     return w_q, w_k, w_v, w_o
 
 
-def _merge_fused(old: Array, parts: Sequence[Array | None], block: AttentionBlock) -> Array:
-    """Write new query/key/value parts (Flax-oriented) into a fused kernel, keeping the parts not re-drawn."""
-    if old.ndim == 4:
+def _merge_fused(old: Any, parts: Sequence[Array | None], block: AttentionBlock) -> Array:
+    """Write new query/key/value parts (Flax-oriented) into a fused kernel, keeping the parts not re-drawn.
+
+    ``old`` is the old kernel (Flax-oriented), or only its shape (a ``ShapeDtypeStruct``) when every
+    part is new.
+    """
+    shape = tuple(old.shape)
+    if len(shape) == 4:
         return jnp.stack([old[:, i] if w is None else w for i, w in enumerate(parts)], axis=1)
-    d, h, k = old.shape[0], block.num_heads, block.head_dim
+    d, h, k = shape[0], block.num_heads, block.head_dim
     if block.layout.packing == "heads":
-        per_head = old.reshape(d, h, 3, k)
-        merged = jnp.stack(
-            [per_head[:, :, i] if w is None else w.reshape(d, h, k) for i, w in enumerate(parts)], axis=2
-        )
-        return merged.reshape(old.shape)
+        pieces = [
+            w.reshape(d, h, k) if w is not None else old.reshape(d, h, 3, k)[:, :, i] for i, w in enumerate(parts)
+        ]
+        return jnp.stack(pieces, axis=2).reshape(shape)
     widths = [h * k, *(2 * [block.num_kv_heads * k])]
     starts = [0, widths[0], widths[0] + widths[1]]
     pieces = [old[:, s : s + n] if w is None else w.reshape(-1, n) for s, n, w in zip(starts, widths, parts)]
     return jnp.concatenate(pieces, axis=1)
 
 
-def _write(block: AttentionBlock, old: dict[str, Array], new: tuple) -> dict[str, Array]:
-    """The block's kernels in their own layout, orientation and dtype, old ones kept where nothing was drawn."""
+def _write(block: AttentionBlock, old: dict[str, Any], new: tuple, meta: dict[str, tuple]) -> dict[str, Array]:
+    """The block's kernels in their own layout, orientation and dtype, old ones kept where nothing was drawn.
+
+    ``meta[name]`` is the kernel's ``(shape, dtype)`` (one layer); ``old`` holds the old kernels
+    where some part is kept, else nothing (the old values are not read).
+    """
     lay = block.layout
 
-    def put(w: Array | None, o: Array) -> Array:
+    def put(w: Array | None, name: str) -> Array:
         if w is None:
-            return o
-        flax_shape = _flax_shape(lay, o.shape)
-        return block.to_flax(w.reshape(flax_shape)).astype(o.dtype)
+            return old[name]
+        shape, dtype = meta[name]
+        return block.to_flax(w.reshape(_flax_shape(lay, shape))).astype(dtype)
 
     if lay.qkv is None:
-        out = {n: put(w, old[n]) for n, w in zip(lay.names[:3], new[:3])}
+        out = {n: put(w, n) for n, w in zip(lay.names[:3], new[:3])}
     else:
-        fused = old[lay.qkv]
-        merged = _merge_fused(block.to_flax(fused), new[:3], block)
-        out = {lay.qkv: block.to_flax(merged).astype(fused.dtype)}
-    out[lay.out] = put(new[3], old[lay.out])
+        shape, dtype = meta[lay.qkv]
+        if all(w is not None for w in new[:3]):
+            fused: Any = jax.ShapeDtypeStruct(_flax_shape(lay, shape), dtype)
+        else:
+            fused = block.to_flax(old[lay.qkv])
+        merged = _merge_fused(fused, new[:3], block)
+        out = {lay.qkv: block.to_flax(merged).astype(dtype)}
+    out[lay.out] = put(new[3], lay.out)
     return out
 
 
@@ -1131,17 +1236,32 @@ def _nothing_found(
     return ValueError(msg + ", or allow_empty=True.")
 
 
-#: Elements of new kernels the ``fast`` method draws at once across blocks of equal shape.
+#: Elements of new kernels the ``fast`` method draws at once across layers of equal shape.
 FAST_GROUP_ELEMENTS = 1 << 26
 
 
-def _signature(block: AttentionBlock, flat: Mapping[Path, Any]) -> tuple:
-    """Blocks with equal signatures are drawn together (same sizes, kernel shapes and dtypes)."""
+def _spec_key(sharding: Any) -> Any:
+    return None if sharding is None else (sharding.mesh, tuple(sharding.spec))
+
+
+def _signature(block: AttentionBlock, flat: Mapping[Path, Any], targets: Mapping[Path, Any]) -> tuple:
+    """Blocks with equal signatures are drawn together (same sizes, kernel shapes, dtypes and target shardings)."""
     kernels = tuple(
-        (tuple(jnp.shape(flat[block.kernel_path(n)])), jnp.result_type(flat[block.kernel_path(n)]))
+        (
+            tuple(jnp.shape(flat[block.kernel_path(n)])),
+            jnp.result_type(flat[block.kernel_path(n)]),
+            _spec_key(targets[block.kernel_path(n)]),
+        )
         for n in block.layout.names
     )
     return dataclasses.replace(block, path=(), kernel_paths=()), kernels
+
+
+def _layer_sharding(sharding: Any, skip: int) -> Any:
+    """A stacked kernel's target sharding without its ``skip`` stacked axes (one layer's)."""
+    if sharding is None:
+        return None
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*tuple(sharding.spec)[skip:]))
 
 
 def _reinit_group(
@@ -1150,30 +1270,67 @@ def _reinit_group(
     keys: Sequence[Array],
     opts: dict[str, Any],
     parts: tuple[bool, bool],
+    targets: Mapping[Path, Any],
 ) -> None:
-    """Re-draw blocks of one signature, block ``i`` from ``keys[i]``, as one batched computation.
+    """Re-draw blocks of one signature, block ``i`` from ``keys[i]``, as one computation over their layers.
 
-    ``fast``: ``lax.map`` in batches of blocks (``vmap`` inside a batch) holding at most
-    about ``FAST_GROUP_ELEMENTS`` new kernel elements, so a deep model costs one
-    launch sequence instead of one per block and memory stays bounded. ``exact``:
-    one block at a time (each one already bounds its ``d×d`` targets).
+    Every layer of every block (slice ``j`` of a stacked block draws from
+    ``jax.random.split(keys[i], layers)[j]``) is a unit of work; ``lax.map`` runs the units in
+    batches (``vmap`` inside a batch) holding at most about ``FAST_GROUP_ELEMENTS`` new
+    kernel elements for ``fast`` and one unit for ``exact``, so a deep model costs one
+    launch sequence and its transient memory stays that of a batch.
+
+    Sharded kernels (``targets``: :func:`mimetic_jax._sharding.target_of`): the rows of each
+    construction are split over the mesh axes that shard the kernels
+    (:func:`mimetic_jax._sharding.work_for`), each layer is placed at its kernel's sharding
+    as it is written, and the result carries the target sharding; on an Explicit mesh this
+    runs under ``auto_axes``. The numbers do not depend on the sharding.
     """
     block, names = blocks[0], blocks[0].layout.names
+    skip = len(block.stack)
+    layers = math.prod(block.stack)
+    first = [flat[block.kernel_path(n)] for n in names]
+    meta = {n: (tuple(jnp.shape(a))[skip:], jnp.result_type(a)) for n, a in zip(names, first)}
+    layer_targets = {n: _layer_sharding(targets[block.kernel_path(n)], skip) for n in names}
+    sizes = [block.d_in, block.d_kv, block.d_out]
+    work = work_for(list(layer_targets.values()), sizes)
+    if not work.axes and all(t is None for t in layer_targets.values()):
+        work = context_work([flat[b.kernel_path(n)] for b in blocks for n in names], sizes)
+    keep_old = not all(parts)
 
-    def one(k: Array, old: dict[str, Array]) -> dict[str, Array]:
-        return _write(block, old, _draw(block, k, opts, parts))
-
-    def per_block(args: tuple[Array, dict[str, Array]]) -> dict[str, Array]:
+    def one(args: tuple[Array, dict[str, Array] | None]) -> dict[str, Array]:
         key, old = args
-        return map_stacked(one, key, block.stack, old)
+        out = _write(block, old or {}, _draw(block, key, opts, parts, work), meta)
+        return {n: _place(out[n], layer_targets[n], work) for n in names}
 
-    olds = {n: jnp.stack([flat[b.kernel_path(n)] for b in blocks]) for n in names}
-    size = sum(math.prod(jnp.shape(flat[block.kernel_path(n)])) for n in names)
-    batch = max(1, FAST_GROUP_ELEMENTS // size) if opts["method"] == "fast" else 1
-    new = jax.lax.map(per_block, (jnp.stack(keys), olds), batch_size=min(batch, len(blocks)))
-    for i, b in enumerate(blocks):
-        for n in names:
-            flat[b.kernel_path(n)] = put_like(new[n][i], flat[b.kernel_path(n)])
+    def compute(unit_keys: Array, olds: dict[str, Array] | None) -> dict[str, Array]:
+        size = sum(math.prod(meta[n][0]) for n in names)
+        batch = max(1, FAST_GROUP_ELEMENTS // size) if opts["method"] == "fast" else 1
+        new = jax.lax.map(one, (unit_keys, olds), batch_size=min(batch, unit_keys.shape[0]))
+        out = {}
+        for i, b in enumerate(blocks):
+            for n in names:
+                out[b.kernel_path(n)] = new[n].reshape(len(blocks), *block.stack, *meta[n][0])[i]
+        return out
+
+    unit_keys = jnp.concatenate([jax.random.split(k, layers) if skip else k[None] for k in keys])
+    olds = None
+    if keep_old:
+        olds = {
+            n: jnp.concatenate([jnp.reshape(flat[b.kernel_path(n)], (layers, *meta[n][0])) for b in blocks])
+            for n in names
+        }
+    out_targets = {b.kernel_path(n): targets[b.kernel_path(n)] for b in blocks for n in names}
+    new = run_auto(compute, out_targets, unit_keys, olds)
+    for path, value in new.items():
+        flat[path] = put_like(value, flat[path])
+
+
+def _place(x: Array, sharding: Any, work: Work) -> Array:
+    """One layer's new kernel at its target sharding (inside the construction: an Auto-mode constraint)."""
+    if sharding is None or not work.axes:
+        return x
+    return work.place(x, sharding.spec)
 
 
 def mimetic_attention(
@@ -1198,6 +1355,7 @@ def mimetic_attention(
     stacked_axes: int = 0,
     config: Any = None,
     allow_empty: bool = False,
+    shardings: Any = None,
 ) -> Any:
     """Re-initialize every attention block of a model mimetically.
 
@@ -1224,15 +1382,28 @@ def mimetic_attention(
         transformers model.
       allow_empty: return the tree unchanged when it has no attention block
         (otherwise that is a ``ValueError``).
+      shardings: where the kernels will live, for a tree created inside ``jax.jit`` on an
+        Auto mesh (whose leaves do not carry the ``out_shardings``): a pytree with the
+        tree's structure holding a ``Sharding``, a ``PartitionSpec`` or ``None`` per leaf,
+        typically the ``out_shardings`` given to ``jax.jit``. Not needed for concrete
+        sharded arrays or on an Explicit mesh, whose leaves carry their sharding.
 
     Returns:
       For a dict, an ``nnx.State`` or an Equinox module: a new tree with the same
-      structure, shapes and dtypes (the input is not changed). For an ``nnx.Module``:
-      the module itself, updated **in place** (like ``nnx.update``).
+      structure, shapes, dtypes and shardings (the input is not changed). For an
+      ``nnx.Module``: the module itself, updated **in place** (like ``nnx.update``).
 
     Works under ``jax.jit``, so a sharded model is created directly sharded::
 
-      init = jax.jit(lambda k: mimetic_attention(model.init(k, x), k), out_shardings=shardings)
+      init = jax.jit(lambda k: mimetic_attention(model.init(k, x), k, shardings=shardings), out_shardings=shardings)
+
+    Sharded kernels are computed where their shards live (``docs/sharding.md``): the rows of
+    every ``fast`` construction are split over the mesh axes that shard the kernels (read
+    from the leaves, ``shardings``, or else the context mesh of ``jax.set_mesh``), layers
+    are drawn a batch at a time, and the per-device memory stays near the default init's
+    (LLaMA-7B attention on 8 devices: 1.01×). The numbers equal the unsharded ones bit for
+    bit (``exact`` computes each layer's SVD on every device of the batch: same numbers,
+    memory of one layer's targets).
 
     Example:
       >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -1279,9 +1450,15 @@ def mimetic_attention(
             for dtype in (jnp.float32, dt):
                 _checks.target_fits("alpha", alpha, "beta", beta, dtype)
                 _checks.target_fits("value_alpha", value_alpha, "value_beta", value_beta, dtype)
+    given = flatten_shardings(shardings, flat)
+    targets = {
+        block.kernel_path(n): target_of(flat[block.kernel_path(n)], given.get(block.kernel_path(n)))
+        for block in blocks
+        for n in block.layout.names
+    }
     groups: dict[tuple, list[int]] = {}
     for i, block in enumerate(blocks):
-        groups.setdefault(_signature(block, flat), []).append(i)
+        groups.setdefault(_signature(block, flat, targets), []).append(i)
     for members in groups.values():
         _reinit_group(
             flat,
@@ -1289,5 +1466,6 @@ def mimetic_attention(
             [jax.random.fold_in(key, i) for i in members],
             opts,
             (bool(query_key), bool(value_output)),
+            targets,
         )
     return rebuild(tree, flat)

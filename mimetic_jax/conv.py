@@ -69,7 +69,7 @@ import numpy as np
 
 from mimetic_jax import _checks
 from mimetic_jax._kernels import KernelSite, find_kernels, nothing_found
-from mimetic_jax._sharding import constrain
+from mimetic_jax._sharding import constrain, target_of
 from mimetic_jax._tree import flatten, put_like, rebuild
 
 Array = jax.Array
@@ -626,7 +626,7 @@ def mimetic_conv(
             for i in range(site.layers)
         ]
         new = jnp.stack(draws).reshape((*site.stack, *site.shape)) if site.stack else draws[0]
-        flat[site.path] = put_like(site.from_flax(new), old)
+        flat[site.path] = put_like(constrain(site.from_flax(new), target_of(old)), old)
         layer += site.layers
     return rebuild(tree, flat)
 

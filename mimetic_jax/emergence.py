@@ -90,6 +90,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimetic_jax import _checks
+from mimetic_jax._sharding import constrain, is_explicit
 from mimetic_jax._tree import Path, flatten, path_name, rebuild
 
 __all__ = [
@@ -221,9 +222,10 @@ def emergence_init(
         dt = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
         _checks.fits_dtype("alpha", c, _checks.compute_dtype(dt), f"the factor of layer {int(layer)}")
         _checks.fits_dtype("alpha", c, dt, f"the factor of layer {int(layer)}")
-        kwargs = {} if out_sharding is None else {"out_sharding": out_sharding}
+        # jax's initializers take out_sharding on Explicit meshes only; on an Auto mesh it is a constraint
+        kwargs = {"out_sharding": out_sharding} if out_sharding is not None and is_explicit(out_sharding) else {}
         w = base(key, shape, _checks.compute_dtype(dt), **kwargs)  # same draw for every dtype
-        return (w * c).astype(dt)
+        return constrain((w * c).astype(dt), out_sharding)
 
     return init
 

@@ -83,7 +83,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimetic_jax import _checks
-from mimetic_jax._sharding import constrain
+from mimetic_jax._sharding import constrain, run_auto, target_of
 from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, match_parts, path_name, put_like, rebuild
 from mimetic_jax.attention import METHODS, Distribution, Method, query_key
 
@@ -539,7 +539,13 @@ def _reinit_block(flat: dict[Path, Any], block: SSMBlock, key: Array, opts: dict
         )
     old = {r: flat[(*block.path, *r)] for r in rel}
 
-    new = map_stacked(lambda k, o: _new_leaves(block, k, o, opts), key, block.stack, old)
+    # Where the leaves live (concrete shardings, or an Explicit mesh's types): the block is computed
+    # in Auto mode (auto_axes on an Explicit mesh, where a dynamic_update_slice of a replicated
+    # update into a sharded kernel is a ShardingTypeError) and each new leaf placed like the old one.
+    targets = {r: target_of(flat[(*block.path, *r)]) for r in rel}
+    new = run_auto(
+        lambda k, o: map_stacked(lambda kk, x: _new_leaves(block, kk, x, opts), k, block.stack, o), targets, key, old
+    )
     for r, w in new.items():
         flat[(*block.path, *r)] = put_like(w, flat[(*block.path, *r)])
 
