@@ -116,7 +116,7 @@ class Work:
         """``x`` with axis ``axis`` split over the work axes (when it divides), the rest replicated."""
         if not self.axes or x.shape[axis] % self.size:
             return x
-        spec = [None] * x.ndim
+        spec: list[Any] = [None] * x.ndim
         spec[axis] = self.axes if len(self.axes) > 1 else self.axes[0]
         return self._put(x, P(*spec))
 

@@ -1303,7 +1303,7 @@ def _reinit_group(
         out = _write(block, old or {}, _draw(block, key, opts, parts, work), meta)
         return {n: _place(out[n], layer_targets[n], work) for n in names}
 
-    def compute(unit_keys: Array, olds: dict[str, Array] | None) -> dict[str, Array]:
+    def compute(unit_keys: Array, olds: dict[str, Array] | None) -> dict[Any, Array]:
         size = sum(math.prod(meta[n][0]) for n in names)
         batch = max(1, FAST_GROUP_ELEMENTS // size) if opts["method"] == "fast" else 1
         new = jax.lax.map(one, (unit_keys, olds), batch_size=min(batch, unit_keys.shape[0]))
