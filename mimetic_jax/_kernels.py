@@ -133,7 +133,10 @@ def nothing_found(
             f" Kernels named like one fit once a leading axis is dropped: are the layers stacked "
             f"(nn.scan / nnx.vmap)? pass stacked_axes={stacked_axes + 1}."
         )
+    if not hint and stacked_axes and fits is not None and find_kernels(flat, fits, include, None, 0):
+        hint = f" Kernels named like one fit with stacked_axes=0: is stacked_axes={stacked_axes} right?"
     return ValueError(
-        f"no {what} found (include={include!r}; the tree's kernels include {names}).{hint} "
+        f"no {what} found (include={include!r}, stacked_axes={stacked_axes}; the tree's kernels include "
+        f"{names}).{hint} "
         "Pass include= for other names, or allow_empty=True."
     )

@@ -255,6 +255,8 @@ def _conv_kernel(name: str, k: Any, rank: int | None = None) -> Array:
     if k.ndim not in (3, 4) or (rank is not None and k.ndim != rank + 2):
         want = "3 (1-D: (w, c_in, c_out)) or 4 (2-D: (h, w, c_in, c_out))" if rank is None else str(rank + 2)
         raise ValueError(f"{name} must be a conv kernel of rank {want}, got shape {k.shape}")
+    if 0 in k.shape:
+        raise ValueError(f"{name} must have no empty axis, got shape {k.shape}")
     return k
 
 
@@ -314,7 +316,9 @@ def relu_moments(mean: Any, cov: Any) -> tuple[Array, Array]:
     d = np.shape(mean)[0] if np.ndim(mean) == 1 else None
     if d is None:
         raise ValueError(f"mean must have shape (d,), got shape {np.shape(mean)}")
-    return _relu_moments(*_gaussian(mean, cov, d))
+    m, c = _relu_moments(*_gaussian(mean, cov, d))
+    _no_overflow("relu_moments", m, c)
+    return m, c
 
 
 @jax.jit
@@ -380,7 +384,8 @@ def dense_dense(
 
 
 def _no_overflow(what: str, *results: Any, dtype: Any = jnp.float32) -> None:
-    """Raise if a concrete result of finite inputs overflowed (float32 math, or the cast to ``dtype``)."""
+    """Raise if a concrete result of finite inputs is not finite in ``dtype`` (float32 math overflowed,
+    the cast to ``dtype`` would, or a callable activation returned NaN/inf). Traced results are not checked."""
     top = float(jnp.finfo(dtype).max)
     for r in results:
         if _checks.is_traced(r):
@@ -389,8 +394,9 @@ def _no_overflow(what: str, *results: Any, dtype: Any = jnp.float32) -> None:
             big = float(jnp.max(jnp.abs(jnp.asarray(r, jnp.float32)))) if jnp.size(r) else 0.0
         if not big <= top:
             raise ValueError(
-                f"{what}: the inputs are finite but the result overflows {jnp.dtype(dtype)} (largest finite value "
-                f"{top:.4g}): rescale the layers or the input statistics (mean, cov)"
+                f"{what}: the inputs are finite but the result is not finite in {jnp.dtype(dtype)} (largest finite "
+                f"value {top:.4g}): the float32 math overflowed or the activation returned NaN/inf; rescale the "
+                "layers, the data or the input statistics (mean, cov)"
             )
 
 
@@ -513,7 +519,9 @@ class Moments(NamedTuple):
             raise ValueError("Moments holds no rows: add a batch with update() before mean_cov()")
         mc = self.total[0] / n + self.total[1] / n
         cov = self.outer[0] / n + self.outer[1] / n - mc[:, None] * mc[None, :]
-        return self.shift + mc, (cov + cov.T) / 2
+        mean, cov = self.shift + mc, (cov + cov.T) / 2
+        _no_overflow("Moments.mean_cov", mean, cov)
+        return mean, cov
 
 
 def _batches(x: Any, batch_size: int) -> Iterable[Any]:
@@ -610,6 +618,7 @@ def dense_dense_from_data(
     params = tuple(v.astype(jnp.float32) for v in (w1, b1, w2, b2))
     moments, dx = _stream(_DenseRows(act), params, batches, batch_size, example)
     w, b, mse = _fit(moments, dx, ridge)
+    _no_overflow("the least-squares fit", w, b, mse)
     out = (w.astype(dtype), b.astype(dtype))
     return out + (mse,) if return_mse else out
 
@@ -673,6 +682,8 @@ def _pads(
         lo, hi = (p, p) if isinstance(p, (int, np.integer)) else tuple(p)
         if int(lo) < 0 or int(hi) < 0:
             raise ValueError(f"{name} pads must be >= 0, got {padding!r}")
+        if max(int(lo), int(hi)) > _checks.MAX_DIM:
+            raise ValueError(f"{name} pads must be at most {_checks.MAX_DIM}, got {padding!r}")
         out.append((int(lo), int(hi)))
     return tuple(out)
 
@@ -779,6 +790,16 @@ def _conv_pair(
             f"size {size1} with padding {p2} "
             f"(input size {size})"
         )
+    # the fused kernel's window grows with the first stride: bound it before anything is allocated
+    stages = [(k1.shape[:-2], s1, p1)] + ([] if spec is None else [spec[1:]]) + [(k2.shape[:-2], s2, p2)]
+    window, _, pads = _chain(stages)
+    _checks.elements("the fused kernel (window × c_in × c_out)", math.prod(window) * k1.shape[-2] * k2.shape[-1])
+    for i, (w, (lo, hi)) in enumerate(zip(window, pads)):
+        if max(w, lo + hi) > _checks.MAX_DIM:
+            raise ValueError(
+                f"strides/padding make the fused window ({w}) or padding ({lo}, {hi}) of axis {i} larger than "
+                f"{_checks.MAX_DIM}"
+            )
     return k1, b1, k2, b2, s1, s2, p1, p2, size, spec
 
 
@@ -889,10 +910,12 @@ def conv_conv(
     mean, cov = _channel_gaussian(mean, cov, k1.shape[-2])
     if spec is None:
         kernel, bias = _conv_conv(k1, b1, k2, b2, mean, cov, s1, activation)
+        _no_overflow("conv_conv", kernel, bias, dtype=dtype)
         return _fused_conv(kernel, bias, s1, s2, p1, p2, dtype)
     _, wp, sp, pp = spec
     k2_through_pool = _compose(_avg_kernel(wp, k1.shape[-1]), k2.astype(jnp.float32), sp)
     kernel, bias = _conv_conv(k1, b1, k2_through_pool, b2, mean, cov, s1, activation)
+    _no_overflow("conv_conv", kernel, bias, dtype=dtype)
     _, st, pd = _chain([(k1.shape[:-2], s1, p1), (wp, sp, pp), (k2.shape[:-2], s2, p2)])
     return FusedConv(kernel.astype(dtype), bias.astype(dtype), st, pd)
 
@@ -1032,10 +1055,18 @@ def conv_conv_from_data(
             f"x's spatial size {size} is smaller than the fused window {window} with padding "
             f"{fused_padding}: there is no output position to fit"
         )
+    padded = [n + lo + hi for n, (lo, hi) in zip(size, fused_padding)]
+    out_pos = math.prod(_out_size(size, window, fused_strides, fused_padding))
+    _checks.elements(
+        "batch_size × the padded input, batch_size × output positions × patch",
+        batch_size * math.prod(padded) * c0,
+        batch_size * out_pos * math.prod(window) * c0,
+    )
     params = tuple(v.astype(jnp.float32) for v in (k1, b1, k2, b2))
     rows = _ConvConvRows(act, s1, p1, s2, p2, window, fused_strides, fused_padding, spec)
     moments, dx = _stream(rows, params, batches, batch_size, example)
     w, b, mse = _fit(moments, dx, ridge)
+    _no_overflow("the least-squares fit", w, b, mse)
     # conv_general_dilated_patches orders a patch's features (c0, *window)
     kernel = jnp.moveaxis(w.reshape((c0,) + window + (w.shape[-1],)), 0, -2)
     out = FusedConv(kernel.astype(dtype), b.astype(dtype), fused_strides, fused_padding)
@@ -1119,6 +1150,7 @@ def conv_dense(
     else:
         _, cov = _channel_gaussian(0.0, cov, c0)
     w, b = _conv_dense(k1, b1, w2, b2, mean, cov, shape, s1, p1, full_cov, activation)
+    _no_overflow("conv_dense", w, b, dtype=dtype)
     return w.astype(dtype), b.astype(dtype)
 
 
@@ -1187,6 +1219,7 @@ def conv_dense_from_data(
     params = tuple(v.astype(jnp.float32) for v in (k1, b1, w2, b2))
     moments, dx = _stream(_ConvDenseRows(act, s1, p1), params, batches, batch_size, shape)
     w, b, mse = _fit(moments, dx, ridge)
+    _no_overflow("the least-squares fit", w, b, mse)
     out = (w.astype(dtype), b.astype(dtype))
     return out + (mse,) if return_mse else out
 
@@ -1322,6 +1355,8 @@ def _resolve_layers(flat: dict, layers: Sequence[Any] | None, name: str) -> list
     found = _layer_prefixes(flat, name)
     if layers is None:
         return found
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+        raise TypeError(f"{name}_layers must be None or a sequence of layer paths, got {layers!r}")
     out = []
     for layer in layers:
         prefix = tuple(layer.split("/")) if isinstance(layer, str) else tuple(layer)
@@ -1403,7 +1438,16 @@ def fuse_params(
     Returns:
         ``shallow``'s parameters in ``shallow``'s container.
     """
-    flat_d, flat_s = _tree.flatten(deep), _tree.flatten(shallow)
+    flat = {}
+    for name, tree in (("deep", deep), ("shallow", shallow)):
+        try:
+            flat[name] = _tree.flatten(tree)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{name}: {err}") from None
+    flat_d, flat_s = flat["deep"], flat["shallow"]
+    for path, value in flat_s.items():
+        if path[-1] in ("kernel", "bias"):
+            _checks.float_dtype(f"shallow {_tree.path_name(path)} dtype", jnp.result_type(value))
     ld = _resolve_layers(flat_d, deep_layers, "deep")
     ls = _resolve_layers(flat_s, shallow_layers, "shallow")
     if len(ls) != len(ld) - 1:

@@ -84,7 +84,13 @@ class Rule:
 
     def __post_init__(self) -> None:
         opts = self.options.items() if isinstance(self.options, Mapping) else self.options
-        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+        try:
+            pairs = [(str(k), v) for k, v in opts]
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"Rule options must be a mapping or a sequence of (name, value) pairs, got {self.options!r}"
+            ) from err
+        object.__setattr__(self, "options", tuple(sorted(pairs, key=lambda kv: kv[0])))
 
     @property
     def label(self) -> str:

@@ -197,3 +197,16 @@ def test_mimetic_ssm_a_log_range_and_layouts_are_checked_by_name():
     for bad in (None, 3, []):
         with pytest.raises(TypeError, match="layouts must be a non-empty sequence of SSMLayout"):
             mj.find_ssm_blocks(params, layouts=bad)
+
+
+def test_rule_options_must_be_a_mapping_or_pairs():
+    with pytest.raises(TypeError, match="Rule options must be a mapping or a sequence of"):
+        mj.Rule("conv", options=3)
+    assert mj.Rule("mlp", options=[("mean", 0.1)]) == mj.Rule("mlp", options={"mean": 0.1})
+
+
+def test_a_stacked_axes_that_hides_every_kernel_is_named_in_the_error():
+    with pytest.raises(ValueError, match=r"stacked_axes=5.*fit with stacked_axes=0: is stacked_axes=5 right\?"):
+        mj.mimetic_conv(_convmixer(), KEY, stacked_axes=5)
+    with pytest.raises(ValueError, match=r"no first MLP layer .*stacked_axes=5"):
+        mj.mimetic_mlp({"block": {"mlp_in": {"kernel": jnp.ones((4, 8))}}}, stacked_axes=5)

@@ -237,12 +237,12 @@ BAD_CALLS = {
     "dense_dense overflows float32": (
         lambda: dense_dense(jnp.full((2, 2), 1e30), jnp.zeros(2), jnp.ones((2, 1)), jnp.zeros(1), mean=0.0, cov=1.0),
         ValueError,
-        "dense_dense: the inputs are finite but the result overflows float32",
+        "dense_dense: the inputs are finite but the result is not finite in float32",
     ),
     "fusion_mse overflows float32": (
         lambda: fusion_mse(jnp.ones((2, 2)), jnp.full(2, 1e30), jnp.ones((2, 1)), jnp.zeros(1), mean=0.0, cov=1.0),
         ValueError,
-        "fusion_mse: the inputs are finite but the result overflows float32",
+        "fusion_mse: the inputs are finite but the result is not finite in float32",
     ),
     "dense_dense_from_data x None": (
         lambda: dense_dense_from_data(jnp.ones((2, 2)), jnp.zeros(2), jnp.ones((2, 1)), jnp.zeros(1), None),
@@ -284,6 +284,75 @@ BAD_CALLS = {
         lambda: min_retention(jnp.ones(2), "0.5", 8),
         TypeError,
         "delta must be a real number",
+    ),
+    "conv_conv stride makes a huge fused window": (
+        lambda: conv_conv(
+            jnp.ones((2, 2, 1, 1)), jnp.zeros(1), jnp.ones((2, 2, 1, 1)), jnp.zeros(1), strides=(2**20, 1)
+        ),
+        ValueError,
+        r"the fused kernel \(window × c_in × c_out\) = \d+ elements exceeds the limit",
+    ),
+    "conv_conv_from_data huge padding": (
+        lambda: conv_conv_from_data(
+            jnp.ones((2, 2, 1, 1)),
+            jnp.zeros(1),
+            jnp.ones((2, 2, 1, 1)),
+            jnp.zeros(1),
+            jnp.ones((2, 4, 4, 1)),
+            padding=(((2**40, 0), (0, 0)), "VALID"),
+        ),
+        ValueError,
+        r"padding\[0\] pads must be at most",
+    ),
+    "conv_conv empty kernel": (
+        lambda: conv_conv(jnp.ones((0, 2, 1, 1)), jnp.zeros(1), jnp.ones((2, 2, 1, 1)), jnp.zeros(1)),
+        ValueError,
+        "k1 must have no empty axis",
+    ),
+    "relu_moments overflows float32": (
+        lambda: relu_moments(jnp.full(2, 1e30), jnp.eye(2)),
+        ValueError,
+        "relu_moments: the inputs are finite but the result is not finite",
+    ),
+    "dense_dense_from_data activation returning NaN": (
+        lambda: dense_dense_from_data(
+            jnp.ones((2, 2)),
+            jnp.zeros(2),
+            jnp.ones((2, 1)),
+            jnp.zeros(1),
+            jnp.ones((4, 2)),
+            activation=lambda z: z * NAN,
+        ),
+        ValueError,
+        "the least-squares fit: the inputs are finite but the result is not finite",
+    ),
+    "fuse_params deep not a tree": (
+        lambda: fuse_params(None, {"a": {"kernel": jnp.ones((2, 2))}}, 0, mean=0.0, cov=1.0),
+        TypeError,
+        "^deep: tree must be",
+    ),
+    "fuse_params integer shallow": (
+        lambda: fuse_params(
+            {"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": jnp.ones((2, 2))}},
+            {"a": {"kernel": jnp.ones((2, 2), jnp.int32)}},
+            0,
+            mean=0.0,
+            cov=1.0,
+        ),
+        TypeError,
+        "shallow a/kernel dtype must be a floating dtype",
+    ),
+    "fuse_params deep_layers an int": (
+        lambda: fuse_params(
+            {"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": jnp.ones((2, 2))}},
+            {"a": {"kernel": jnp.ones((2, 2))}},
+            0,
+            mean=0.0,
+            cov=1.0,
+            deep_layers=3,
+        ),
+        TypeError,
+        "deep_layers must be None or a sequence",
     ),
     "sincos_2d grid an int": (lambda: sincos_2d(4), TypeError, r"grid must be None or a pair"),
     "sincos_2d grid of one": (lambda: sincos_2d((4,)), TypeError, r"grid must be None or a pair"),
