@@ -14,7 +14,7 @@ transform inside the same ``jit``; the ratio mimetic / default is the figure of 
   64 heads, 8 key/value heads of 128) and two smaller ones, ``mimetic_attention(...,
   method="fast", shardings=out_shardings)``; the 7B one also without ``shardings=`` (rows
   split over the context mesh) and on 1, 2, 4 and 8 devices;
-* ``mimetic_ssm`` on a Mamba-1 LM, ``mimetic_conv`` on a ConvMixer, ``mimetic_mlp`` on a ViT
+* ``mimetic_ssm(..., method="fast")`` on a Mamba-1 LM, ``mimetic_conv`` on a ConvMixer, ``mimetic_mlp`` on a ViT
   (the package's reference models), kernels sharded along their last axis.
 
 Run: ``python benchmarks/sharded_memory.py [--quick]``.
@@ -120,7 +120,9 @@ def other(name: str, quick: bool) -> dict:
         width = 256 if quick else 1024
         model = MambaLM(vocab_size=256, d_model=width, n_layer=4 if quick else 12, d_state=16)
         x = jnp.zeros((1, 8), jnp.int32)
-        transform = mj.mimetic_ssm
+
+        def transform(p, k):
+            return mj.mimetic_ssm(p, k, method="fast")
     elif name == "mimetic_conv":
         model = ConvMixer(10, width=256 if quick else 1024, depth=4 if quick else 16)
         x = jnp.zeros((1, 32, 32, 3))

@@ -1238,6 +1238,9 @@ def _nothing_found(
 
 #: Elements of new kernels the ``fast`` method draws at once across layers of equal shape.
 FAST_GROUP_ELEMENTS = 1 << 26
+#: Sharded kernels: a batch holds at most this fraction (1/n) of the layers, so the per-device transient
+#: stays a small part of the per-device weights (``benchmarks/results/sharded_memory.md``).
+SHARDED_BATCH_FRACTION = 16
 
 
 def _spec_key(sharding: Any) -> Any:
@@ -1306,6 +1309,8 @@ def _reinit_group(
     def compute(unit_keys: Array, olds: dict[str, Array] | None) -> dict[Any, Array]:
         size = sum(math.prod(meta[n][0]) for n in names)
         batch = max(1, FAST_GROUP_ELEMENTS // size) if opts["method"] == "fast" else 1
+        if work.axes:  # sharded: a batch's transient at most 1/SHARDED_BATCH_FRACTION of the layers' weights
+            batch = max(1, min(batch, unit_keys.shape[0] // SHARDED_BATCH_FRACTION))
         new = jax.lax.map(one, (unit_keys, olds), batch_size=min(batch, unit_keys.shape[0]))
         out = {}
         for i, b in enumerate(blocks):
