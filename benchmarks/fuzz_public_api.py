@@ -2093,7 +2093,13 @@ def write(rows: list[dict], out: Path, seconds: float) -> None:
         "seconds": round(seconds, 1),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "cases": rows}, indent=1) + "\n")
+    sys.path.insert(0, str(HERE))
+    import _report  # the machine, as every result file records it (imported here: the workers never need it)
+
+    machine = _report.machine()
+    out.with_suffix(".json").write_text(
+        json.dumps({"machine": machine, "summary": summary, "cases": rows}, indent=1) + "\n"
+    )
     lines = [
         "# Fuzz of the public API (issue 16)",
         "",
