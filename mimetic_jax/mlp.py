@@ -81,9 +81,10 @@ def mean_shift_init(
 
     Example:
       >>> import flax.linen as nn
-      >>> dense = nn.Dense(256, kernel_init=mean_shift_init(0.5))
-      >>> w = dense.init(jax.random.key(0), jnp.ones((1, 64)))["params"]["kernel"]
-      >>> round(float(w.mean() / w.std()), 2)  # lecun_normal: std 1/8 at fan-in 64
+      >>> dense = nn.Dense(256, kernel_init=mean_shift_init(0.5))  # as a Flax kernel_init
+      >>> w = mean_shift_init(0.5)(jax.random.key(0), (64, 256))
+      >>> base = jax.nn.initializers.lecun_normal()(jax.random.key(0), (64, 256))  # the same draw
+      >>> round(float((w - base).mean() / base.std()), 3)
       0.5
     """
     mean = _checks.finite_float("mean", mean)
