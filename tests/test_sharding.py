@@ -187,7 +187,8 @@ def test_ssm_conv_and_mlp_transforms_keep_shardings(axis_type):
     shardings = jax.tree.map(spec, params)
     with jax.set_mesh(mesh):
         out = jax.jit(mj.mimetic_mlp)(jax.device_put(params, shardings))
-    _assert_same(out, mj.mimetic_mlp(params), shardings)
+    # the relative mean shift reads each layer's std: a sharded reduction, 1 float32 ulp (3e-8 measured)
+    _assert_same(out, mj.mimetic_mlp(params), shardings, atol=1e-7)
 
 
 # --------------------------------------------------------------------------- initializers
@@ -218,7 +219,9 @@ def test_every_initializer_honours_out_sharding(axis_type):
         with jax.set_mesh(mesh):
             out = jax.jit(lambda k, i=init, s=shape, sh=sharding: i(k, s, out_sharding=sh))(KEY)
         assert out.sharding.is_equivalent_to(sharding, len(shape)), name
-        if "fast" in name:  # the rotation regime's Kronecker products, partitioned: a few ulp (3e-8 measured)
+        # fast: the rotation regime's Kronecker products, partitioned; mean_shift: the draw's std, a
+        # sharded reduction (relative shift): a few float32 ulp (3e-8 measured)
+        if "fast" in name or "mean_shift" in name:
             np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-7, rtol=0, err_msg=name)
         else:  # the same program unsharded: the same bits
             np.testing.assert_array_equal(np.asarray(out), np.asarray(ref), err_msg=name)
