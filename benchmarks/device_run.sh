@@ -3,8 +3,13 @@
 # SSM recall runs side by side (small models leave the GPU mostly idle, so several processes
 # share it). Every result lands in benchmarks/results/ (NAME_TAG.gpu.*); the logs and the
 # new result files are packed into $OUT/device.tgz (the device tool returns at most 8 files).
-# Usage (repo root, on the device machine): bash benchmarks/device_run.sh [SECONDS [lr1e-3]]
-# The second form is the follow-up call: Mamba-1 MQAR at lr 1e-3 at d_model 128 and at N 32.
+# Usage (repo root, on the device machine): bash benchmarks/device_run.sh [SECONDS [lr1e-3|bcconv]]
+# lr1e-3: the follow-up call, Mamba-1 MQAR at lr 1e-3 at d_model 128 and at N 32.
+# bcconv: issue 15's open half, whether mimetic_ssm's default should be conv="bc" on Mamba-2:
+#   default vs conv=False (today's default) vs conv="bc", 10 paired seeds, copying and MQAR,
+#   including settings where mimetic init does not saturate (fewer steps, d_model 128, N 32).
+#   On the 2-core CPU one Mamba-2 training step (d 64, L 64, batch 32) costs 0.12-0.26 CPU-s:
+#   30 models x 1000 steps do not fit a CI-sized CPU run, hence this device mode.
 set -u
 budget=${1:-530}
 mode=${2:-all}
@@ -26,6 +31,16 @@ if [ "$mode" = lr1e-3 ]; then
   T=$(( budget - 15 ))
   ssm m1mqar_d128_lr1e-3 --versions 1 --tasks mqar --mqar-states 16 --d-model 128 --mqar-steps 4000 --lr 1e-3 --inits default mimetic mimetic+conv
   ssm m1mqar_n32_lr1e-3 --versions 1 --tasks mqar --mqar-states 32 --mqar-steps 4000 --lr 1e-3 --inits default mimetic transition
+  wait; pack; exit 0
+fi
+
+if [ "$mode" = bcconv ]; then
+  T=$(( budget - 15 ))
+  inits="default mimetic-noconv mimetic+bcconv"
+  ssm m2bc_copy --versions 2 --tasks copying --copy-lengths 16 32 --seeds 10 --inits $inits
+  ssm m2bc_mqar --versions 2 --tasks mqar --mqar-states 8 32 --seeds 10 --inits $inits
+  ssm m2bc_mqar_short --versions 2 --tasks mqar --mqar-states 8 --mqar-steps 500 --seeds 10 --inits $inits
+  ssm m2bc_mqar_d128 --versions 2 --tasks mqar --mqar-states 16 --d-model 128 --seeds 10 --inits $inits
   wait; pack; exit 0
 fi
 

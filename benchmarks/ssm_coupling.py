@@ -24,6 +24,12 @@ Each seed draws its own model, embeddings and tokens, shared by the four inits (
 reported: mean ± std over seeds and a paired t-test of each mimetic variant against
 ``conv=False``.
 
+Also at init, from the same forward pass: the step ``Δ_t`` the scan uses (mean and std over
+positions and channels, then averaged over seeds), and the least an input is kept over the
+whole sequence, ``min over channels of exp(A Σ_t Δ_t)``, against
+:func:`mimetic_jax.min_retention` with the constant target step ``Δ = 1`` (a bound that
+ignores the input-dependent part of ``Δ``).
+
 Run: ``python benchmarks/ssm_coupling.py [--quick] [--seeds N]`` (CPU, a few minutes).
 """
 
@@ -35,7 +41,7 @@ import numpy as np
 from training import paired_stats
 
 from mimetic_jax.experiments.models.mamba import Mamba1, Mamba2
-from mimetic_jax.ssm import mimetic_ssm
+from mimetic_jax.ssm import DELTA, min_retention, mimetic_ssm
 
 INITS = {"default": None, "mimetic conv=False": False, "mimetic conv='bc'": "bc", "mimetic conv=True": True}
 D_MODEL, LENGTH, VOCAB = 64, 64, 16
@@ -56,6 +62,28 @@ def scan_inputs(block, variables, u):
     return xbc[:, d_inner : d_inner + n], xbc[:, d_inner + gn : d_inner + gn + n]
 
 
+def steps_and_decay(block, variables, u):
+    """``(Δ, A)``: the scan's step ``(L, channels)`` and the transition ``A`` (channels × states)."""
+    _, state = block.apply(variables, u, capture_intermediates=True)
+    inter, params = state["intermediates"], variables["params"]
+    a = -np.exp(np.asarray(params["A_log"], np.float64))
+    if isinstance(block, Mamba1):
+        delta = jax.nn.softplus(inter["dt_proj"]["__call__"][0][0])
+        return np.asarray(delta, np.float64), a
+    heads = a.shape[0]
+    dt = inter["in_proj"]["__call__"][0][0][:, -heads:]
+    delta = jax.nn.softplus(dt + params["dt_bias"])
+    return np.asarray(delta, np.float64), a[:, None]
+
+
+def retention(block, variables, u) -> tuple[float, float, float, float]:
+    """Δ mean and std, the sequence's least retention and :func:`min_retention`'s constant-Δ value."""
+    delta, a = steps_and_decay(block, variables, u)
+    kept = np.exp(a * delta.sum(axis=0)[:, None])  # (channels, states): exp(A Σ_t Δ_t)
+    bound = float(min_retention(variables["params"]["A_log"], DELTA, LENGTH))
+    return float(delta.mean()), float(delta.std()), float(kept.min()), bound
+
+
 def coupling(block, variables, u) -> float:
     b, c = scan_inputs(block, variables, u)
     scores = np.asarray(c @ b.T, np.float64)
@@ -70,6 +98,7 @@ def run_all(seeds: int, states: tuple[int, ...]) -> list[dict]:
         for n in states:
             block = cls(d_model=D_MODEL, d_state=n)
             per_init: dict[str, list[float]] = {name: [] for name in INITS}
+            steps: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in INITS}
             for seed in range(seeds):
                 k_model, k_emb, k_tok, k_mim = jax.random.split(jax.random.key(seed), 4)
                 emb = jax.random.normal(k_emb, (VOCAB, D_MODEL))
@@ -78,11 +107,20 @@ def run_all(seeds: int, states: tuple[int, ...]) -> list[dict]:
                 for name, conv in INITS.items():
                     v = variables if name == "default" else mimetic_ssm(variables, k_mim, conv=conv)
                     per_init[name].append(coupling(block, v, u))
+                    steps[name].append(retention(block, v, u))
             base = np.array(per_init["mimetic conv=False"])
             for name, values in per_init.items():
                 values = np.array(values)
                 row = dict(
                     version=version, d_state=n, init=name, mean=float(values.mean()), std=float(values.std(ddof=1))
+                )
+                st = np.array(steps[name])  # (seeds, 4)
+                row.update(
+                    delta_mean=float(st[:, 0].mean()),
+                    delta_std=float(st[:, 1].mean()),
+                    retention_min=float(st[:, 2].min()),
+                    retention_mean=float(st[:, 2].mean()),
+                    retention_bound_min=float(st[:, 3].min()),
                 )
                 if name.startswith("mimetic") and name != "mimetic conv=False":
                     row.update({f"vs_conv_false_{k}": v for k, v in paired_stats(base, values).items()})
@@ -114,6 +152,26 @@ def main() -> None:
         f"and u_tᵀu_s (the block's input), d_model {D_MODEL}, length {LENGTH}, vocabulary {VOCAB}; mean ± std over "
         f"{seeds} paired seeds; last column: the variant minus `conv=False`, seeds where it is higher, paired t-test.\n\n"
         + _report.md_table(["block", "N", "init", "correlation", "vs conv=False"], table)
+        + "\n\n## The step Δ and the retention at init\n\n"
+        + f"Δ_t as the scan uses it (softplus of the input-dependent part plus the bias): mean and std over "
+        f"positions and channels, averaged over seeds. Retention: min over channels and states of "
+        f"exp(A Σ_t Δ_t) over the {LENGTH} positions (mean over seeds; least seed), against "
+        f"`min_retention(A_log, {DELTA}, {LENGTH})`, which holds Δ at its target (least seed).\n\n"
+        + _report.md_table(
+            ["block", "N", "init", "Δ mean", "Δ std", "retention (mean; least)", "min_retention, Δ = 1"],
+            [
+                [
+                    f"Mamba-{r['version']}",
+                    r["d_state"],
+                    r["init"],
+                    f"{r['delta_mean']:.3f}",
+                    f"{r['delta_std']:.3f}",
+                    f"{r['retention_mean']:.3f}; {r['retention_min']:.3f}",
+                    f"{r['retention_bound_min']:.3f}",
+                ]
+                for r in rows
+            ],
+        )
         + "\n"
     )
     run.data.update({"seeds": seeds, "d_model": D_MODEL, "length": LENGTH, "vocab": VOCAB, "rows": rows})

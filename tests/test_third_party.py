@@ -34,99 +34,56 @@ class _ClipCompat(types.ModuleType):
         self.clip = lambda x, a_min=None, a_max=None: jnp.clip(x, a_min, a_max)
 
 
+_ENCODER = {"hidden_size": D, "num_hidden_layers": LAYERS, "num_attention_heads": H, "intermediate_size": 64}
+_VISION = {**_ENCODER, "image_size": 16, "patch_size": 4}
+_TEXT = {**_ENCODER, "vocab_size": 50}
+
+#: family -> (transformers model class, its config class, the config, input, output field)
+_HF_MODELS = {
+    "vit": ("FlaxViTModel", "ViTConfig", _VISION, "pixels", "last_hidden_state"),
+    "bert": ("FlaxBertModel", "BertConfig", _TEXT, "ids", "last_hidden_state"),
+    "roberta": ("FlaxRobertaModel", "RobertaConfig", _TEXT, "ids", "last_hidden_state"),
+    "gpt2": (
+        "FlaxGPT2LMHeadModel",
+        "GPT2Config",
+        {"n_embd": D, "n_layer": LAYERS, "n_head": H, "vocab_size": 50, "n_positions": 16},
+        "ids",
+        "logits",
+    ),
+    "llama": ("FlaxLlamaForCausalLM", "LlamaConfig", {**_TEXT, "num_key_value_heads": 2}, "ids", "logits"),
+    "clip": ("FlaxCLIPVisionModel", "CLIPVisionConfig", _VISION, "pixels", "last_hidden_state"),
+    "distilbert": (
+        "FlaxDistilBertModel",
+        "DistilBertConfig",
+        {"dim": D, "n_layers": LAYERS, "n_heads": H, "hidden_dim": 64, "vocab_size": 50},
+        "ids",
+        "last_hidden_state",
+    ),
+    "albert": ("FlaxAlbertModel", "AlbertConfig", {**_TEXT, "embedding_size": 16}, "ids", "last_hidden_state"),
+    "bloom": (
+        "FlaxBloomModel",
+        "BloomConfig",
+        {"hidden_size": D, "n_layer": LAYERS, "n_head": H, "vocab_size": 50},
+        "ids",
+        "last_hidden_state",
+    ),
+}
+
+
 def _hf(name: str, monkeypatch: pytest.MonkeyPatch):
     """A small transformers Flax model, its params and a forward function."""
     t = transformers
     ids = jnp.ones((1, 8), jnp.int32)
-    pixels = jnp.ones((1, 3, 16, 16))
-    if name == "vit":
-        m = t.FlaxViTModel(
-            t.ViTConfig(
-                hidden_size=D,
-                num_hidden_layers=LAYERS,
-                num_attention_heads=H,
-                intermediate_size=64,
-                image_size=16,
-                patch_size=4,
-            ),
-            seed=0,
-        )
-        return m, lambda p: m(pixels, params=p).last_hidden_state
-    if name == "bert":
-        m = t.FlaxBertModel(
-            t.BertConfig(
-                hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H, intermediate_size=64, vocab_size=50
-            ),
-            seed=0,
-        )
-        return m, lambda p: m(ids, params=p).last_hidden_state
-    if name == "roberta":
-        m = t.FlaxRobertaModel(
-            t.RobertaConfig(
-                hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=H, intermediate_size=64, vocab_size=50
-            ),
-            seed=0,
-        )
-        return m, lambda p: m(ids, params=p).last_hidden_state
-    if name == "gpt2":
-        m = t.FlaxGPT2LMHeadModel(
-            t.GPT2Config(n_embd=D, n_layer=LAYERS, n_head=H, vocab_size=50, n_positions=16), seed=0
-        )
-        return m, lambda p: m(ids, params=p).logits
-    if name == "llama":
-        m = t.FlaxLlamaForCausalLM(
-            t.LlamaConfig(
-                hidden_size=D,
-                num_hidden_layers=LAYERS,
-                num_attention_heads=H,
-                num_key_value_heads=2,
-                intermediate_size=64,
-                vocab_size=50,
-            ),
-            seed=0,
-        )
-        return m, lambda p: m(ids, params=p).logits
-    if name == "clip":
-        m = t.FlaxCLIPVisionModel(
-            t.CLIPVisionConfig(
-                hidden_size=D,
-                num_hidden_layers=LAYERS,
-                num_attention_heads=H,
-                intermediate_size=64,
-                image_size=16,
-                patch_size=4,
-            ),
-            seed=0,
-        )
-        return m, lambda p: m(pixels, params=p).last_hidden_state
-    if name == "distilbert":
-        m = t.FlaxDistilBertModel(
-            t.DistilBertConfig(dim=D, n_layers=LAYERS, n_heads=H, hidden_dim=64, vocab_size=50), seed=0
-        )
-        return m, lambda p: m(ids, params=p).last_hidden_state
-    if name == "albert":
-        m = t.FlaxAlbertModel(
-            t.AlbertConfig(
-                hidden_size=D,
-                num_hidden_layers=LAYERS,
-                num_attention_heads=H,
-                intermediate_size=64,
-                embedding_size=16,
-                vocab_size=50,
-            ),
-            seed=0,
-        )
-        return m, lambda p: m(ids, params=p).last_hidden_state
-    if name == "bloom":
-        m = t.FlaxBloomModel(t.BloomConfig(hidden_size=D, n_layer=LAYERS, n_head=H, vocab_size=50), seed=0)
-        return m, lambda p: m(ids, params=p).last_hidden_state
     if name == "t5":
         from transformers.models.t5 import modeling_flax_t5
 
         monkeypatch.setattr(modeling_flax_t5, "jnp", _ClipCompat())
         m = t.FlaxT5Model(t.T5Config(d_model=D, d_kv=8, num_heads=H, d_ff=64, num_layers=LAYERS, vocab_size=50), seed=0)
         return m, lambda p: m(ids, decoder_input_ids=ids, params=p).last_hidden_state
-    raise AssertionError(name)
+    model_cls, config_cls, config, inputs, field = _HF_MODELS[name]
+    m = getattr(t, model_cls)(getattr(t, config_cls)(**config), seed=0)
+    x = {"ids": ids, "pixels": jnp.ones((1, 3, 16, 16))}[inputs]
+    return m, lambda p: getattr(m(x, params=p), field)
 
 
 #: family -> (expected layout name, attention blocks in the model)
