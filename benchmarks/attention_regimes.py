@@ -147,67 +147,38 @@ def grouped(d: int, heads: int, k: int, kv_heads: int, keys: np.ndarray) -> dict
     return res
 
 
+def _regime_table(d: int, rows: list[dict], size_header: str, previous: str, size) -> str:
+    """One comparison table of exact against fast over the rank regimes (query/key or value/out)."""
+    cells = []
+    for row in rows:
+        ex, fa = row["exact"]["diag_mean"], row["fast"]["diag_mean"]
+        cells.append(
+            [
+                size(row),
+                f"{row['rank'] / d:.3f}",
+                row["regime"],
+                pm(ex),
+                pm(fa),
+                f"{(fa.mean() - ex.mean()) / abs(ex.mean()) * 100:+.2f} %",
+                pm(row["exact"]["offdiag_std"]),
+                pm(row["fast"]["offdiag_std"]),
+                f"{row['random_subspace_diag']:.4f}" if row["regime"] == "exact" else "—",
+            ]
+        )
+    head = ["fast regime", "diag mean exact", "diag mean fast", "fast vs exact", "off-diag std exact"]
+    head += ["off-diag std fast", previous]
+    return _report.md_table([size_header, f"{size_header}/d", *head], cells)
+
+
 def regime_tables(res: dict) -> str:
     d = res["d"]
-    rows = []
-    for row in res["query_key"]:
-        ex, fa = row["exact"]["diag_mean"], row["fast"]["diag_mean"]
-        rows.append(
-            [
-                row["rank"],
-                f"{row['rank'] / d:.3f}",
-                row["regime"],
-                pm(ex),
-                pm(fa),
-                f"{(fa.mean() - ex.mean()) / abs(ex.mean()) * 100:+.2f} %",
-                pm(row["exact"]["offdiag_std"]),
-                pm(row["fast"]["offdiag_std"]),
-                f"{row['random_subspace_diag']:.4f}" if row["regime"] == "exact" else "—",
-            ]
-        )
-    qk = _report.md_table(
-        [
-            "k",
-            "k/d",
-            "fast regime",
-            "diag mean exact",
-            "diag mean fast",
-            "fast vs exact",
-            "off-diag std exact",
-            "off-diag std fast",
-            "previous fast (β k/d)",
-        ],
-        rows,
-    )
-    rows = []
-    for row in res["value_output"]:
-        ex, fa = row["exact"]["diag_mean"], row["fast"]["diag_mean"]
-        rows.append(
-            [
-                f"{row['heads']}×{row['head_dim']} = {row['rank']}",
-                f"{row['rank'] / d:.3f}",
-                row["regime"],
-                pm(ex),
-                pm(fa),
-                f"{(fa.mean() - ex.mean()) / abs(ex.mean()) * 100:+.2f} %",
-                pm(row["exact"]["offdiag_std"]),
-                pm(row["fast"]["offdiag_std"]),
-                f"{row['random_subspace_diag']:.4f}" if row["regime"] == "exact" else "—",
-            ]
-        )
-    vo = _report.md_table(
-        [
-            "H·k",
-            "H·k/d",
-            "fast regime",
-            "diag mean exact",
-            "diag mean fast",
-            "fast vs exact",
-            "off-diag std exact",
-            "off-diag std fast",
-            "previous fast (−β H·k/d)",
-        ],
-        rows,
+    qk = _regime_table(d, res["query_key"], "k", "previous fast (β k/d)", lambda row: row["rank"])
+    vo = _regime_table(
+        d,
+        res["value_output"],
+        "H·k",
+        "previous fast (−β H·k/d)",
+        lambda row: f"{row['heads']}×{row['head_dim']} = {row['rank']}",
     )
     return (
         f"### Rank regimes, d = {d} ({res['keys']} keys)\n\nQuery/key, 2 heads of size k (per head, averaged "

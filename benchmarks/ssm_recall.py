@@ -96,6 +96,12 @@ def _extra(p) -> None:
     p.add_argument("--d-model", type=int, default=None, help="default 64 (quick 32)")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument(
+        "--scan",
+        choices=("parallel", "sequential"),
+        default="parallel",
+        help="the blocks' scan (same results; sequential is the faster one on CPU)",
+    )
+    p.add_argument(
         "--inits",
         nargs="+",
         choices=list(OPTIONS),
@@ -265,6 +271,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "d_model": args.d_model or (32 if q else 64),
         "layers": args.layers,
+        "scan": args.scan,
     }
     run = _report.Run("ssm_recall", "Mimetic SSM init on copying and MQAR, paired seeds", args)
     results: dict = {}
@@ -306,6 +313,7 @@ def main() -> None:
                     n_layer=cfg["layers"],
                     d_state=d_state,
                     version=version,
+                    scan=cfg["scan"],
                 )
                 r = results[label] = run_config(model, data, cfg["inits"], seeds, steps, cfg)
                 _report.log(
