@@ -41,7 +41,7 @@ import numpy as np
 from training import paired_stats
 
 from mimetic_jax.experiments.models.mamba import Mamba1, Mamba2
-from mimetic_jax.ssm import DELTA, min_retention, mimetic_ssm
+from mimetic_jax.ssm import DELTA, mimetic_ssm, min_retention
 
 INITS = {"default": None, "mimetic conv=False": False, "mimetic conv='bc'": "bc", "mimetic conv=True": True}
 D_MODEL, LENGTH, VOCAB = 64, 64, 16

@@ -278,9 +278,10 @@ def min_retention(a_log: Array, delta: float | Array, length: int) -> Array:
     fastest-decaying channel, with a constant step ``Δ`` (``delta`` may be an array of
     per-channel steps: its largest value is used). In a Mamba block ``Δ_t`` depends on the
     input around the bias's target, so the retention a real sequence sees can be lower:
-    pass the steps observed (an array; the largest is used) for a bound that holds. ``a_log`` and ``delta`` must be finite
-    and ``delta > 0``; under ``jax.jit`` (traced arrays) these value checks cannot run:
-    call it eagerly to have them. ``length`` is any positive int (``10**12`` included).
+    pass the steps observed (an array; the largest is used) for a bound that holds.
+    ``a_log`` and ``delta`` must be finite and ``delta > 0``; under ``jax.jit`` (traced
+    arrays) these value checks cannot run: call it eagerly to have them. ``length`` is any
+    positive int (``10**12`` included).
 
     Example:
       >>> import jax.numpy as jnp

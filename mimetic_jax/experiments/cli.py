@@ -368,13 +368,14 @@ def _heatmap_panel(maps_default: np.ndarray, maps_mimetic: np.ndarray, what: str
         axes = fig.subplots(2, len(labels), squeeze=False)
         for row, (maps, name) in enumerate(((maps_default, "default"), (maps_mimetic, "mimetic"))):
             vmax = float(np.abs(maps).max()) or 1.0
+            images = []
             for j, label in enumerate(labels):
                 hax = axes[row, j]
-                image = hax.imshow(maps[j], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+                images.append(hax.imshow(maps[j], cmap="RdBu_r", vmin=-vmax, vmax=vmax))
                 hax.set_xticks([])
                 hax.set_yticks([])
                 hax.set_title(f"{name}: {label}", fontsize=8)
-            fig.colorbar(image, ax=hax, shrink=0.8)
+            fig.colorbar(images[-1], ax=axes[row, -1], shrink=0.8)
         fig.suptitle(what, fontsize=9)
 
     return draw

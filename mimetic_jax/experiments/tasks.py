@@ -145,7 +145,7 @@ def load_digits(seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     _check_fraction(test_fraction)
     from sklearn.datasets import load_digits as _sk_load_digits
 
-    bunch = _sk_load_digits()
+    bunch: Any = _sk_load_digits()  # a Bunch (return_X_y=False)
     images = (bunch.images.astype(np.float32) / 16.0)[..., None]
     labels = bunch.target
     train_idx, test_idx = _split_indices(labels, test_fraction, seed)
@@ -160,7 +160,7 @@ def _generate_mnist1d(seed: int) -> dict:
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
-    args = get_dataset_args()
+    args: Any = get_dataset_args()
     args.seed = seed
     np_state, py_state = np.random.get_state(), random.getstate()
     try:

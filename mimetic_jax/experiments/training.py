@@ -296,10 +296,7 @@ def _make_train_chunk(
         updates, opt_state = optimizer.update(grads, opt_state, variables["params"])
         return {**variables, **state, "params": optax.apply_updates(variables["params"], updates)}, opt_state, loss
 
-    if mutable:
-        one_model_step = stateful_step  # noqa: F811
-
-    all_models_step = jax.vmap(one_model_step, in_axes=(0, 0, 0, None, None, None))
+    all_models_step = jax.vmap(stateful_step if mutable else one_model_step, in_axes=(0, 0, 0, None, None, None))
 
     @jax.jit
     def train_chunk(params, opt_state, keys, start, stop, x_train, y_train):
@@ -346,7 +343,7 @@ def train_models(
     warmup_steps: int | None = None,
     eval_steps: Sequence[int] | None = None,
     eval_batch_size: int = 1024,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
     progress_every: int = 25,
     mutable: Sequence[str] = (),
     frozen: PyTree | None = None,

@@ -85,7 +85,7 @@ class ConvMixerBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         width = x.shape[-1]
-        bn = dict(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype)
+        bn: dict[str, Any] = dict(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype)
         y = DepthwiseConv(self.kernel_size, dtype=self.dtype, name="depthwise")(x)
         x = x + nn.BatchNorm(name="bn_depthwise", **bn)(nn.gelu(y))
         y = nn.Conv(width, (1, 1), dtype=self.dtype, name="pointwise")(x)
@@ -182,7 +182,7 @@ class ConvNeXt(nn.Module):
         _check_image(x, p)
         x = nn.Conv(self.dims[0], p, strides=p, padding="VALID", dtype=self.dtype, name="stem")(x.astype(self.dtype))
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="stem_norm")(x)
-        k = (int(self.kernel_size),) * 2
+        k = (int(self.kernel_size), int(self.kernel_size))
         for s, (dim, depth) in enumerate(zip(self.dims, self.depths)):
             if s > 0:
                 x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=f"down_{s}_norm")(x)

@@ -143,7 +143,7 @@ def _attention_kernels(params: Mapping[str, Any]) -> list[dict[str, jax.Array]]:
     Accepts a linen variables dict (``{"params": ...}``) or the ``params`` collection.
     """
     tree = params["params"] if "params" in params else params
-    flat = traverse_util.flatten_dict(tree)
+    flat: dict[tuple[str, ...], Any] = traverse_util.flatten_dict(tree)
     prefixes = sorted((path[:-2] for path in flat if path[-2:] == ("query", "kernel")), key=_natural_key)
     return [{name: flat[prefix + (name, "kernel")] for name in ("query", "key", "value", "out")} for prefix in prefixes]
 
