@@ -13,7 +13,9 @@ transform inside the same ``jit``; the ratio mimetic / default is the figure of 
   LLaMA-7B-shaped (32 layers, d 4096, 32 heads of 128), LLaMA-70B-shaped (80 layers, d 8192,
   64 heads, 8 key/value heads of 128) and two smaller ones, ``mimetic_attention(...,
   method="fast", shardings=out_shardings)``; the 7B one also without ``shardings=`` (rows
-  split over the context mesh) and on 1, 2, 4 and 8 devices;
+  split over the context mesh) and on 1, 2, 4 and 8 devices; ``--layer-axis``: instead, the
+  7B and 70B stacks sharded along their layer axis only (``P("x", None, None)``, whole
+  kernels per device), written as ``sharded_memory_layer_axis.*``;
 * ``mimetic_ssm(..., method="fast")`` on a Mamba-1 LM, ``mimetic_conv`` on a ConvMixer, ``mimetic_mlp`` on a ViT
   (the package's reference models), kernels sharded along their last axis.
 
@@ -87,7 +89,11 @@ def _mesh(devices: int):
     return jax.make_mesh((devices,), ("x",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:devices])
 
 
-def attention(shape: dict, devices: int, given: bool) -> dict:
+#: where the stacked attention kernels are split: their input axis, or the layer axis only
+SPECS = {"rows": (None, "x", None), "layers": ("x", None, None)}
+
+
+def attention(shape: dict, devices: int, given: bool, split: str = "rows") -> dict:
     import jax
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
@@ -97,7 +103,7 @@ def attention(shape: dict, devices: int, given: bool) -> dict:
     model, x = _stack(shape)
     mesh = _mesh(devices)
     shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-    shardings = jax.tree.map(lambda a: NamedSharding(mesh, P(None, "x", None)), shapes)
+    shardings = jax.tree.map(lambda a: NamedSharding(mesh, P(*SPECS[split])), shapes)
     kw = dict(method="fast", num_heads=shape["heads"], num_kv_heads=shape["kv_heads"], stacked_axes=1)
     if given:
         kw["shardings"] = shardings
@@ -184,17 +190,35 @@ def markdown(data: dict) -> str:
     return (
         "Per-device bytes from XLA's compiled memory analysis (arguments + outputs + temporaries; "
         "compile only, nothing executed), each model created inside `jax.jit(init, out_shardings=...)`, "
-        "kernels sharded along their input axis. `default` = `model.init`; `mimetic` = the same init and the "
+        "kernels sharded along their input axis (where the transform column says so, along the layer axis only). `default` = `model.init`; `mimetic` = the same init and the "
         'transform in the same `jit`. Attention: `method="fast"`; `shardings=` = the `out_shardings` passed to '
         "the transform, `context mesh` = not passed (rows split over the mesh of `jax.set_mesh`).\n\n" + table
     )
 
 
+def layer_axis(run) -> None:
+    """The 7B and 70B stacks with their kernels split over the layer axis only."""
+    for name in (SEVEN_B, "LLaMA-70B-like (80 × d 8192, 64 heads, 8 kv)"):
+        label = 'mimetic_attention shardings=, layer axis P("x", None, None)'
+        run.stage(f"{name}: {label}, 8 devices")
+        res = attention(ATTENTION[name], 8, True, split="layers")
+        run.data["rows"].append(dict(model=name, shape=ATTENTION[name], transform=label, devices=8, **res))
+        _report.log(f"  ratio {res['ratio']:.3f}, mimetic {_gib(res['mimetic']['total_bytes'])} GiB")
+    run.finish(markdown(run.data))
+
+
 def main() -> None:
-    args = _report.parse_args(__doc__.splitlines()[0])
+    args = _report.parse_args(
+        __doc__.splitlines()[0],
+        lambda p: p.add_argument("--layer-axis", action="store_true", help="only the layer-axis-sharded stacks"),
+    )
+    if args.layer_axis and not args.tag:
+        args.tag = "layer_axis"
     run = _report.Run("sharded_memory", "Per-device memory of sharded mimetic init (compile only)", args)
     run.data["rows"] = []
     run.partial_markdown = lambda: markdown(run.data)
+    if args.layer_axis:
+        return layer_axis(run)
     shapes = QUICK_ATTENTION if args.quick else ATTENTION
     plan = [(name, s, 8, True) for name, s in shapes.items()]
     if not args.quick:
