@@ -1870,10 +1870,11 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("rules=[]", dict(rules=[]), "either", "rules"),
         ("rules=['attention']", dict(rules=["attention"]), "either", "rules"),
         ("rules=[3]", dict(rules=[3]), "bad", "rules"),
-        ("rules=Rule('x')", dict(rules=[mj.Rule("x")]), "bad", ("scheme", "rules")),
+        # rules as mappings: a bad Rule(...) raises when it is built, which must happen inside the case
+        ("rules=Rule('x')", dict(rules=[{"scheme": "x"}]), "bad", ("scheme", "rules")),
         ("rule option bad", dict(rules=[mj.Rule("attention", {"alpha": NAN})]), "bad", "alpha"),
         ("rule option unknown", dict(rules=[mj.Rule("attention", {"nonsense": 1})]), "bad", "nonsense"),
-        ("rule include '['", dict(rules=[mj.Rule("attention", include="[")]), "bad", "include"),
+        ("rule include '['", dict(rules=[{"scheme": "attention", "include": "["}]), "bad", "include"),
         ("option for no rule", dict(preset="vit", sigma_start=1.0), "bad", "sigma_start"),
         ("alpha nan", dict(preset="vit", alpha=NAN), "bad", "alpha"),
         ("alpha 1e12 on float16 tree", dict(preset="vit", alpha=1e12, _tree="f16"), "bad", ("alpha", "float16")),
