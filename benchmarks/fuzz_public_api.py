@@ -2118,7 +2118,7 @@ def run_all(timeout: float, memory_gib: float, limit: int | None) -> list[dict]:
     ]
 
 
-def write(rows: list[dict], out: Path, seconds: float) -> None:
+def write(rows: list[dict], out: Path, seconds: float, memory_gib: float = 8.0) -> None:
     counts = Counter(r["outcome"] for r in rows)
     funcs = sorted({r["func"] for r in rows})
     summary = {
@@ -2141,12 +2141,18 @@ def write(rows: list[dict], out: Path, seconds: float) -> None:
         f"{len(rows)} inputs to {len(funcs)} public callables, {seconds:.0f} s "
         "(`python benchmarks/fuzz_public_api.py`).",
         "",
+        f"Machine: {machine.get('cpu_model')} ({machine.get('usable_cores')} usable cores, "
+        f"{machine.get('mem_total_gib')} GiB, {machine.get('os')}); Python {machine.get('python')}, "
+        f"JAX {machine.get('jax')}, Flax {machine.get('flax')} on {machine.get('backend')}; load average "
+        f"{(machine.get('load_average_at_start') or ['?'])[0]} at the start; {machine.get('date_utc')}. Each case "
+        f"ran in a worker process limited to {memory_gib:g} GiB of address space.",
+        "",
         "| outcome | count | meaning |",
         "|---|---|---|",
     ]
     meaning = {
         "ok": "valid input, finite result of the right shape and dtype",
-        "clear": "ValueError/TypeError raised by mimetic_jax, naming the argument",
+        "clear": "ValueError/TypeError raised by mimetic_jax, naming the argument (or an error passed through, below)",
         "unclear": "an error not naming the argument, of another type, or raised inside JAX/Python",
         "crash": "process died, XLA runtime error, or hang",
         "nan": "silent NaN/inf in the result",
@@ -2155,6 +2161,10 @@ def write(rows: list[dict], out: Path, seconds: float) -> None:
     }
     for k in OUTCOMES:
         lines.append(f"| {k} | {counts.get(k, 0)} | {meaning[k]} |")
+    passed = [r for r in rows if r["outcome"] == "clear" and "passed through]" in r["detail"]]
+    if passed:
+        lines += ["", "## Errors that are not ours, passed through unchanged (counted `clear`)", ""]
+        lines += [f"- `{r['func']}`, {r['label']}: {r['detail']}" for r in passed]
     lines += ["", "## Cases that are not `ok` or `clear`", ""]
     bad = [r for r in rows if r["outcome"] not in ("ok", "clear")]
     if not bad:
@@ -2197,7 +2207,7 @@ def main() -> None:
         return
     t = time.perf_counter()
     rows = run_all(args.timeout, args.memory_gib, args.limit)
-    write(rows, args.out, time.perf_counter() - t)
+    write(rows, args.out, time.perf_counter() - t, args.memory_gib)
     counts = Counter(r["outcome"] for r in rows)
     print(json.dumps({k: counts.get(k, 0) for k in OUTCOMES}))
 
