@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,7 +113,8 @@ def shape_of(name: str, shape: Any, ranks: Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"{name} must have rank {want}, got shape {dims} (rank {len(dims)})")
     for i, d in enumerate(dims):
         size(f"{name}[{i}]", d)
-    elements(f"{name} {tuple(int(d) for d in dims)}", math.prod(int(d) for d in dims))
+    # itemsize 2: the smallest floating dtype an initializer may be asked for (float16, bfloat16)
+    elements(f"{name} {tuple(int(d) for d in dims)}", math.prod(int(d) for d in dims), itemsize=2)
     return tuple(int(d) for d in dims)
 
 
@@ -164,10 +166,16 @@ def size(name: str, value: Any, limit: int = MAX_DIM) -> int:
     return v
 
 
-def elements(what: str, *counts: int) -> None:
-    """Raise unless each element count in ``counts`` (what one array of the call holds) is <= :data:`MAX_ELEMENTS`.
+def elements(what: str, *counts: int, itemsize: int = 4) -> None:
+    """Raise unless each element count in ``counts`` (what one array of the call holds) can be allocated.
 
-    ``what`` names the sizes the counts come from, e.g. ``"d_in × num_heads × head_dim"``.
+    ``what`` names the sizes the counts come from, e.g. ``"d_in × num_heads × head_dim"``. Two
+    bounds, both checked before anything is allocated: at most :data:`MAX_ELEMENTS` elements,
+    and at most the memory of the machine (:func:`memory_bytes`) at ``itemsize`` bytes an
+    element (4: the schemes compute in float32 or float64), so a size that can never be
+    allocated here raises a ``ValueError`` naming the sizes instead of an XLA
+    ``RESOURCE_EXHAUSTED`` error or a killed process. Passing does not promise the memory is
+    free: other arrays, and the computation's temporaries, need room too.
     """
     n = max(int(c) for c in counts)
     if n > MAX_ELEMENTS:
@@ -175,6 +183,59 @@ def elements(what: str, *counts: int) -> None:
             f"{what} = {n} elements exceeds the limit of {MAX_ELEMENTS} (2**34) elements per array; "
             f"the sizes are too large to allocate"
         )
+    limit = memory_bytes()
+    if limit is not None and n * itemsize > limit:
+        raise ValueError(
+            f"{what} = {n} elements needs {n * itemsize / 2**30:.3g} GiB for one array, more than the "
+            f"{limit / 2**30:.3g} GiB of memory of this machine ({_memory_source()}); use smaller sizes"
+        )
+
+
+@functools.cache
+def _device_memory(backend: str) -> int | None:
+    """The summed ``bytes_limit`` of the backend's devices (an accelerator's memory), None on CPU."""
+    total = 0
+    for d in jax.devices(backend):
+        try:
+            stats = d.memory_stats() if d.platform != "cpu" else None
+        except Exception:  # noqa: BLE001 - a backend without memory statistics: use the host's
+            return None
+        if not stats or "bytes_limit" not in stats:
+            return None
+        total += int(stats["bytes_limit"])
+    return total or None
+
+
+def _host_memory() -> int | None:
+    """Physical memory, lowered by the process's address-space limit (``ulimit -v``) if one is set."""
+    try:
+        phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        phys = None
+    soft = None
+    try:
+        import resource  # POSIX only
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        soft = None if soft == resource.RLIM_INFINITY else soft
+    except (ImportError, OSError, ValueError):
+        pass
+    limits = [m for m in (phys, soft) if m and m > 0]
+    return min(limits) if limits else None
+
+
+def _memory_source() -> str:
+    backend = jax.default_backend()
+    return f"{backend} devices" if _device_memory(backend) is not None else "host memory and address-space limit"
+
+
+def memory_bytes() -> int | None:
+    """The most memory one array of a call could use: the default backend's devices' total memory
+    (their ``bytes_limit``; a sharded array spreads over them) or, on CPU, the host's physical
+    memory lowered by the address-space limit. ``None`` when it cannot be read."""
+    backend = jax.default_backend()
+    dev = _device_memory(backend)
+    return dev if dev is not None else _host_memory()
 
 
 # --------------------------------------------------------------------------- keys
@@ -260,6 +321,22 @@ def fits_dtype(name: str, value: float, dtype: Any, what: str = "") -> None:
     if not abs(value) <= top:
         about = f" ({what} = {value:.4g})" if what else f" ({value:.4g})"
         raise ValueError(f"{name} overflows the output dtype {dt}{about}: its largest finite value is {top:.4g}")
+
+
+def no_underflow(name: str, value: float, dtype: Any, what: str = "") -> None:
+    """Raise unless the nonzero ``value`` is at least the smallest normal number of ``dtype``.
+
+    A smaller value rounds to a subnormal or to zero in ``dtype``: ``dt_bias_init(1e-300)`` would
+    give ``softplus(bias) = 0`` in float32 instead of ``delta``. ``what`` as in :func:`fits_dtype`.
+    """
+    dt = jnp.dtype(dtype)
+    tiny = float(jnp.finfo(dt).tiny)
+    if value != 0 and not abs(value) >= tiny:
+        about = f" ({what} = {value:.4g})" if what else f" ({value:.4g})"
+        raise ValueError(
+            f"{name} underflows the output dtype {dt}{about}: it must be 0 or at least its smallest "
+            f"normal value {tiny:.4g} in magnitude"
+        )
 
 
 #: A bound, with a margin, on the spectral norm of the noise ``Z`` of a mimetic target ``αZ + βI``

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, module_at, natural_key, path_name, selected
+from mimetic_jax._tree import Path, check_pattern, module_at, natural_key, path_name, selected
 
 Array = jax.Array
 
@@ -97,6 +97,8 @@ def find_kernels(
     with another count never is.
     """
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
+    check_pattern("include", include)
+    check_pattern("exclude", exclude)
     sites = []
     for path, leaf in flat.items():
         order = KERNEL_LEAVES.get(str(path[-1])) if path else None

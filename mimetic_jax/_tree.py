@@ -167,6 +167,15 @@ def _search(arg: str, pattern: Any, text: str) -> bool:
         raise ValueError(f"{arg}={pattern!r} is not a valid regular expression: {e}") from None
 
 
+def check_pattern(arg: str, pattern: Any) -> None:
+    """Raise unless ``pattern`` is ``None`` or a compiling regular expression, naming ``arg``.
+
+    Run up front, so a bad pattern is an error even when no path would be searched with it.
+    """
+    if pattern is not None:
+        _search(arg, pattern, "")
+
+
 def selected(name: str, include: str | None, exclude: str | None) -> bool:
     """Whether a path name passes a transform's ``include``/``exclude`` regular expressions (``re.search``).
 
@@ -196,6 +205,8 @@ def match_parts(
     in sorted path order; ``partial`` holds ``(parent, indices of the missing parts)`` for
     parents where some but not all parts exist (for error messages).
     """
+    check_pattern("include", include)
+    check_pattern("exclude", exclude)
     by_str: dict[tuple[str, ...], Path] = {_str_key(p): p for p in flat}
     rels = [_str_key(r) for r in parts]
     parents: dict[tuple[str, ...], Path] = {}

@@ -35,7 +35,7 @@ import numpy as np
 
 from mimetic_jax import _checks
 from mimetic_jax._kernels import KernelSite
-from mimetic_jax._tree import Path, flatten, path_name, selected
+from mimetic_jax._tree import Path, check_pattern, flatten, path_name, selected
 from mimetic_jax.attention import DEFAULT_LAYOUTS, AttentionBlock, find_attention_blocks
 from mimetic_jax.conv import DEPTHWISE_NAMES, find_depthwise_convs
 from mimetic_jax.mlp import MLP_NAMES, find_mlp_layers
@@ -301,6 +301,13 @@ def analyze(
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"length must be a positive int, got {length!r}")
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
+    for arg, pattern in (
+        ("include", include),
+        ("exclude", exclude),
+        ("depthwise_include", depthwise_include),
+        ("mlp_include", mlp_include),
+    ):
+        check_pattern(arg, pattern)
     flat = flatten(tree)
     attention = [
         s

@@ -1425,6 +1425,13 @@ def mimetic_attention(
     value_alpha = _checks.finite_float("value_alpha", value_alpha)
     value_beta = _checks.finite_float("value_beta", value_beta)
     _checks.choice("sign", sign, (-1, 1))
+    _checks.choice("distribution", distribution, DISTRIBUTIONS)
+    if not isinstance(rotate_heads, bool):
+        raise TypeError(f"rotate_heads must be a bool, got {rotate_heads!r}")
+    # the float32 computation must hold the factors before the tree is read (the kernels'
+    # own dtypes are checked once they are found)
+    _checks.target_fits("alpha", alpha, "beta", beta, jnp.float32)
+    _checks.target_fits("value_alpha", value_alpha, "value_beta", value_beta, jnp.float32)
     if not (query_key or value_output):
         raise ValueError("nothing to do: query_key and value_output are both False")
     opts = dict(

@@ -154,7 +154,23 @@ def _offsets(dims: tuple[int, ...]) -> np.ndarray:
 
 
 def _closed_form(dims: tuple[int, ...], sigma: float, scale: float, displacement: Displacement) -> np.ndarray:
-    cov = scale**2 * np.asarray(displacement(_offsets(dims), sigma), dtype=np.float64)
+    offsets = _offsets(dims)
+    try:
+        raw = displacement(offsets, sigma)
+    except Exception as err:
+        # The user's own exception, unchanged (as jax.jit or jax.tree.map pass a user function's
+        # exception through), with a note naming the argument (PEP 678; Python >= 3.11 shows it).
+        add_note = getattr(err, "add_note", None)  # Python >= 3.11
+        if add_note is not None:
+            add_note(
+                f"raised by displacement={displacement!r}, called as displacement(delta, sigma) with "
+                f"delta of shape {offsets.shape} and sigma={sigma:g}"
+            )
+        raise
+    try:
+        cov = scale**2 * np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"displacement must return a real (K, K) array, got {type(raw).__name__} ({err})") from err
     k = math.prod(dims)
     if cov.shape != (k, k):
         raise ValueError(f"displacement must map offsets (K, K, ndim) to (K, K) = {(k, k)}, got shape {cov.shape}")
@@ -192,7 +208,9 @@ def conv_filter_covariance(
     the default :func:`gaussian` gives ``scale²·(G_σ ⊗ G_σ)``. Our reconstruction of
     Trockman, Willmott & Kolter (ICLR 2023), see the module docstring. Computed in
     float64 NumPy, returned as a float32 array. ``displacement(delta, sigma)`` takes
-    offsets ``(K, K, ndim)`` and returns ``(K, K)``; the result must be symmetric PSD.
+    offsets ``(K, K, ndim)`` and returns ``(K, K)``; the result must be symmetric PSD. An
+    exception raised by ``displacement`` itself propagates unchanged (catch it as your own
+    type), with a note (PEP 678, shown on Python ≥ 3.11) naming ``displacement``.
 
     ``sigma`` must lie in :data:`SIGMA_RANGE` (``2σ²`` a finite nonzero float64) and
     ``scale²`` must be a normal float32; otherwise a ``ValueError`` names the argument.
@@ -578,6 +596,19 @@ def mimetic_conv(
       >>> v2["params"]["block_1"]["depthwise"]["kernel"].shape
       (5, 5, 1, 16)
     """
+    # the options first, before the tree is read (mimetic_plan runs these checks on an empty tree)
+    _sigma("sigma_start", sigma_start)
+    _sigma("sigma_end", sigma_end)
+    if covariances is not None and not isinstance(covariances, (list, tuple)):
+        raise TypeError(
+            "covariances must be None or a list of K×K matrices, one per depthwise layer, "
+            f"got {type(covariances).__name__}"
+        )
+    if scale is not None:
+        scale = _scale("scale", scale)  # as depthwise_conv_init: a positive normal float32 (1e160 overflowed)
+    if not callable(displacement):
+        raise TypeError(f"displacement must be a function (delta, sigma) -> (K, K) array, got {displacement!r}")
+    key = _checks.prng_key("key", key)
     flat = flatten(tree)
     sites = find_kernels(flat, _is_depthwise, include, exclude, stacked_axes, tree, depthwise_names=DEPTHWISE_NAMES)
     if not sites:
@@ -587,18 +618,8 @@ def mimetic_conv(
             "depthwise conv kernel (kh, kw, 1, C) or (k, 1, C)", flat, include, _is_depthwise, stacked_axes
         )
     total = sum(s.layers for s in sites)
-    if covariances is not None and not isinstance(covariances, (list, tuple)):
-        raise TypeError(
-            "covariances must be None or a list of K×K matrices, one per depthwise layer, "
-            f"got {type(covariances).__name__}"
-        )
     if covariances is not None and len(covariances) != total:
         raise ValueError(f"covariances must hold one matrix per depthwise layer ({total}), got {len(covariances)}")
-    if scale is not None:
-        scale = _scale("scale", scale)  # as depthwise_conv_init: a positive normal float32 (1e160 overflowed)
-    if not callable(displacement):
-        raise TypeError(f"displacement must be a function (delta, sigma) -> (K, K) array, got {displacement!r}")
-    key = _checks.prng_key("key", key)
     for site in sites:
         dtype = _checks.float_dtype(f"kernel {site.name!r} dtype", jnp.result_type(flat[site.path]))
         std = math.sqrt(default_variance(site.shape[:-2])) if scale is None else scale

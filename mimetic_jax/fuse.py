@@ -164,7 +164,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -317,7 +317,7 @@ def relu_moments(mean: Any, cov: Any) -> tuple[Array, Array]:
     if d is None:
         raise ValueError(f"mean must have shape (d,), got shape {np.shape(mean)}")
     m, c = _relu_moments(*_gaussian(mean, cov, d))
-    _no_overflow("relu_moments", m, c)
+    _no_overflow("relu_moments", m, c, inputs={"mean": mean, "cov": cov})
     return m, c
 
 
@@ -379,24 +379,50 @@ def dense_dense(
     activation = _closed_form_activation(activation)
     w1, b1, w2, b2, dtype = _dense_pair(w1, b1, w2, b2)
     w, b = _dense_dense(w1, b1, w2, b2, *_gaussian(mean, cov, w1.shape[0]), activation)
-    _no_overflow("dense_dense", w, b, dtype=dtype)
+    _no_overflow("dense_dense", w, b, dtype=dtype, inputs=dict(w1=w1, b1=b1, w2=w2, b2=b2, mean=mean, cov=cov))
     return w.astype(dtype), b.astype(dtype)
 
 
-def _no_overflow(what: str, *results: Any, dtype: Any = jnp.float32) -> None:
+def _largest(value: Any) -> float | None:
+    """``max |value|`` of a concrete array (``None`` for a tracer or ``None``)."""
+    if value is None or _checks.is_traced(value):
+        return None
+    with jax.ensure_compile_time_eval():
+        return float(jnp.max(jnp.abs(jnp.asarray(value, jnp.float32)))) if jnp.size(value) else 0.0
+
+
+def _no_overflow(
+    what: str,
+    *results: Any,
+    dtype: Any = jnp.float32,
+    inputs: Mapping[str, Any] | None = None,
+    data: str | None = None,
+) -> None:
     """Raise if a concrete result of finite inputs is not finite in ``dtype`` (float32 math overflowed,
-    the cast to ``dtype`` would, or a callable activation returned NaN/inf). Traced results are not checked."""
+    the cast to ``dtype`` would, or a callable activation returned NaN/inf). Traced results are not checked.
+
+    The message names the arguments to rescale: each of ``inputs`` (``{name: array}``) with its
+    largest magnitude, largest first, and ``data`` (the name of streamed data that cannot be read
+    twice, such as ``x``).
+    """
     top = float(jnp.finfo(dtype).max)
     for r in results:
-        if _checks.is_traced(r):
+        big = _largest(r)
+        if big is None:
             return
-        with jax.ensure_compile_time_eval():
-            big = float(jnp.max(jnp.abs(jnp.asarray(r, jnp.float32)))) if jnp.size(r) else 0.0
         if not big <= top:
+            sizes = sorted(
+                ((m, n) for n, v in (inputs or {}).items() if (m := _largest(v)) is not None),
+                key=lambda mn: -mn[0],
+            )
+            names = [f"{n} (max |{n}| = {m:.3g})" for m, n in sizes]
+            if data is not None:
+                names.append(f"the data {data}")
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+            hint = "rescale " + listed if names else "rescale the inputs"
             raise ValueError(
                 f"{what}: the inputs are finite but the result is not finite in {jnp.dtype(dtype)} (largest finite "
-                f"value {top:.4g}): the float32 math overflowed or the activation returned NaN/inf; rescale the "
-                "layers, the data or the input statistics (mean, cov)"
+                f"value {top:.4g}): the float32 math overflowed or the activation returned NaN/inf; {hint}"
             )
 
 
@@ -426,7 +452,7 @@ def fusion_mse(w1: Any, b1: Any, w2: Any, b2: Any, *, mean: Any, cov: Any, activ
     if activation == "identity":
         return jnp.zeros((), jnp.float32)
     mse = _relu_mse(w1, b1, w2, b2, mean, cov)
-    _no_overflow("fusion_mse", mse)
+    _no_overflow("fusion_mse", mse, inputs=dict(w1=w1, b1=b1, w2=w2, b2=b2, mean=mean, cov=cov))
     return mse
 
 
@@ -491,7 +517,12 @@ class Moments(NamedTuple):
     def update(self, z: Any) -> Moments:
         """Add the rows of ``z`` ``(n, d)``: finite, real (checked when concrete; not under ``jax.jit``)."""
         if not _checks.is_traced(z):
-            z = jnp.asarray(z)
+            if z is None or isinstance(z, (str, bytes)):
+                raise TypeError(f"z must be a real array of shape (n, {self.shift.shape[0]}), got {z!r}")
+            try:
+                z = jnp.asarray(z)
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"z must be a real array of shape (n, {self.shift.shape[0]}), got {z!r}") from err
         _checks.array_shape("z", z, (None, self.shift.shape[0]))
         if not jnp.issubdtype(z.dtype, jnp.integer) and not jnp.issubdtype(z.dtype, jnp.floating):
             raise TypeError(f"z must be a real array, got dtype {z.dtype}")
@@ -516,11 +547,14 @@ class Moments(NamedTuple):
         """
         n = self.count[0] + self.count[1]
         if not _checks.is_traced(n) and not float(n) > 0:
-            raise ValueError("Moments holds no rows: add a batch with update() before mean_cov()")
+            raise ValueError(
+                "Moments holds no rows: add a batch z of at least one row with update(z) before mean_cov() "
+                "(none was added, or only batches of 0 rows)"
+            )
         mc = self.total[0] / n + self.total[1] / n
         cov = self.outer[0] / n + self.outer[1] / n - mc[:, None] * mc[None, :]
         mean, cov = self.shift + mc, (cov + cov.T) / 2
-        _no_overflow("Moments.mean_cov", mean, cov)
+        _no_overflow("Moments.mean_cov", mean, cov, data="z (the rows added with update)")
         return mean, cov
 
 
@@ -618,7 +652,7 @@ def dense_dense_from_data(
     params = tuple(v.astype(jnp.float32) for v in (w1, b1, w2, b2))
     moments, dx = _stream(_DenseRows(act), params, batches, batch_size, example)
     w, b, mse = _fit(moments, dx, ridge)
-    _no_overflow("the least-squares fit", w, b, mse)
+    _no_overflow("the least-squares fit", w, b, mse, inputs=dict(zip(("w1", "b1", "w2", "b2"), params)), data="x")
     out = (w.astype(dtype), b.astype(dtype))
     return out + (mse,) if return_mse else out
 
@@ -793,7 +827,10 @@ def _conv_pair(
     # the fused kernel's window grows with the first stride: bound it before anything is allocated
     stages = [(k1.shape[:-2], s1, p1)] + ([] if spec is None else [spec[1:]]) + [(k2.shape[:-2], s2, p2)]
     window, _, pads = _chain(stages)
-    _checks.elements("the fused kernel (window × c_in × c_out)", math.prod(window) * k1.shape[-2] * k2.shape[-1])
+    _checks.elements(
+        f"the fused kernel (window {tuple(window)} × c_in × c_out, the window from k1, k2 and strides ({s1}, {s2}))",
+        math.prod(window) * k1.shape[-2] * k2.shape[-1],
+    )
     for i, (w, (lo, hi)) in enumerate(zip(window, pads)):
         if max(w, lo + hi) > _checks.MAX_DIM:
             raise ValueError(
@@ -908,14 +945,15 @@ def conv_conv(
         )
     dtype = k1.dtype
     mean, cov = _channel_gaussian(mean, cov, k1.shape[-2])
+    layers = dict(k1=k1, b1=b1, k2=k2, b2=b2, mean=mean, cov=cov)
     if spec is None:
         kernel, bias = _conv_conv(k1, b1, k2, b2, mean, cov, s1, activation)
-        _no_overflow("conv_conv", kernel, bias, dtype=dtype)
+        _no_overflow("conv_conv", kernel, bias, dtype=dtype, inputs=layers)
         return _fused_conv(kernel, bias, s1, s2, p1, p2, dtype)
     _, wp, sp, pp = spec
     k2_through_pool = _compose(_avg_kernel(wp, k1.shape[-1]), k2.astype(jnp.float32), sp)
     kernel, bias = _conv_conv(k1, b1, k2_through_pool, b2, mean, cov, s1, activation)
-    _no_overflow("conv_conv", kernel, bias, dtype=dtype)
+    _no_overflow("conv_conv", kernel, bias, dtype=dtype, inputs=layers)
     _, st, pd = _chain([(k1.shape[:-2], s1, p1), (wp, sp, pp), (k2.shape[:-2], s2, p2)])
     return FusedConv(kernel.astype(dtype), bias.astype(dtype), st, pd)
 
@@ -1066,7 +1104,7 @@ def conv_conv_from_data(
     rows = _ConvConvRows(act, s1, p1, s2, p2, window, fused_strides, fused_padding, spec)
     moments, dx = _stream(rows, params, batches, batch_size, example)
     w, b, mse = _fit(moments, dx, ridge)
-    _no_overflow("the least-squares fit", w, b, mse)
+    _no_overflow("the least-squares fit", w, b, mse, inputs=dict(zip(("k1", "b1", "k2", "b2"), params)), data="x")
     # conv_general_dilated_patches orders a patch's features (c0, *window)
     kernel = jnp.moveaxis(w.reshape((c0,) + window + (w.shape[-1],)), 0, -2)
     out = FusedConv(kernel.astype(dtype), b.astype(dtype), fused_strides, fused_padding)
@@ -1150,7 +1188,7 @@ def conv_dense(
     else:
         _, cov = _channel_gaussian(0.0, cov, c0)
     w, b = _conv_dense(k1, b1, w2, b2, mean, cov, shape, s1, p1, full_cov, activation)
-    _no_overflow("conv_dense", w, b, dtype=dtype)
+    _no_overflow("conv_dense", w, b, dtype=dtype, inputs=dict(k1=k1, b1=b1, w2=w2, b2=b2, mean=mean, cov=cov))
     return w.astype(dtype), b.astype(dtype)
 
 
@@ -1219,7 +1257,7 @@ def conv_dense_from_data(
     params = tuple(v.astype(jnp.float32) for v in (k1, b1, w2, b2))
     moments, dx = _stream(_ConvDenseRows(act, s1, p1), params, batches, batch_size, shape)
     w, b, mse = _fit(moments, dx, ridge)
-    _no_overflow("the least-squares fit", w, b, mse)
+    _no_overflow("the least-squares fit", w, b, mse, inputs=dict(zip(("k1", "b1", "w2", "b2"), params)), data="x")
     out = (w.astype(dtype), b.astype(dtype))
     return out + (mse,) if return_mse else out
 
@@ -1306,6 +1344,8 @@ def fold_batchnorm(
         raise ValueError(
             f"kernel must be a dense (d_in, d_out) or conv (*window, c_in, c_out) kernel, got shape {kernel.shape}"
         )
+    if 0 in kernel.shape:
+        raise ValueError(f"kernel must have no empty axis, got shape {kernel.shape}")
     c_in, c_out = kernel.shape[-2:]
     c = c_out if side == "output" else c_in
     eps = _nonnegative("epsilon", epsilon)

@@ -48,9 +48,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from mimetic_jax import _checks
-from mimetic_jax._tree import Path, flatten, path_name
+from mimetic_jax._tree import Path, check_pattern, flatten, path_name
 from mimetic_jax.attention import find_attention_blocks, mimetic_attention
 from mimetic_jax.conv import find_depthwise_convs, mimetic_conv
 from mimetic_jax.emergence import emergence_layers, emergence_scale
@@ -91,6 +92,12 @@ class Rule:
                 f"Rule options must be a mapping or a sequence of (name, value) pairs, got {self.options!r}"
             ) from err
         object.__setattr__(self, "options", tuple(sorted(pairs, key=lambda kv: kv[0])))
+        if not isinstance(self.scheme, str) or self.scheme not in SCHEMES:
+            raise ValueError(f"Rule scheme must be one of {sorted(SCHEMES)}, got {self.scheme!r}")
+        check_pattern("Rule include", self.include)
+        check_pattern("Rule exclude", self.exclude)
+        if self.name is not None and not isinstance(self.name, str):
+            raise TypeError(f"Rule name must be a str or None, got {self.name!r}")
 
     @property
     def label(self) -> str:
@@ -240,10 +247,10 @@ def _as_rule(rule: Any, where: str) -> Rule:
             raise TypeError(
                 f"{where}: a rule mapping takes scheme, options, include, exclude, name; got {sorted(rule)} ({e})"
             ) from None
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
     else:
         raise TypeError(f"{where} must be a Rule or a mapping, got {rule!r} of type {type(rule).__name__}")
-    if out.scheme not in SCHEMES:
-        raise ValueError(f"{where}: unknown scheme {out.scheme!r}; expected one of {sorted(SCHEMES)}")
     scheme = SCHEMES[out.scheme]
     allowed = _options(out.scheme)
     bad = [k for k in out.kwargs if k not in allowed]
@@ -312,7 +319,33 @@ def _call_kwargs(rule: Rule, shared: Mapping[str, Any] | None = None) -> dict[st
     return kw
 
 
+def _rule_error(i: int, rule: Rule, err: Exception) -> Exception:
+    """``err`` (a ``ValueError``/``TypeError`` of a transform) with the rule that raised it in front."""
+    kind = ValueError if isinstance(err, ValueError) else TypeError
+    return kind(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}): {err}")
+
+
+def _check_values(rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any]) -> None:
+    """Run each rule's transform on an empty tree: its own checks of the option values, no others.
+
+    Every transform with ``allow_empty`` checks its options before it reads the tree and returns
+    an empty tree unchanged, so a bad value (``alpha=nan``, ``method="svd"``) raises here, with
+    the transform's own message, before anything is drawn; ``emergence``'s path finder takes
+    (and checks) all of its options. The key is a fixed one: nothing is drawn.
+    """
+    for i, (rule, _) in enumerate(rules):
+        scheme = SCHEMES[rule.scheme]
+        if "allow_empty" not in inspect.signature(scheme.apply).parameters:
+            continue
+        args: tuple[Any, ...] = ({}, jax.random.key(0)) if scheme.takes_key else ({},)
+        try:
+            scheme.apply(*args, allow_empty=True, **_call_kwargs(rule, shared))
+        except (TypeError, ValueError) as e:
+            raise _rule_error(i, rule, e) from e
+
+
 def _plan(tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any]) -> MimeticReport:
+    _check_values(rules, shared)
     entries = []
     for i, (rule, from_preset) in enumerate(rules):
         try:
@@ -338,10 +371,67 @@ def _plan(tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, An
 def mimetic_plan(
     tree: Any, *, preset: str | None = None, rules: Sequence[Any] | None = None, **options: Any
 ) -> MimeticReport:
-    """The report :func:`mimetic` would return, without changing anything (shapes only)."""
+    """The report :func:`mimetic` would return, without changing anything (shapes only).
+
+    The options are checked as :func:`mimetic` checks them, by the transforms' own checks (a
+    bad ``alpha``, ``method`` or ``sigma_start`` is a ``ValueError``/``TypeError`` naming it),
+    and then every rule that matches something runs on the tree's shapes (``jax.eval_shape``:
+    nothing is computed or drawn), so the checks that read the tree (each kernel's dtype) run
+    too: a plan that succeeds is one :func:`mimetic` accepts, up to checks on values.
+    """
     rule_list = _rules(preset, rules)
     _shared_options(options, rule_list)
-    return _plan(tree, rule_list, options)
+    plan = _plan(tree, rule_list, options)
+    _trace_rules(tree, rule_list, options, plan)
+    return plan
+
+
+#: JAX's errors for a check that needs concrete values, which an abstract run cannot give.
+_NEEDS_VALUES = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _trace_rules(tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any], plan: MimeticReport) -> None:
+    """Run every rule that matches something on the tree's shapes only (``jax.eval_shape``: nothing is
+    computed or drawn), so that the checks that need the tree (each kernel's dtype: ``alpha=1e12`` on
+    float16 kernels) raise in the plan as they would in :func:`mimetic`, with the rule's name."""
+    from flax import nnx
+
+    if isinstance(tree, nnx.Module):  # run on a copy rebuilt inside the trace, never on the module
+        graphdef, state = nnx.split(tree)
+        arrays: Any = state
+
+        def rebuild(a: Any) -> Any:
+            return nnx.merge(graphdef, a)
+    else:
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        where = [i for i, x in enumerate(leaves) if isinstance(x, (jax.Array, np.ndarray))]
+        arrays = [leaves[i] for i in where]
+
+        def rebuild(a: Any) -> Any:
+            full = list(leaves)
+            for i, x in zip(where, a):
+                full[i] = x
+            return jax.tree_util.tree_unflatten(treedef, full)
+
+    for i, (rule, _) in enumerate(rules):
+        if plan.entries[i].skipped:
+            continue
+        scheme = SCHEMES[rule.scheme]
+
+        def run(a: Any, scheme: _Scheme = scheme, rule: Rule = rule) -> None:
+            args = (rebuild(a), jax.random.key(0)) if scheme.takes_key else (rebuild(a),)
+            scheme.apply(*args, **_call_kwargs(rule, shared))
+
+        try:
+            jax.eval_shape(run, arrays)
+        except _NEEDS_VALUES:
+            continue  # a check on values: mimetic itself runs it on the concrete tree
+        except (TypeError, ValueError) as e:
+            raise _rule_error(i, rule, e) from e
 
 
 def mimetic(

@@ -90,7 +90,7 @@ import numpy as np
 from mimetic_jax import _checks
 from mimetic_jax._sharding import constrain, run_auto, target_of
 from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, match_parts, path_name, put_like, rebuild
-from mimetic_jax.attention import METHODS, Distribution, Method, query_key
+from mimetic_jax.attention import DISTRIBUTIONS, METHODS, Distribution, Method, query_key
 
 __all__ = [
     "A_LOG_RANGE",
@@ -171,8 +171,11 @@ def dt_bias_init(delta: float = DELTA) -> Initializer:
     r"""Initializer for the Δ bias (Mamba-1 ``dt_proj`` bias, Mamba-2 ``dt_bias``): constant ``softplus⁻¹(Δ)``.
 
     With the input-dependent part at zero, ``Δ = softplus(bias) = delta`` exactly.
-    ``delta`` must be positive and ``softplus⁻¹(delta)`` finite in the output dtype
-    (``float16``: ``delta <= 65504``). The key is ignored (deterministic).
+    ``delta`` must be positive, at least the smallest normal number of the output dtype
+    (float32: about ``1.2e-38``; a smaller ``delta`` rounds to 0 there, so ``softplus(bias)``
+    would not give it back), and ``softplus⁻¹(delta)`` finite in it (``float16``:
+    ``delta <= 65504``); otherwise a ``ValueError`` names ``delta``. The key is ignored
+    (deterministic).
 
     Example:
       >>> import jax
@@ -188,6 +191,7 @@ def dt_bias_init(delta: float = DELTA) -> Initializer:
         dims = _checks.shape_of("shape", shape, range(0, 9))
         dtype = _checks.float_dtype("dtype", jnp.float32 if dtype is None else dtype)
         _checks.fits_dtype("delta", value, dtype, "softplus⁻¹(delta)")
+        _checks.no_underflow("delta", delta, dtype)
         return constrain(jnp.full(dims, value, dtype), out_sharding)
 
     return init
@@ -639,6 +643,8 @@ def mimetic_ssm(
     )
     a_log_init(*opts["a_log_range"])  # validate eagerly, with the argument's name
     dt_bias_init(delta)
+    _checks.choice("distribution", distribution, DISTRIBUTIONS)
+    _checks.target_fits("alpha", opts["alpha"], "beta", opts["beta"], jnp.float32)
     flat = flatten(tree)
     blocks = _find(flat, layouts, include, exclude, ngroups, stacked_axes)
     if not blocks:

@@ -173,8 +173,14 @@ def test_bad_rules_are_errors():
     params, key = _init("vit"), jax.random.key(0)
     with pytest.raises(ValueError, match="pass preset="):
         mj.mimetic(params, key)
-    with pytest.raises(ValueError, match=r"rules\[0\]: unknown scheme 'dropout'"):
-        mj.mimetic(params, key, rules=[mj.Rule("dropout")])
+    with pytest.raises(ValueError, match=r"Rule scheme must be one of \[.*\], got 'dropout'"):
+        mj.Rule("dropout")
+    with pytest.raises(ValueError, match=r"rules\[0\]: Rule scheme must be one of \[.*\], got 'dropout'"):
+        mj.mimetic(params, key, rules=[{"scheme": "dropout"}])
+    with pytest.raises(ValueError, match=r"Rule include='\[' is not a valid regular expression"):
+        mj.Rule("mlp", include="[")
+    with pytest.raises(TypeError, match=r"Rule exclude must be a regular expression \(a str\) or None, got 3"):
+        mj.Rule("mlp", exclude=3)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['sigma'\] for scheme 'attention'"):
         mj.mimetic(params, key, rules=[mj.Rule("attention", {"sigma": 1.0})])
     with pytest.raises(ValueError, match="takes no include/exclude"):

@@ -210,3 +210,75 @@ def test_a_stacked_axes_that_hides_every_kernel_is_named_in_the_error():
         mj.mimetic_conv(_convmixer(), KEY, stacked_axes=5)
     with pytest.raises(ValueError, match=r"no first MLP layer .*stacked_axes=5"):
         mj.mimetic_mlp({"block": {"mlp_in": {"kernel": jnp.ones((4, 8))}}}, stacked_axes=5)
+
+
+# --------------------------------------------------------------------------- mimetic_plan checks option values
+
+PLAN_BAD_OPTIONS = {
+    # (tree, preset, rules, shared options, the transform called alone) -> its error names the option
+    "attention alpha nan": ("attention", "vit", None, {"alpha": float("nan")}, "alpha must be finite"),
+    "attention method": ("attention", "vit", None, {"method": "svd"}, "method must be one of"),
+    "attention sign": ("attention", None, [{"scheme": "attention", "options": {"sign": 0}}], {}, "sign must be one of"),
+    "attention distribution": ("attention", "vit", None, {"distribution": "cauchy"}, "distribution must be one of"),
+    "attention alpha too large": ("attention", "vit", None, {"alpha": 1e30}, "alpha .* too large"),
+    "conv sigma_start": ("conv", "convmixer", None, {"sigma_start": -1.0}, "sigma_start must be positive"),
+    "conv scale": ("conv", "convmixer", None, {"scale": float("inf")}, "scale must be finite"),
+    "conv displacement": ("conv", "convmixer", None, {"displacement": 3}, "displacement must be a function"),
+    "mlp mean": ("conv", None, [{"scheme": "mlp", "options": {"mean": float("nan")}}], {}, "mean must be finite"),
+    "mlp relative": ("conv", None, [{"scheme": "mlp", "options": {"relative": "yes"}}], {}, "relative must be True"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLAN_BAD_OPTIONS))
+def test_mimetic_plan_checks_option_values_with_the_transforms_own_checks(name):
+    which, preset, rules, options, message = PLAN_BAD_OPTIONS[name]
+    tree = TREES[which]()
+    kinds = (TypeError, ValueError)
+    with pytest.raises(kinds, match=message) as plan_err:
+        mj.mimetic_plan(tree, preset=preset, rules=rules, **options)
+    with pytest.raises(kinds, match=message) as call_err:
+        mj.mimetic(tree, KEY, preset=preset, rules=rules, **options)
+    # the same check, not a copy: the plan's message is the transform's own, behind the rule's name
+    assert type(plan_err.value) is type(call_err.value)
+    assert str(plan_err.value) == str(call_err.value)
+    assert str(plan_err.value).startswith("rule 0 (")
+
+
+def test_mimetic_plan_with_valid_options_still_matches_the_report():
+    tree = _attention()
+    plan = mj.mimetic_plan(tree, preset="vit", alpha=0.5, method="fast")
+    _, report = mj.mimetic(tree, KEY, preset="vit", alpha=0.5, method="fast", report=True)
+    assert plan == report and plan.entries[0].paths
+
+
+def test_mimetic_plan_runs_the_checks_that_read_the_tree_on_its_shapes():
+    tree = _attention(jnp.float16)
+    with pytest.raises(ValueError, match=r"rule 0 \('attention'.*alpha \(1e\+12\) and beta .* float16") as plan_err:
+        mj.mimetic_plan(tree, preset="vit", alpha=1e12)
+    with pytest.raises(ValueError, match=r"alpha \(1e\+12\) and beta .* float16") as call_err:
+        mj.mimetic(tree, KEY, preset="vit", alpha=1e12)
+    assert str(plan_err.value).endswith(str(call_err.value))
+    assert mj.mimetic_plan(tree, preset="vit", alpha=1e3).entries[0].paths  # within float16: planned
+
+
+def test_mimetic_plan_leaves_an_nnx_module_untouched():
+    from flax import nnx
+
+    m = nnx.MultiHeadAttention(num_heads=2, in_features=16, decode=False, rngs=nnx.Rngs(0))
+    before = jax.tree.map(np.asarray, nnx.state(m))
+    assert mj.mimetic_plan(m, preset="vit").entries[0].paths
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        mj.mimetic_plan(m, preset="vit", alpha=float("nan"))
+    after = nnx.state(m)
+    assert all(
+        isinstance(x, jax.Array) and np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(after), jax.tree.leaves(before))
+    )
+
+
+def test_a_bad_pattern_is_an_error_even_where_no_path_is_searched():
+    v = _convmixer()
+    with pytest.raises(ValueError, match=r"depthwise_include='\[' is not a valid regular expression"):
+        mj.analyze(v, depthwise_include="[")
+    with pytest.raises(ValueError, match=r"include='\(' is not a valid regular expression"):
+        mj.find_mlp_layers({"nothing": jnp.zeros(2)}, include="(")

@@ -36,6 +36,7 @@ from mimetic_jax import (
     emergence_measure,
     emergence_scale,
     filter_covariance,
+    fold_batchnorm,
     forward_order,
     fuse_params,
     fusion_mse,
@@ -89,7 +90,8 @@ def test_size_bounds_a_dimension_before_anything_is_allocated():
         _checks.size("d_in", 2.0)
 
 
-def test_elements_bounds_the_arrays_a_call_would_make():
+def test_elements_bounds_the_arrays_a_call_would_make(monkeypatch):
+    monkeypatch.setattr(_checks, "memory_bytes", lambda: None)  # the element bound alone
     _checks.elements("a × b", 2**34)
     with pytest.raises(ValueError, match=r"a × b = 17179869185 elements exceeds the limit of 17179869184"):
         _checks.elements("a × b", 7, 2**34 + 1)
@@ -290,7 +292,8 @@ BAD_CALLS = {
             jnp.ones((2, 2, 1, 1)), jnp.zeros(1), jnp.ones((2, 2, 1, 1)), jnp.zeros(1), strides=(2**20, 1)
         ),
         ValueError,
-        r"the fused kernel \(window × c_in × c_out\) = \d+ elements exceeds the limit",
+        r"the fused kernel \(window \(\d+, \d+\) × c_in × c_out, the window from k1, k2 and strides "
+        r"\(\(1048576, 1048576\), \(1, 1\)\)\) = \d+ elements exceeds the limit",
     ),
     "conv_conv_from_data huge padding": (
         lambda: conv_conv_from_data(
@@ -811,3 +814,83 @@ def test_every_message_names_what_was_expected_and_what_came():
         msgs.append(str(info.value))
     for m in msgs:
         assert re.search(r"must|overflows", m) and re.search(r"got|\(", m), m
+
+
+# --------------------------------------------------------------------------- leftovers of the fuzz (issue 16)
+
+GIB = 2**30
+
+
+def test_memory_bytes_reads_a_positive_bound_no_larger_than_the_host():
+    limit = _checks.memory_bytes()
+    assert limit is not None and limit > 0
+    if jax.default_backend() == "cpu":
+        import os
+
+        assert limit <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_an_array_beyond_the_machines_memory_is_a_value_error_naming_the_sizes(monkeypatch):
+    monkeypatch.setattr(_checks, "memory_bytes", lambda: 8 * GIB)
+    _checks.elements("a × b", 2 * GIB)  # 8 GiB of float32: exactly the memory, allowed
+    with pytest.raises(ValueError, match=r"a × b = 2147483649 elements needs 8 GiB .* more than the 8 GiB"):
+        _checks.elements("a × b", 2 * GIB + 1)
+    _checks.shape_of("shape", (4, GIB), (2,))  # an initializer's shape: 2 bytes an element (float16)
+    with pytest.raises(ValueError, match=r"shape \(4, 1073741825\) = 4294967300 elements needs 8 GiB .* than the 8"):
+        _checks.shape_of("shape", (4, GIB + 1), (2,))
+    # the fuzz's case at the element bound: 2**34 elements per B/C kernel (64 GiB) on an 8 GiB machine
+    with pytest.raises(ValueError, match=r"num_groups × d_state.* needs 64 GiB"):
+        bc_kernels(K, 2**12, 4, num_groups=2**20)
+    with pytest.raises(ValueError, match=r"num_heads × head_dim.* needs"):
+        query_key(K, 2**12, 2**15, 2**6)  # 2**33 elements: under the element bound, over the memory
+
+
+def test_dt_bias_init_rejects_a_delta_that_underflows_the_output_dtype():
+    with pytest.raises(ValueError, match=r"delta underflows the output dtype float32 \(1e-300\).*1\.175e-38"):
+        dt_bias_init(1e-300)(K, (4,))
+    with pytest.raises(ValueError, match=r"delta underflows the output dtype float16"):
+        dt_bias_init(1e-5)(K, (4,), jnp.float16)  # float16's smallest normal value: 6.1e-5
+    for delta, dtype in ((1e-30, jnp.float32), (1e-4, jnp.float16), (1.0, jnp.bfloat16)):
+        b = dt_bias_init(delta)(K, (4,), dtype)
+        back = jax.nn.softplus(b.astype(jnp.float32))
+        np.testing.assert_allclose(back, delta, rtol=1e-2)  # Δ = softplus(bias) = delta, as documented
+
+
+def test_an_exception_of_the_users_displacement_passes_through_with_a_note_naming_it():
+    def broken(delta, sigma):
+        raise ZeroDivisionError("my bug")
+
+    with pytest.raises(ZeroDivisionError, match="my bug") as info:
+        conv_filter_covariance(3, 1.0, displacement=broken)
+    notes = getattr(info.value, "__notes__", [])
+    if hasattr(info.value, "add_note"):  # Python >= 3.11
+        assert any("displacement=" in n and "(9, 9, 2)" in n for n in notes), notes
+    with pytest.raises(TypeError, match=r"displacement must return a real \(K, K\) array, got str"):
+        conv_filter_covariance(3, 1.0, displacement=lambda d, s: "not an array")
+
+
+def test_an_overflowing_fusion_names_the_largest_input():
+    w1, b1, w2, b2 = _dense()
+    with pytest.raises(ValueError, match=r"rescale w1 \(max \|w1\| = 1e\+30\), .*b1") as info:
+        dense_dense(w1 * 4e30, b1, w2, b2, mean=0.0, cov=1.0)
+    assert "not finite in float32" in str(info.value)
+    x = jnp.full((8, 3), 1e30)
+    with pytest.raises(ValueError, match=r"rescale .* or the data x$"):
+        dense_dense_from_data(w1, b1, w2, b2, x)
+    with pytest.raises(ValueError, match=r"the data z \(the rows added with update\)"):
+        Moments.zeros(3).update(jnp.full((4, 3), 3e19) * jnp.arange(4.0)[:, None]).mean_cov()
+
+
+def test_moments_name_z_for_a_missing_or_empty_batch_and_take_integer_rows():
+    with pytest.raises(TypeError, match=r"z must be a real array of shape \(n, 3\), got None"):
+        Moments.zeros(3).update(None)
+    with pytest.raises(ValueError, match=r"add a batch z of at least one row with update\(z\)"):
+        Moments.zeros(3).update(jnp.ones((0, 3))).mean_cov()
+    mean, cov = Moments.zeros(2).update(np.array([[1, 2], [3, 4]], np.int32)).mean_cov()
+    np.testing.assert_allclose(mean, [2.0, 3.0])
+    np.testing.assert_allclose(cov, [[1.0, 1.0], [1.0, 1.0]])
+
+
+def test_fold_batchnorm_rejects_an_empty_kernel():
+    with pytest.raises(ValueError, match=r"kernel must have no empty axis, got shape \(0, 4\)"):
+        fold_batchnorm(jnp.ones((0, 4)), jnp.zeros(4), mean=jnp.zeros(4), var=jnp.ones(4))
