@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -373,7 +374,7 @@ def target_fits(alpha_name: str, alpha: float, beta_name: str, beta: float, dtyp
 
 def is_traced(value: Any) -> bool:
     """Whether ``value`` is a tracer (under ``jax.jit``/``vmap``/``grad``), whose values cannot be inspected."""
-    return isinstance(value, jax.core.Tracer)
+    return isinstance(value, Tracer)
 
 
 def finite_array(name: str, value: Any) -> None:

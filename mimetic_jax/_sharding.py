@@ -34,6 +34,8 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mimetic_jax import _checks
+
 Array = jax.Array
 
 __all__ = ["Work", "constrain", "context_work", "is_explicit", "run_auto", "target_of", "work_for"]
@@ -72,7 +74,7 @@ def target_of(leaf: Any, given: Any = None) -> NamedSharding | None:
     """The sharding ``leaf`` will have, if it is known (module docstring): ``given`` first, then the leaf's own."""
     if given is not None:
         return _named(given)
-    if isinstance(leaf, jax.core.Tracer):
+    if _checks.is_traced(leaf):
         try:
             sharding = jax.typeof(leaf).sharding
         except Exception:  # noqa: BLE001 - an abstract value without a sharding
@@ -164,7 +166,7 @@ def context_work(leaves: Sequence[Any], sizes: Sequence[int]) -> Work:
     XLA moves the result to whatever ``out_shardings`` ask for. Outside a trace, or without
     a context mesh: ``Work()``.
     """
-    if not any(isinstance(x, jax.core.Tracer) for x in leaves):
+    if not any(_checks.is_traced(x) for x in leaves):
         return Work()
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or math.prod(mesh.axis_sizes) <= 1:

@@ -32,6 +32,8 @@ import numpy as np
 from flax import nnx, traverse_util
 from flax.core import FrozenDict
 
+from mimetic_jax import _checks
+
 Path = tuple[Any, ...]
 
 
@@ -296,8 +298,7 @@ def put_like(new: Any, old: Any) -> Any:
     Under a trace nothing is moved (a ``device_put`` of a closed-over array inside ``jit``
     is an error): the caller's ``out_shardings`` or JAX's propagation place the result.
     """
-    tracer = getattr(jax.core, "Tracer", ())
-    if isinstance(new, tracer) or isinstance(old, tracer):
+    if _checks.is_traced(new) or _checks.is_traced(old):
         return new
     if getattr(old, "sharding", None) is not None:
         return jax.device_put(new, old.sharding)

@@ -267,7 +267,7 @@ def default_variance(kernel_dims: Sequence[int]) -> float:
 
 
 def _as_covariance(name: str, covariance: Any, size: int) -> np.ndarray:
-    if isinstance(covariance, jax.core.Tracer):
+    if _checks.is_traced(covariance):
         raise TypeError(f"{name} must be a concrete array (it is used at trace time), got a tracer")
     cov = np.asarray(covariance)
     if not jnp.issubdtype(cov.dtype, jnp.floating):  # bfloat16 / float16 included
