@@ -1311,7 +1311,9 @@ def _reinit_group(
         batch = max(1, FAST_GROUP_ELEMENTS // size) if opts["method"] == "fast" else 1
         if work.axes:  # sharded: a batch's transient at most 1/SHARDED_BATCH_FRACTION of the layers' weights
             batch = max(1, min(batch, unit_keys.shape[0] // SHARDED_BATCH_FRACTION))
-        new = jax.lax.map(one, (unit_keys, olds), batch_size=min(batch, unit_keys.shape[0]))
+        units = unit_keys.shape[0]
+        batch = -(-units // -(-units // batch))  # as many batches, of equal sizes: no remainder body to compile
+        new = jax.lax.map(one, (unit_keys, olds), batch_size=min(batch, units))
         out = {}
         for i, b in enumerate(blocks):
             for n in names:
