@@ -81,8 +81,8 @@ Batched LAPACK on CPU (a workaround, ours)
     The triangular inverse of Cholesky QR avoids LAPACK altogether
     (:func:`lower_inverse`, matrix products): jaxlib's CPU ``trsm`` is the one of SciPy's
     OpenBLAS, whose own threads fight XLA's pool for the cores, and on a busy 2-core
-    machine 384 inversions of ``64 × 64`` (GPT-2-medium's query/key heads) took from
-    5 ms to 1.1 s from one call to the next.
+    machine the 144 Cholesky factorizations and inversions of ``64 × 64`` of ViT-B's
+    query/key heads took 6 ms in one run and 1.1 s in another.
 """
 
 from __future__ import annotations
@@ -153,9 +153,10 @@ def lower_inverse(lower: Array) -> Array:
     ``log₂ n`` levels of batched products (``n`` padded with an identity block to a power
     of two), about ``2n³/3`` flops. It replaces LAPACK's ``trsm`` (``solve_triangular``):
     on CPU jaxlib calls the ``trsm`` of SciPy's OpenBLAS, whose own threads, beside XLA's
-    pool on a busy 2-core machine, made 384 inversions of ``64 × 64`` take from 5 ms to
-    1.1 s from run to run (``benchmarks/results/init_cost*.md``); these products run in XLA
-    and batch under ``vmap`` on every backend. For the well-conditioned Cholesky factors
+    pool on a busy 2-core machine, made 144 factorizations and inversions of ``64 × 64``
+    take 6 ms in one run and 1.1 s in another (the ``fast`` init before and after:
+    ``benchmarks/results/init_cost_ab.md``); these products run in XLA and batch under
+    ``vmap`` on every backend. For the well-conditioned Cholesky factors
     of :func:`orthonormalize` the result matches ``trsm`` to float rounding.
     """
     n = lower.shape[-1]
