@@ -28,6 +28,7 @@ and the load average before and after each measurement goes into the JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import faulthandler
 import json
@@ -284,29 +285,47 @@ def time_jit(fn: Callable[..., Any], *args: Any, repeats: int, jit_kwargs: dict 
     return {**first, **steady, "load_average_before": load0, "load_average_after": load_average()}
 
 
-def time_jit_interleaved(fns: dict[str, Callable[..., Any]], *args: Any, repeats: int) -> dict[str, dict[str, Any]]:
+def time_jit_interleaved(
+    fns: dict[str, Callable[..., Any]],
+    *args: Any,
+    repeats: int,
+    repeats_of: dict[str, int] | None = None,
+    on_compiled: Callable[[str, dict[str, Any]], None] | None = None,
+    trace_in: dict[str, Callable[[], Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """:func:`time_jit` for several functions whose steady-state calls alternate.
 
     Each function is traced, compiled and run once (``trace_s``, ``compile_s``,
     ``first_call_s`` as in :func:`time_jit`); then ``repeats`` rounds call each compiled
     executable once in turn, so a change of load on a shared box hits every arm alike.
-    ``median_s``/``min_s``/``times_s`` are over those rounds.
+    ``median_s``/``min_s``/``times_s`` are over those rounds. ``repeats_of[name]`` (fewer
+    than ``repeats``) calls a slow arm only in the first rounds; ``on_compiled(name, first)``
+    reports each arm's first call as it comes (progress logs); ``trace_in[name]()`` is a
+    context manager the arm is traced and compiled in (e.g. earlier code swapped in).
     """
     out, compiled = {}, {}
+    repeats_of = repeats_of or {}
     for name, fn in fns.items():
-        compiled[name], first = _compile_timed(fn, args)
-        out[name] = {**first, "times_s": []}
+        with (trace_in or {}).get(name, contextlib.nullcontext)():
+            compiled[name], first = _compile_timed(fn, args)
+        out[name] = {**first, "times_s": [], "cpu_s": []}
+        if on_compiled is not None:
+            on_compiled(name, first)
     load0 = load_average()
-    for _ in range(repeats):
+    for i in range(repeats):
         for name, exe in compiled.items():
-            start = time.perf_counter()
-            block(exe(*args))
-            out[name]["times_s"].append(time.perf_counter() - start)
+            if i >= repeats_of.get(name, repeats):
+                continue
+            with Stopwatch() as sw:
+                block(exe(*args))
+            out[name]["times_s"].append(sw.wall)
+            out[name]["cpu_s"].append(sw.cpu)
     for name in compiled:
         times = out[name]["times_s"]
         out[name].update(
-            repeats=repeats,
+            repeats=len(times),
             median_s=statistics.median(times),
+            median_cpu_s=statistics.median(out[name]["cpu_s"]),
             min_s=min(times),
             load_average_before=load0,
             load_average_after=load_average(),

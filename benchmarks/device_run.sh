@@ -46,7 +46,8 @@ fi
 
 # 1. timings, one at a time, nothing else on the card
 timeout 70 $py $b/conv_init_cost.py --watchdog 0 > "$out/logs/conv_init_cost.log" 2>&1
-timeout 90 $py $b/init_cost.py --watchdog 0 --models vit --methods fast > "$out/logs/init_cost.log" 2>&1
+# ViT-B: default, fast and exact interleaved (exact: 3 rounds)
+timeout 150 $py $b/init_cost.py --watchdog 0 --models vit --methods fast,exact > "$out/logs/init_cost.log" 2>&1
 
 # 2. SSM recall runs, side by side
 T=$(( $(left) - 25 ))

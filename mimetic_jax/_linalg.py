@@ -77,6 +77,12 @@ Batched LAPACK on CPU (a workaround, ours)
     time on CPU (one LAPACK call per matrix runs inline and cannot wait on the
     pool) and keeps the native batched kernel on GPU and TPU. Same numbers either
     way: the matrices are decomposed independently.
+
+    The triangular inverse of Cholesky QR avoids LAPACK altogether
+    (:func:`lower_inverse`, matrix products): jaxlib's CPU ``trsm`` is the one of SciPy's
+    OpenBLAS, whose own threads fight XLA's pool for the cores, and on a busy 2-core
+    machine the 144 Cholesky factorizations and inversions of ``64 × 64`` of ViT-B's
+    query/key heads took 6 ms in one run and 1.1 s in another.
 """
 
 from __future__ import annotations
@@ -139,9 +145,48 @@ def _cholesky(m: Array) -> Array:
     return jnp.linalg.cholesky(m)
 
 
-@cpu_sequential
-def _lower_inverse(lower: Array) -> Array:
-    return jax.scipy.linalg.solve_triangular(lower, jnp.eye(lower.shape[0], dtype=lower.dtype), lower=True)
+def lower_inverse(lower: Array) -> Array:
+    """Inverse of a lower-triangular ``n × n`` matrix (leading axes batched), by matrix products only.
+
+    Blocked inversion level by level: the inverses of the diagonal blocks of size ``b``
+    give those of size ``2b`` through ``[[A, 0], [C, D]]⁻¹ = [[A⁻¹, 0], [−D⁻¹ C A⁻¹, D⁻¹]]``,
+    ``log₂ n`` levels of batched products (``n`` padded with an identity block to a power
+    of two), about ``2n³/3`` flops. It replaces LAPACK's ``trsm`` (``solve_triangular``):
+    on CPU jaxlib calls the ``trsm`` of SciPy's OpenBLAS, whose own threads, beside XLA's
+    pool on a busy 2-core machine, made 144 factorizations and inversions of ``64 × 64``
+    take 6 ms in one run and 1.1 s in another (the ``fast`` init before and after:
+    ``benchmarks/results/init_cost_ab.md``); these products run in XLA and batch under
+    ``vmap`` on every backend. For the well-conditioned Cholesky factors
+    of :func:`orthonormalize` the result matches ``trsm`` to float rounding.
+    """
+    n = lower.shape[-1]
+    size = 1 << max(0, (n - 1).bit_length())
+    batch = lower.shape[:-2]
+    if size > n:
+        eye = jnp.broadcast_to(jnp.eye(size - n, dtype=lower.dtype), (*batch, size - n, size - n))
+        lower = jnp.concatenate(
+            [
+                jnp.pad(lower, [(0, 0)] * len(batch) + [(0, 0), (0, size - n)]),
+                jnp.concatenate([jnp.zeros((*batch, size - n, n), lower.dtype), eye], axis=-1),
+            ],
+            axis=-2,
+        )
+    # blocks[..., j, :, :]: the inverse of the j-th diagonal block of the current size
+    blocks = (1.0 / jnp.diagonal(lower, axis1=-2, axis2=-1))[..., None, None]
+    b = 1
+    while b < size:
+        m = size // (2 * b)
+        tiles = lower.reshape(*batch, m, 2 * b, m, 2 * b)
+        diag = jnp.diagonal(tiles, axis1=-4, axis2=-2)  # (..., 2b, 2b, m)
+        c = jnp.moveaxis(diag, -1, -3)[..., b:, :b]  # (..., m, b, b): lower-left block of each pair
+        pairs = blocks.reshape(*batch, m, 2, b, b)
+        a_inv, d_inv = pairs[..., 0, :, :], pairs[..., 1, :, :]
+        c_inv = -(d_inv @ c) @ a_inv
+        top = jnp.concatenate([a_inv, jnp.zeros_like(a_inv)], axis=-1)
+        bottom = jnp.concatenate([c_inv, d_inv], axis=-1)
+        blocks = jnp.concatenate([top, bottom], axis=-2)
+        b *= 2
+    return blocks.reshape(*batch, size, size)[..., :n, :n]
 
 
 @cpu_sequential
@@ -213,12 +258,13 @@ def orthonormalize(x: Array, work: Work = NO_WORK) -> Array:
 
     ``Q = X R⁻¹`` with ``RᵀR = XᵀX``: the ``Q`` factor of the QR decomposition with a
     positive diagonal, so a Gaussian ``X`` gives a Haar-distributed ``Q``. Matrix
-    products only (Householder QR batches poorly on CPU). Callers keep
+    products and one ``r × r`` Cholesky (Householder QR batches poorly on CPU; the
+    inverse of ``Rᵀ`` is :func:`lower_inverse`). Callers keep
     ``2 r <= n``, where a Gaussian ``X`` has condition number below about 6. ``work``
     splits the rows: everything but the ``r × r`` Gram matrix (:func:`gram`) is row-local.
     """
     x = work.rows(x)
-    inverse = work.replicated(_lower_inverse(_cholesky(gram(x, x, work))))
+    inverse = work.replicated(lower_inverse(_cholesky(gram(x, x, work))))
     return work.rows(x @ inverse.T)
 
 
@@ -292,7 +338,10 @@ def kronecker_orthogonal(key: Array, n: int, dtype=jnp.float32, work: Work = NO_
             q = work.rows(jnp.kron(qa, qb), axis=1)
         else:
             q = q[jax.random.permutation(k_perm, n)]
-            q = work.rows(jnp.einsum("ij,kl,jlm->ikm", qa, qb, q.reshape(a, b, n)).reshape(n, n), axis=1)
+            # (A ⊗ B) q as two plain (batched) products, A first: each reads and writes its operands
+            # in their layout (one einsum of the three made XLA transpose n² twice; 37 % slower on CPU)
+            t = work.rows(jnp.tensordot(qa, q.reshape(a, b, n), axes=1), axis=2)
+            q = work.rows(jnp.matmul(qb, t).reshape(n, n), axis=1)
     assert q is not None  # at least one round
     return q
 

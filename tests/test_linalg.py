@@ -49,8 +49,31 @@ def test_vmapped_samplers_call_lapack_one_matrix_at_a_time_on_cpu():
 
     hlo = jax.jit(jax.vmap(draw)).lower(jax.random.split(jax.random.key(0), 3)).compile().as_text()
     ranks = _lapack_operand_ranks(hlo)
-    assert len(ranks) >= 3  # svd, qr, cholesky, triangular solve all appear
+    assert len(ranks) >= 3  # svd, qr, cholesky all appear (triangular inverses are matrix products)
     assert ranks == [2] * len(ranks), ranks  # no batched LAPACK kernel: those can deadlock the CPU pool
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 17, 64, 100])
+def test_lower_inverse_is_the_triangular_solve_to_rounding(n):
+    x = jax.random.normal(jax.random.key(n), (2, 3, 2 * n + 4, n))
+    lower = jnp.linalg.cholesky(jnp.einsum("...dr,...ds->...rs", x, x))
+    inv = jax.jit(_linalg.lower_inverse)(lower)
+    ref = jax.scipy.linalg.solve_triangular(lower, jnp.broadcast_to(jnp.eye(n), lower.shape), lower=True)
+    assert inv.shape == lower.shape
+    np.testing.assert_array_equal(jnp.triu(inv, 1), 0.0)
+    np.testing.assert_allclose(inv, ref, rtol=0, atol=2e-6 * float(jnp.abs(ref).max()))
+    np.testing.assert_allclose(inv @ lower, jnp.broadcast_to(jnp.eye(n), lower.shape), atol=2e-6)
+
+
+def test_orthonormalize_calls_no_lapack_triangular_solve():
+    """SciPy's OpenBLAS trsm (jaxlib's CPU kernel) made the fast init's time vary 5 ms - 1.1 s on a busy box."""
+    x = jax.random.normal(jax.random.key(0), (3, 4, 96, 16))
+    hlo = jax.jit(jax.vmap(jax.vmap(_linalg.orthonormalize))).lower(x).compile().as_text()
+    assert "trsm" not in hlo and "lapack_spotrf" in hlo
+    q = jax.jit(jax.vmap(jax.vmap(_linalg.orthonormalize)))(x)
+    np.testing.assert_allclose(
+        jnp.einsum("...dr,...ds->...rs", q, q), jnp.broadcast_to(jnp.eye(16), (3, 4, 16, 16)), atol=2e-6
+    )
 
 
 def test_jitted_init_of_many_attention_blocks_finishes_on_cpu():
