@@ -76,6 +76,7 @@ def test_orthonormalize_calls_no_lapack_triangular_solve():
     )
 
 
+@pytest.mark.slow  # about 25 s on 2 cores; runs in .ci/run's slow pass
 def test_jitted_init_of_many_attention_blocks_finishes_on_cpu():
     """Regression: with batched LAPACK calls this hung forever on 2 CPU cores (jaxlib 0.10.2)."""
     script = textwrap.dedent("""

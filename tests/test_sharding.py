@@ -210,7 +210,7 @@ def _initializers():
     ]
 
 
-@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+@pytest.mark.parametrize("axis_type", ["Auto", pytest.param("Explicit", marks=pytest.mark.slow)])
 def test_every_initializer_honours_out_sharding(axis_type):
     mesh = _mesh(axis_type)
     for name, init, shape in _initializers():

@@ -115,7 +115,7 @@ def mamba(version, d_state, dtype):
 # --------------------------------------------------------------------------- mimetic_attention
 
 
-@FAST
+@FEW
 @given(
     heads=st.sampled_from([1, 2]),
     head_dim=st.sampled_from([2, 4]),
