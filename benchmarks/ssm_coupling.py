@@ -47,10 +47,14 @@ INITS = {"default": None, "mimetic conv=False": False, "mimetic conv='bc'": "bc"
 D_MODEL, LENGTH, VOCAB = 64, 64, 16
 
 
-def scan_inputs(block, variables, u):
-    """``(B, C)`` of the first group as the scan sees them, ``(L, N)`` each."""
+def intermediates(block, variables, u) -> dict:
+    """The block's forward pass on ``u``, every submodule's output captured (one pass serves both measures)."""
     _, state = block.apply(variables, u, capture_intermediates=True)
-    inter = state["intermediates"]
+    return state["intermediates"]
+
+
+def scan_inputs(block, inter):
+    """``(B, C)`` of the first group as the scan sees them, ``(L, N)`` each."""
     n = block.d_state
     if isinstance(block, Mamba1):
         x_dbl = inter["x_proj"]["__call__"][0][0]
@@ -62,10 +66,9 @@ def scan_inputs(block, variables, u):
     return xbc[:, d_inner : d_inner + n], xbc[:, d_inner + gn : d_inner + gn + n]
 
 
-def steps_and_decay(block, variables, u):
+def steps_and_decay(block, variables, inter):
     """``(Δ, A)``: the scan's step ``(L, channels)`` and the transition ``A`` (channels × states)."""
-    _, state = block.apply(variables, u, capture_intermediates=True)
-    inter, params = state["intermediates"], variables["params"]
+    params = variables["params"]
     a = -np.exp(np.asarray(params["A_log"], np.float64))
     if isinstance(block, Mamba1):
         delta = jax.nn.softplus(inter["dt_proj"]["__call__"][0][0])
@@ -76,16 +79,16 @@ def steps_and_decay(block, variables, u):
     return np.asarray(delta, np.float64), a[:, None]
 
 
-def retention(block, variables, u) -> tuple[float, float, float, float]:
+def retention(block, variables, inter) -> tuple[float, float, float, float]:
     """Δ mean and std, the sequence's least retention and :func:`min_retention`'s constant-Δ value."""
-    delta, a = steps_and_decay(block, variables, u)
+    delta, a = steps_and_decay(block, variables, inter)
     kept = np.exp(a * delta.sum(axis=0)[:, None])  # (channels, states): exp(A Σ_t Δ_t)
     bound = float(min_retention(variables["params"]["A_log"], DELTA, LENGTH))
     return float(delta.mean()), float(delta.std()), float(kept.min()), bound
 
 
-def coupling(block, variables, u) -> float:
-    b, c = scan_inputs(block, variables, u)
+def coupling(block, inter, u) -> float:
+    b, c = scan_inputs(block, inter)
     scores = np.asarray(c @ b.T, np.float64)
     sims = np.asarray(u[0] @ u[0].T, np.float64)
     rows, cols = np.tril_indices(LENGTH)
@@ -106,8 +109,9 @@ def run_all(seeds: int, states: tuple[int, ...]) -> list[dict]:
                 variables = block.init(k_model, u)
                 for name, conv in INITS.items():
                     v = variables if name == "default" else mimetic_ssm(variables, k_mim, conv=conv)
-                    per_init[name].append(coupling(block, v, u))
-                    steps[name].append(retention(block, v, u))
+                    inter = intermediates(block, v, u)
+                    per_init[name].append(coupling(block, inter, u))
+                    steps[name].append(retention(block, v, inter))
             base = np.array(per_init["mimetic conv=False"])
             for name, values in per_init.items():
                 values = np.array(values)
