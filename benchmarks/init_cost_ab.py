@@ -14,10 +14,15 @@ GPT-2-medium), three arms compiled with ``jax.jit`` and called in alternating ro
 * ``fast (after)``: the library as it is (``lower_inverse``: matrix products; the rounds as
   ``tensordot`` + ``matmul``).
 
+``--change cpu-batch`` (results ``init_cost_ab_cpu_batch.*``) measures a later change the same
+way: ``fast (before)`` draws the layers of equal shape in batches of
+``attention.FAST_GROUP_ELEMENTS`` (``2**26``) elements, as before on every backend;
+``fast (after)`` in the CPU batches of ``attention.FAST_GROUP_ELEMENTS_CPU``.
+
 ``jax.clear_caches()`` runs before each arm is traced, so each executable holds its own code.
 The load average is recorded with every timing (the JSON's ``machine`` and each arm).
 
-Run: ``python benchmarks/init_cost_ab.py [--quick] [--models vit,gpt] [--rounds N]``.
+Run: ``python benchmarks/init_cost_ab.py [--quick] [--models vit,gpt] [--rounds N] [--change trsm|cpu-batch]``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import init_cost
 import jax
 import jax.numpy as jnp
 
-from mimetic_jax import _linalg, mimetic_attention
+from mimetic_jax import _linalg, attention, mimetic_attention
 
 
 @_linalg.cpu_sequential
@@ -73,12 +78,47 @@ class Before:
         return contextlib.nullcontext()
 
 
+class AcceleratorBatches:
+    """Draw in batches of ``FAST_GROUP_ELEMENTS`` on CPU too (the code before ``FAST_GROUP_ELEMENTS_CPU``)."""
+
+    def __enter__(self):
+        self.saved = attention.FAST_GROUP_ELEMENTS_CPU
+        attention.FAST_GROUP_ELEMENTS_CPU = attention.FAST_GROUP_ELEMENTS
+        jax.clear_caches()
+
+    def __exit__(self, *exc):
+        attention.FAST_GROUP_ELEMENTS_CPU = self.saved
+        jax.clear_caches()
+
+
+#: ``--change``: (the context of ``fast (before)``, what the table says it is, result-file suffix).
+CHANGES = {
+    "trsm": (
+        Before,
+        "`fast (before)` puts back LAPACK `trsm` for the triangular inverse and the three-operand `einsum` "
+        "in `kronecker_orthogonal`",
+        "",
+    ),
+    "cpu-batch": (
+        AcceleratorBatches,
+        "`fast (before)` draws the layers in batches of `FAST_GROUP_ELEMENTS` (2**26 elements: all layers of "
+        "these models at once) as before on every backend; `fast (after)` in batches of "
+        "`FAST_GROUP_ELEMENTS_CPU` (2**21: one layer)",
+        "cpu_batch",
+    ),
+}
+
+
 def main() -> None:
     def extra(p):
         p.add_argument("--models", default="vit,gpt", help="comma-separated subset: vit,gpt")
         p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: init_cost's repeats)")
+        p.add_argument("--change", choices=sorted(CHANGES), default="trsm", help="which change to measure")
 
     args = _report.parse_args(__doc__.splitlines()[0], extra)
+    before, described, suffix = CHANGES[args.change]
+    if suffix and not args.tag:
+        args.tag = suffix
     run = _report.Run("init_cost_ab", "Init cost of fast before/after issue 17's CPU changes (one process)", args)
     results: list[dict] = []
     run.data["models"] = results
@@ -101,7 +141,7 @@ def main() -> None:
             {"default": default, "fast (before)": fast, "fast (after)": fast},
             key,
             repeats=rounds,
-            trace_in={"fast (before)": Before, "fast (after)": Before.nothing},
+            trace_in={"fast (before)": before, "fast (after)": Before.nothing},
         )
         res = {"model": case.name, "params": sum(v.size for v in jax.tree.leaves(jax.eval_shape(default, key)))}
         for arm, t in timings.items():
@@ -129,8 +169,7 @@ def main() -> None:
     ]
     body = (
         "Steady state: median over interleaved rounds of the three compiled functions (one process). "
-        "`fast (before)` puts back LAPACK `trsm` for the triangular inverse and the three-operand `einsum` "
-        "in `kronecker_orthogonal`; `fast (after)` is the library as it is. Ratios against the default "
+        f"{described}; `fast (after)` is the library as it is. Ratios against the default "
         "`model.init` (wall and process CPU time).\n\n"
         + _report.md_table(["model", "arm", "steady (median)", "ratio", "CPU-time ratio", "load before"], rows)
     )

@@ -1247,8 +1247,13 @@ def _nothing_found(
     return ValueError(msg + ", or allow_empty=True.")
 
 
-#: Elements of new kernels the ``fast`` method draws at once across layers of equal shape.
+#: Elements of new kernels the ``fast`` method draws at once across layers of equal shape, on GPU and TPU.
 FAST_GROUP_ELEMENTS = 1 << 26
+#: The same on CPU: about one ViT-B layer, so a batch's random bits and products stay in cache. One
+#: ``(48, 768, 768)`` normal draw costs 2.7× the CPU time of 48 draws of ``(768, 768)``; ViT-B's ``fast``
+#: transform took 0.87 CPU-s in batches of ``2**26`` elements (all 12 layers) and 0.42 in batches of ``2**21``
+#: (``benchmarks/results/init_cost_ab_cpu_batch.md``).
+FAST_GROUP_ELEMENTS_CPU = 1 << 21
 #: Sharded kernels: a batch holds at most this fraction (1/n) of the layers, so the per-device transient
 #: stays a small part of the per-device weights (``benchmarks/results/sharded_memory.md``).
 SHARDED_BATCH_FRACTION = 16
@@ -1291,7 +1296,8 @@ def _reinit_group(
     Every layer of every block (slice ``j`` of a stacked block draws from
     ``jax.random.split(keys[i], layers)[j]``) is a unit of work; ``lax.map`` runs the units in
     batches (``vmap`` inside a batch) holding at most about ``FAST_GROUP_ELEMENTS`` new
-    kernel elements for ``fast`` and one unit for ``exact``, so a deep model costs one
+    kernel elements for ``fast`` (``FAST_GROUP_ELEMENTS_CPU`` when JAX's default backend is
+    the CPU) and one unit for ``exact``, so a deep model costs one
     launch sequence and its transient memory stays that of a batch.
 
     Sharded kernels (``targets``: :func:`mimetic_jax._sharding.target_of`): the rows of each
@@ -1319,7 +1325,8 @@ def _reinit_group(
 
     def compute(unit_keys: Array, olds: dict[str, Array] | None) -> dict[Any, Array]:
         size = sum(math.prod(meta[n][0]) for n in names)
-        batch = max(1, FAST_GROUP_ELEMENTS // size) if opts["method"] == "fast" else 1
+        budget = FAST_GROUP_ELEMENTS_CPU if jax.default_backend() == "cpu" else FAST_GROUP_ELEMENTS
+        batch = max(1, budget // size) if opts["method"] == "fast" else 1
         if work.axes:  # sharded: a batch's transient at most 1/SHARDED_BATCH_FRACTION of the layers' weights
             batch = max(1, min(batch, unit_keys.shape[0] // SHARDED_BATCH_FRACTION))
         units = unit_keys.shape[0]
