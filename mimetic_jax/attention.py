@@ -148,6 +148,7 @@ import jax
 import jax.numpy as jnp
 
 from mimetic_jax import _checks, _linalg
+from mimetic_jax._linalg import NO_WORK
 from mimetic_jax._sharding import Work, constrain, context_work, run_auto, target_of, work_for
 from mimetic_jax._tree import (
     Path,
@@ -280,14 +281,25 @@ def query_key(
       True
     """
     return _query_key_checked(
-        key, d_in, num_heads, head_dim, alpha, beta, num_kv_heads, d_kv, distribution, method, dtype, _linalg.NO_WORK
+        key,
+        d_in,
+        num_heads,
+        head_dim,
+        alpha=alpha,
+        beta=beta,
+        num_kv_heads=num_kv_heads,
+        d_kv=d_kv,
+        distribution=distribution,
+        method=method,
+        dtype=dtype,
     )
 
 
 def _query_key_checked(
-    key, d_in, num_heads, head_dim, alpha, beta, num_kv_heads, d_kv, distribution, method, dtype, work
+    key, d_in, num_heads, head_dim, *, alpha, beta, num_kv_heads, d_kv, distribution, method, dtype, work=NO_WORK
 ):
-    """:func:`query_key` with its rows split over ``work`` (:class:`mimetic_jax._sharding.Work`)."""
+    """:func:`query_key` (the same arguments, by keyword after ``head_dim``) with its rows split over ``work``
+    (:class:`mimetic_jax._sharding.Work`): the entry point of the transforms and the fused initializer."""
     d_in, heads, kv_heads, k, d_kv = _check_sizes(d_in, num_heads, num_kv_heads, head_dim, "d_kv", d_kv)
     dtype = _common(distribution, method, dtype)
     alpha, beta = _checks.finite_float("alpha", alpha), _checks.finite_float("beta", beta)
@@ -402,16 +414,15 @@ def value_output(
         d_in,
         num_heads,
         head_dim,
-        alpha,
-        beta,
-        sign,
-        num_kv_heads,
-        d_out,
-        distribution,
-        method,
-        rotate_heads,
-        dtype,
-        _linalg.NO_WORK,
+        alpha=alpha,
+        beta=beta,
+        sign=sign,
+        num_kv_heads=num_kv_heads,
+        d_out=d_out,
+        distribution=distribution,
+        method=method,
+        rotate_heads=rotate_heads,
+        dtype=dtype,
     )
 
 
@@ -420,6 +431,7 @@ def _value_output_checked(
     d_in,
     num_heads,
     head_dim,
+    *,
     alpha,
     beta,
     sign,
@@ -429,9 +441,9 @@ def _value_output_checked(
     method,
     rotate_heads,
     dtype,
-    work,
+    work=NO_WORK,
 ):
-    """:func:`value_output` with its rows split over ``work``."""
+    """:func:`value_output` (the same arguments, by keyword after ``head_dim``) with its rows split over ``work``."""
     d_in, heads, kv_heads, k, d_out = _check_sizes(d_in, num_heads, num_kv_heads, head_dim, "d_out", d_out)
     _checks.choice("sign", sign, (-1, 1))
     if not isinstance(rotate_heads, bool):
@@ -576,26 +588,21 @@ def qkv_init(
 
         def compute(key: Array) -> dict[str, Array]:
             k_qk, k_vo = jax.random.split(key)
-            o = qk_opts
+            common = dict(num_kv_heads=kv_heads, distribution=distribution, method=method, dtype=dtype, work=work)
             w_q, w_k = _query_key_checked(
-                k_qk, d, heads, k, o["alpha"], o["beta"], kv_heads, None, distribution, method, dtype, work
+                k_qk, d, heads, k, alpha=qk_opts["alpha"], beta=qk_opts["beta"], d_kv=None, **common
             )
-            o = vo_opts
             w_v, _ = _value_output_checked(
                 k_vo,
                 d,
                 heads,
                 k,
-                o["alpha"],
-                o["beta"],
-                sign,
-                kv_heads,
-                None,
-                distribution,
-                method,
-                rotate_heads,
-                dtype,
-                work,
+                alpha=vo_opts["alpha"],
+                beta=vo_opts["beta"],
+                sign=sign,
+                d_out=None,
+                rotate_heads=rotate_heads,
+                **common,
             )
             if len(dims) == 4:
                 return {"w": jnp.stack([w_q, w_k, w_v], axis=1)}
@@ -1130,20 +1137,12 @@ def _draw(block: AttentionBlock, key: Array, opts: dict[str, Any], parts: tuple[
     k_qk, k_vo = jax.random.split(key)
     heads, kv, k = block.num_heads, block.num_kv_heads, block.head_dim
     w_q = w_k = w_v = w_o = None
+    common = dict(
+        num_kv_heads=kv, distribution=opts["distribution"], method=opts["method"], dtype=jnp.float32, work=work
+    )
     if parts[0]:
         w_q, w_k = _query_key_checked(
-            k_qk,
-            block.d_in,
-            heads,
-            k,
-            opts["alpha"],
-            opts["beta"],
-            kv,
-            block.d_kv,
-            opts["distribution"],
-            opts["method"],
-            jnp.float32,
-            work,
+            k_qk, block.d_in, heads, k, alpha=opts["alpha"], beta=opts["beta"], d_kv=block.d_kv, **common
         )
     if parts[1]:
         w_v, w_o = _value_output_checked(
@@ -1151,16 +1150,12 @@ def _draw(block: AttentionBlock, key: Array, opts: dict[str, Any], parts: tuple[
             block.d_kv,
             heads,
             k,
-            opts["value_alpha"],
-            opts["value_beta"],
-            opts["sign"],
-            kv,
-            block.d_out,
-            opts["distribution"],
-            opts["method"],
-            opts["rotate_heads"],
-            jnp.float32,
-            work,
+            alpha=opts["value_alpha"],
+            beta=opts["value_beta"],
+            sign=opts["sign"],
+            d_out=block.d_out,
+            rotate_heads=opts["rotate_heads"],
+            **common,
         )
     return w_q, w_k, w_v, w_o
 

@@ -20,7 +20,13 @@ def test_the_package_has_docstring_examples():
     assert examples >= 100, examples
 
 
-@pytest.mark.parametrize("name", MODULES)
+#: Modules whose examples run in the slow pass only (``.ci/run`` runs both): the harness's (``experiments``)
+#: train or build small models (7-21 s each on 2 cores) and ``analysis``'s build a ViT; their functions
+#: have their own tests.
+SLOW_MODULES = {m for m in MODULES if m.startswith("mimetic_jax.experiments")} | {"mimetic_jax.analysis"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_MODULES else m for m in MODULES])
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False, report=True)

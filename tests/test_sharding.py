@@ -69,7 +69,7 @@ def _assert_same(out, ref, shardings, atol=0.0):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("method", ["fast", "exact"])
+@pytest.mark.parametrize("method", ["fast", pytest.param("exact", marks=pytest.mark.slow)])
 def test_created_inside_jit_with_shardings_is_bit_identical_and_placed(method):
     model, params, mesh, shardings = _setup("Auto")
     kw = dict(method=method, num_heads=8, stacked_axes=1)
@@ -83,6 +83,7 @@ def test_created_inside_jit_with_shardings_is_bit_identical_and_placed(method):
     _assert_same(out, ref, shardings)
 
 
+@pytest.mark.slow  # 14-27 s on 2 cores; .ci/run's slow pass
 def test_grouped_query_closed_over_and_passed_in_are_bit_identical():
     _, params, mesh, shardings = _setup("Auto", kv_heads=2)
     kw = dict(method="fast", num_heads=8, num_kv_heads=2, stacked_axes=1)
@@ -96,6 +97,7 @@ def test_grouped_query_closed_over_and_passed_in_are_bit_identical():
     _assert_same(mj.mimetic_attention(sharded, KEY, **kw), ref, shardings)  # eager keeps the shardings
 
 
+@pytest.mark.slow  # 14-27 s on 2 cores; .ci/run's slow pass
 def test_explicit_mesh_reads_the_shardings_from_the_types():
     _, params, mesh, shardings = _setup("Explicit")
     kw = dict(method="fast", num_heads=8, stacked_axes=1)
@@ -106,6 +108,7 @@ def test_explicit_mesh_reads_the_shardings_from_the_types():
     _assert_same(out, ref, shardings)
 
 
+@pytest.mark.slow  # 14-27 s on 2 cores; .ci/run's slow pass
 def test_nnx_with_partitioning_on_an_explicit_mesh():
     mesh = _mesh("Explicit")
     base = nnx.initializers.lecun_normal()
@@ -162,7 +165,7 @@ def _linalg_gram(x, work):
 # --------------------------------------------------------------------------- other transforms
 
 
-@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+@pytest.mark.parametrize("axis_type", ["Auto", pytest.param("Explicit", marks=pytest.mark.slow)])
 def test_ssm_conv_and_mlp_transforms_keep_shardings(axis_type):
     from mimetic_jax.experiments.models import ConvMixer, MambaLM
 
@@ -194,36 +197,47 @@ def test_ssm_conv_and_mlp_transforms_keep_shardings(axis_type):
 # --------------------------------------------------------------------------- initializers
 
 
-def _initializers():
-    return [
-        ("qkv_init fast", mj.qkv_init(4, 16, method="fast"), (64, 192)),
-        ("qkv_init exact", mj.qkv_init(4, 16), (64, 3, 4, 16)),
-        ("qkv_init grouped", mj.qkv_init(4, 16, num_kv_heads=2, method="fast"), (64, 128)),
-        ("depthwise_conv_init", mj.depthwise_conv_init(0, 2, sigma_start=1.0, sigma_end=3.0), (5, 5, 1, 16)),
-        ("mean_shift_init", mj.mean_shift_init(0.05), (64, 256)),
-        ("a_log_init", mj.a_log_init(), (64, 16)),
-        ("dt_bias_init", mj.dt_bias_init(), (64,)),
-        ("identity_conv_init", mj.identity_conv_init(), (4, 1, 64)),
-        ("sincos_1d", mj.sincos_1d(), (16, 64)),
-        ("sincos_2d", mj.sincos_2d(), (16, 64)),
-        ("emergence_init", mj.emergence_init(jax.nn.initializers.he_normal(), 0, 3, alpha=2.0), (64, 32)),
-    ]
+#: name -> (the initializer, built in the test; a shape whose last axis the mesh splits)
+INITIALIZERS = {
+    "qkv_init fast": (lambda: mj.qkv_init(4, 16, method="fast"), (64, 192)),
+    "qkv_init exact": (lambda: mj.qkv_init(4, 16), (64, 3, 4, 16)),
+    "qkv_init grouped": (lambda: mj.qkv_init(4, 16, num_kv_heads=2, method="fast"), (64, 128)),
+    "depthwise_conv_init": (lambda: mj.depthwise_conv_init(0, 2, sigma_start=1.0, sigma_end=3.0), (5, 5, 1, 16)),
+    "mean_shift_init": (lambda: mj.mean_shift_init(0.05), (64, 256)),
+    "a_log_init": (lambda: mj.a_log_init(), (64, 16)),
+    "dt_bias_init": (lambda: mj.dt_bias_init(), (64,)),
+    "identity_conv_init": (lambda: mj.identity_conv_init(), (4, 1, 64)),
+    "sincos_1d": (lambda: mj.sincos_1d(), (16, 64)),
+    "sincos_2d": (lambda: mj.sincos_2d(), (16, 64)),
+    "emergence_init": (lambda: mj.emergence_init(jax.nn.initializers.he_normal(), 0, 3, alpha=2.0), (64, 32)),
+}
+#: One initializer per scheme module in the default run (Auto mesh); the rest, and every Explicit case,
+#: in the slow pass (each case compiles three programs: 38 s for all of them on 2 cores).
+DEFAULT_INITIALIZERS = {"qkv_init fast", "depthwise_conv_init", "mean_shift_init", "a_log_init", "emergence_init"}
 
 
-@pytest.mark.parametrize("axis_type", ["Auto", pytest.param("Explicit", marks=pytest.mark.slow)])
-def test_every_initializer_honours_out_sharding(axis_type):
+@pytest.mark.parametrize(
+    ("axis_type", "name"),
+    [
+        pytest.param(axis, name, marks=() if axis == "Auto" and name in DEFAULT_INITIALIZERS else pytest.mark.slow)
+        for axis in ("Auto", "Explicit")
+        for name in INITIALIZERS
+    ],
+)
+def test_every_initializer_honours_out_sharding(axis_type, name):
     mesh = _mesh(axis_type)
-    for name, init, shape in _initializers():
-        sharding = NamedSharding(mesh, P(*([None] * (len(shape) - 1)), "x"))
-        ref = jax.jit(lambda k, i=init, s=shape: i(k, s))(KEY)
-        with jax.set_mesh(mesh):
-            out = jax.jit(lambda k, i=init, s=shape, sh=sharding: i(k, s, out_sharding=sh))(KEY)
-        assert out.sharding.is_equivalent_to(sharding, len(shape)), name
-        # fast: the rotation regime's Kronecker products, partitioned; mean_shift: the draw's std, a
-        # sharded reduction (relative shift): a few float32 ulp (3e-8 measured)
-        if "fast" in name or "mean_shift" in name:
-            np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-7, rtol=0, err_msg=name)
-        else:  # the same program unsharded: the same bits
-            np.testing.assert_array_equal(np.asarray(out), np.asarray(ref), err_msg=name)
-        # eagerly the samplers are separate programs: XLA may fuse differently (a few float32 ulp)
-        np.testing.assert_allclose(np.asarray(out), np.asarray(init(KEY, shape)), atol=1e-6, rtol=0, err_msg=name)
+    build, shape = INITIALIZERS[name]
+    init = build()
+    sharding = NamedSharding(mesh, P(*([None] * (len(shape) - 1)), "x"))
+    ref = jax.jit(lambda k: init(k, shape))(KEY)
+    with jax.set_mesh(mesh):
+        out = jax.jit(lambda k: init(k, shape, out_sharding=sharding))(KEY)
+    assert out.sharding.is_equivalent_to(sharding, len(shape)), name
+    # fast: the rotation regime's Kronecker products, partitioned; mean_shift: the draw's std, a
+    # sharded reduction (relative shift): a few float32 ulp (3e-8 measured)
+    if "fast" in name or "mean_shift" in name:
+        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-7, rtol=0, err_msg=name)
+    else:  # the same program unsharded: the same bits
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(ref), err_msg=name)
+    # eagerly the samplers are separate programs: XLA may fuse differently (a few float32 ulp)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(init(KEY, shape)), atol=1e-6, rtol=0, err_msg=name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,6 +55,57 @@ def test_block_parallel_scan_equals_sequential_scan(lm):
     parallel, sequential = jax.jit(model.apply), jax.jit(model.clone(scan="sequential").apply)
     for p in (params, mj.mimetic_ssm(params, jax.random.key(1), conv=True)):
         np.testing.assert_allclose(parallel(p, tokens), sequential(p, tokens), rtol=1e-4, atol=1e-5)
+
+
+def test_causal_conv_equals_flax_grouped_conv_in_parameters_output_and_gradient():
+    from mimetic_jax.experiments.models.mamba import CausalConv, torch_bias_init, torch_linear_init
+
+    channels, d_conv = 12, 4
+    ours = CausalConv(channels, d_conv)
+    flax_conv = nn.Conv(
+        channels,
+        (d_conv,),
+        padding=((d_conv - 1, 0),),
+        feature_group_count=channels,
+        kernel_init=torch_linear_init(),
+        bias_init=torch_bias_init(d_conv),
+    )
+    x = jax.random.normal(jax.random.key(1), (3, 10, channels))
+    p_ours, p_flax = ours.init(jax.random.key(0), x), flax_conv.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, p_ours, p_flax)  # same names, shapes and values
+    np.testing.assert_allclose(ours.apply(p_ours, x), flax_conv.apply(p_flax, x), rtol=1e-6, atol=1e-6)
+    g_ours = jax.grad(lambda p: jnp.sum(ours.apply(p, x) ** 2))(p_ours)
+    g_flax = jax.grad(lambda p: jnp.sum(flax_conv.apply(p, x) ** 2))(p_flax)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), g_ours, g_flax)
+
+
+def test_mamba2_quadratic_scan_equals_the_parallel_scan_with_groups_and_gradients():
+    tokens = jax.random.randint(jax.random.key(3), (2, 24), 0, 16)
+    model = MambaLM(vocab_size=16, d_model=16, n_layer=2, d_state=8, version=2, headdim=8, ngroups=2)
+    params = mj.mimetic_ssm(jax.jit(model.init)(jax.random.key(0), tokens), jax.random.key(1), conv="bc")
+    quadratic = model.clone(scan="quadratic")
+
+    @jax.jit
+    def value_and_grad(p):
+        out = {}
+        for name, m in (("quadratic", quadratic), ("parallel", model)):
+            out[name] = jax.value_and_grad(lambda p, m=m: cross_entropy(m.apply(p, tokens), tokens))(p)
+        return out
+
+    out = value_and_grad(params)
+    np.testing.assert_allclose(out["quadratic"][0], out["parallel"][0], rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), out["quadratic"][1], out["parallel"][1]
+    )
+    np.testing.assert_allclose(
+        jax.jit(quadratic.apply)(params, tokens), jax.jit(model.apply)(params, tokens), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_quadratic_scan_on_mamba1_names_the_scan_and_the_version():
+    model = MambaLM(vocab_size=16, d_model=16, n_layer=1, d_state=8, version=1, scan="quadratic")
+    with pytest.raises(ValueError, match="scan='quadratic'.*version=2"):
+        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
 
 
 def test_blocks_are_causal(lm):

@@ -134,7 +134,14 @@ def _kernels(block: mj.AttentionBlock, flat: dict) -> tuple[np.ndarray, ...]:
     return q.reshape(-1, h, k), kk.reshape(-1, g, k), v.reshape(-1, g, k), out
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+#: Families whose case runs in the slow pass only (``.ci/run`` runs both): RoBERTa repeats BERT's layout;
+#: ALBERT, CLIP and T5 are the costliest cases (5-15 s each on 2 cores).
+SLOW_FAMILIES = {"roberta", "albert", "clip", "t5"}
+
+
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f for f in sorted(FAMILIES)]
+)
 def test_transformers_flax_models_get_mimetic_attention_with_no_custom_layout(family, monkeypatch):
     model, forward = _hf(family, monkeypatch)
     params = model.params
