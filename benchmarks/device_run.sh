@@ -5,11 +5,11 @@
 # new result files are packed into $OUT/device.tgz (the device tool returns at most 8 files).
 # Usage (repo root, on the device machine): bash benchmarks/device_run.sh [SECONDS [lr1e-3|bcconv]]
 # lr1e-3: the follow-up call, Mamba-1 MQAR at lr 1e-3 at d_model 128 and at N 32.
-# bcconv: issue 15's open half, whether mimetic_ssm's default should be conv="bc" on Mamba-2:
-#   default vs conv=False (today's default) vs conv="bc", 10 paired seeds, copying and MQAR,
+# bcconv: whether mimetic_ssm's default should be conv="bc" on Mamba-2, at full length:
+#   default vs conv=False (the default) vs conv="bc", 10 paired seeds, copying and MQAR,
 #   including settings where mimetic init does not saturate (fewer steps, d_model 128, N 32).
-#   On the 2-core CPU one Mamba-2 training step (d 64, L 64, batch 32) costs 0.12-0.26 CPU-s:
-#   30 models x 1000 steps do not fit a CI-sized CPU run, hence this device mode.
+#   The CPU-sized run (400-500 steps, results/ssm_recall_m2bc_cpu.md) answered no: conv="bc"
+#   trained worse on copying and MQAR; this mode repeats it at the GPU runs' lengths.
 set -u
 budget=${1:-530}
 mode=${2:-all}

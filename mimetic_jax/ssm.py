@@ -594,8 +594,11 @@ def mimetic_ssm(
     * ``conv``: identity short convolution, bias zero (:func:`~mimetic_jax.ssm.identity_conv_init`):
       ``True`` on every conv channel, ``"bc"`` on the channels that carry B and C only
       (Mamba-2, whose conv runs on ``x``, ``B`` and ``C`` separately; ``x`` keeps its conv),
-      ``False`` leaves the conv as it is. Mamba-1's conv runs before ``x_proj``, in front of
-      ``x`` and of B/C alike, so ``"bc"`` leaves a Mamba-1 block's conv unchanged.
+      ``False`` (the default) leaves the conv as it is. Mamba-1's conv runs before ``x_proj``, in
+      front of ``x`` and of B/C alike, so ``"bc"`` leaves a Mamba-1 block's conv unchanged. On
+      Mamba-2 ``"bc"`` keeps the B/C coupling that the random conv destroys at init, but trained
+      worse in our runs (10 paired seeds: copying −11.6 pp, MQAR −33.0 pp against ``False``;
+      ``benchmarks/results/ssm_recall_m2bc_cpu.md``), hence the default.
 
     Block ``i`` (in sorted path order) draws from ``jax.random.fold_in(key, i)``.
 
