@@ -140,6 +140,20 @@ def test_jit_with_out_shardings_creates_the_model_sharded_and_equal():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
 
 
+def test_fast_layer_batch_size_changes_no_bit(monkeypatch):
+    # FAST_GROUP_ELEMENTS(_CPU) only sets how many layers one lax.map step draws (speed and transient
+    # memory): one layer per step and every layer in one step give the same arrays.
+    from mimetic_jax import attention
+
+    params = TinyViT().init(jax.random.key(0), jnp.ones((2, 16, 8)))
+    outs = []
+    for budget in (1, 1 << 26):
+        monkeypatch.setattr(attention, "FAST_GROUP_ELEMENTS", budget)
+        monkeypatch.setattr(attention, "FAST_GROUP_ELEMENTS_CPU", budget)
+        outs.append(mj.mimetic_attention(params, jax.random.key(1), method="fast"))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), *outs)
+
+
 @pytest.mark.parametrize("method", ["exact", "fast"])
 def test_blocks_drawn_together_equal_the_samplers_block_by_block(method):
     # Block i draws from fold_in(key, i), split into query/key and value/out keys, whether
