@@ -6,11 +6,11 @@ Layers", ICML 2023, arXiv:2305.09828.
 Which ``method``: ``"exact"``, the default, is the published recipe: a ``d × d`` target
 and its SVD per head, about ``H d³`` flops per layer. ``"fast"`` (ours) builds factors with
 the same expected spectrum, diagonal and norm from about one random number per weight.
-Under ``jit`` on a 2-core CPU, ViT-B/16 (d 768): ``exact`` 44× the default
-``model.init``, ``fast`` 1.06 to 1.38×; GPT-2-medium (d 1024): ``exact`` had not finished
-its first call after 14 minutes, ``fast`` 0.96 to 1.14× (``benchmarks/results/``
-``init_cost_ab.md``, ``init_cost_after.md``, ``init_cost_exact.md``; a busy shared
-machine, ratios move by ±0.3 between runs). Pick ``fast`` from widths of a few hundred
+Under ``jit`` on a quiet 2-core CPU, ViT-B/16 (d 768): ``fast`` 1.20 to 1.21× the default
+``model.init``; GPT-2-medium (d 1024): ``fast`` 0.91× (``benchmarks/results/``
+``init_cost_quiet_cpu_batch.md``, ``init_cost_ab_cpu_batch_vit30.md``). ``exact``, on a busy
+box: 44× on ViT-B/16, and on GPT-2-medium its first call had not finished after 14 minutes
+(``init_cost_exact.md``). Pick ``fast`` from widths of a few hundred
 up, and for sharded models (``docs/sharding.md``); keep ``exact`` to reproduce the paper
 and for small models, where its SVDs take milliseconds.
 
