@@ -21,6 +21,10 @@ Three ideas, used by every scheme:
 
 Explicit meshes: the constructions run inside :func:`run_auto` (``jax.sharding.auto_axes``),
 where the pins are ordinary sharding constraints, and come out with the target shardings.
+A tree sharded over an Explicit mesh (``jax.make_mesh``'s default) and passed eagerly with
+no context mesh brings its own concrete mesh, which :func:`run_auto` enters for the call;
+under ``jit`` with no context mesh an initializer's ``out_sharding`` on an Explicit mesh
+fails with JAX's own message, as JAX's initializers do.
 """
 
 from __future__ import annotations
@@ -178,6 +182,11 @@ def context_work(leaves: Sequence[Any], sizes: Sequence[int]) -> Work:
     return Work(mesh, tuple(axes)) if axes else Work()
 
 
+def _staging() -> bool:
+    """Whether a ``jit`` is being traced here (a constant then comes out as a tracer), where ``jax.set_mesh`` is refused."""
+    return _checks.is_traced(jax.lax.add(0, 0))
+
+
 def run_auto(fn: Callable[..., dict], out_shardings: dict[Any, Any], *args: Any) -> dict:
     """``fn(*args)`` (a dict of arrays) with each result placed at ``out_shardings[name]`` (``None``: left free).
 
@@ -192,8 +201,15 @@ def run_auto(fn: Callable[..., dict], out_shardings: dict[Any, Any], *args: Any)
     mesh = explicit[0].mesh
     axes = tuple(n for n, t in zip(mesh.axis_names, mesh.axis_types) if t == jax.sharding.AxisType.Explicit)
     specs = {n: P() if s is None else s.spec for n, s in out_shardings.items()}
+    call = jax.sharding.auto_axes(fn, axes=axes, out_sharding=specs)
     current = jax.sharding.get_abstract_mesh()
     if not current.empty and current == mesh.abstract_mesh:
-        return jax.sharding.auto_axes(fn, axes=axes, out_sharding=specs)(*args)
+        return call(*args)
+    if isinstance(mesh, jax.sharding.Mesh) and not _staging():
+        # The leaves' own (concrete) mesh, as when arrays sharded over `jax.make_mesh`'s default
+        # mesh are passed eagerly with no context mesh: lowering needs the devices, which an
+        # abstract mesh alone does not name.
+        with jax.set_mesh(mesh):
+            return call(*args)
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-        return jax.sharding.auto_axes(fn, axes=axes, out_sharding=specs)(*args)
+        return call(*args)

@@ -241,3 +241,91 @@ def test_every_initializer_honours_out_sharding(axis_type, name):
         np.testing.assert_array_equal(np.asarray(out), np.asarray(ref), err_msg=name)
     # eagerly the samplers are separate programs: XLA may fuse differently (a few float32 ulp)
     np.testing.assert_allclose(np.asarray(out), np.asarray(init(KEY, shape)), atol=1e-6, rtol=0, err_msg=name)
+
+
+# --------------------------------------------------------------------------- no context mesh
+#
+# As users write it: `jax.make_mesh`'s default (Explicit) mesh or an Auto one, the tree
+# `device_put` onto it, then the transform called eagerly or under `jit` with no `jax.set_mesh`.
+
+
+def _emergence(tree, key):
+    # `device_put` (like any tree map) sorts dict keys, so the forward order is given (emergence's docstring)
+    return mj.emergence_scale(tree, order=["stem", "block_0", "block_1", "head"])
+
+
+def _no_context_cases():
+    from mimetic_jax.experiments.models import ConvMixer, MambaLM
+
+    attention = nn.MultiHeadDotProductAttention(num_heads=4)
+    return {
+        "attention fast": (attention, jnp.ones((1, 8, 64)), lambda t, k: mj.mimetic_attention(t, k, method="fast")),
+        "attention exact": (attention, jnp.ones((1, 8, 64)), lambda t, k: mj.mimetic_attention(t, k)),
+        "mimetic vit": (attention, jnp.ones((1, 8, 64)), lambda t, k: mj.mimetic(t, k, preset="vit")),
+        "ssm": (MambaLM(vocab_size=16, d_model=32, n_layer=2, d_state=8), jnp.zeros((1, 8), jnp.int32), mj.mimetic_ssm),
+        "conv": (ConvMixer(10, width=16, depth=2), jnp.zeros((1, 8, 8, 1)), mj.mimetic_conv),
+        "mlp": (ConvMixer(10, width=16, depth=2), jnp.zeros((1, 8, 8, 1)), lambda t, k: mj.mimetic_mlp(t)),
+        "emergence": (ConvMixer(10, width=16, depth=2), jnp.zeros((1, 8, 8, 1)), _emergence),
+    }
+
+
+#: The default run: every transform eagerly on the default (Explicit) mesh, and two under `jit`;
+#: the rest of the grid (Auto meshes, the other `jit` cases) in the slow pass.
+_NO_CONTEXT_DEFAULT = {("Explicit", "eager"), ("Explicit", "jit", "attention fast"), ("Explicit", "jit", "ssm")}
+
+
+@pytest.mark.parametrize(
+    ("axis_type", "mode", "name"),
+    [
+        pytest.param(
+            axis,
+            mode,
+            name,
+            marks=() if (axis, mode) in _NO_CONTEXT_DEFAULT or (axis, mode, name) in _NO_CONTEXT_DEFAULT else pytest.mark.slow,
+        )
+        for axis in ("Explicit", "Auto")
+        for mode in ("eager", "jit")
+        for name in ("attention fast", "attention exact", "mimetic vit", "ssm", "conv", "mlp", "emergence")
+    ],
+)
+def test_transforms_work_without_a_context_mesh_and_keep_every_sharding(axis_type, mode, name):
+    model, x, transform = _no_context_cases()[name]
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=(getattr(AxisType, axis_type),) * 2)
+
+    def spec(a):  # the last axis over "model" where it divides, as a tensor-parallel user would
+        return NamedSharding(mesh, P(*([None] * (a.ndim - 1)), "model") if a.shape[-1] % 2 == 0 else P())
+
+    params = model.init(jax.random.key(0), x)
+    shardings = jax.tree.map(spec, params)
+    ref = transform(params, KEY)
+    sharded = jax.device_put(params, shardings)
+    assert jax.sharding.get_abstract_mesh().empty  # no context mesh anywhere in this test
+    if mode == "eager":
+        out = transform(sharded, KEY)
+    else:  # an Explicit mesh carries the shardings in the types; on an Auto one `out_shardings` says them
+        out = jax.jit(transform, out_shardings=shardings if axis_type == "Auto" else None)(sharded, KEY)
+    # the sharded programs partition reductions (Gram matrices, a layer's std): float32 rounding
+    _assert_same(out, ref, shardings, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["qkv_init fast", "depthwise_conv_init", "mean_shift_init"])
+def test_initializers_without_a_context_mesh_fail_under_jit_as_jax_initializers_do(name):
+    # On an Explicit mesh `out_sharding=` under `jit` needs `jax.set_mesh`, for JAX's own initializers
+    # too: ours raise JAX's message, not one about lowering platforms. Eagerly ours place the array.
+    mesh = _mesh("Explicit")
+    build, shape = INITIALIZERS[name]
+    init = build()
+    sharding = NamedSharding(mesh, P(*([None] * (len(shape) - 1)), "x"))
+
+    def draw(k, f):
+        return f(k, shape, out_sharding=sharding)
+
+    with pytest.raises(ValueError) as theirs:
+        jax.jit(lambda k: draw(k, jax.nn.initializers.lecun_normal()))(KEY)
+    with pytest.raises(ValueError) as ours:
+        jax.jit(lambda k: draw(k, init))(KEY)
+    assert "mesh" in str(theirs.value) and "lowering_platforms" not in str(ours.value)
+    assert str(ours.value).split(" of aval")[0] == str(theirs.value).split(" of aval")[0]
+    out = draw(KEY, init)
+    assert out.sharding.is_equivalent_to(sharding, len(shape))
+    np.testing.assert_allclose(np.asarray(out), np.asarray(init(KEY, shape)), atol=1e-6, rtol=0)
