@@ -183,7 +183,7 @@ def context_work(leaves: Sequence[Any], sizes: Sequence[int]) -> Work:
 
 
 def _staging() -> bool:
-    """Whether a ``jit`` is being traced here (a constant then comes out as a tracer), where ``jax.set_mesh`` is refused."""
+    """Whether a ``jit`` is being traced (a constant then comes out as a tracer): ``jax.set_mesh`` is refused there."""
     return _checks.is_traced(jax.lax.add(0, 0))
 
 
