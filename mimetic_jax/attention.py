@@ -813,35 +813,120 @@ DEFAULT_LAYOUTS: tuple[AttentionLayout, ...] = (
 
 _CONFIG_HEADS = ("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads", "n_heads")
 _CONFIG_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+#: Sub-configs of composite models (CLIP, encoder-decoder wrappers, ...) and the path components
+#: that lead to the part each describes (``text_model/...`` -> ``text_config``).
+_SUB_CONFIGS = (
+    ("text_config", "text"),
+    ("vision_config", "vision"),
+    ("audio_config", "audio"),
+    ("speech_config", "speech"),
+    ("qformer_config", "qformer"),
+    ("encoder", "encoder"),
+    ("decoder", "decoder"),
+)
+#: Encoder-decoder configs with a head count per side (BART, Marian, Pegasus, Whisper, ...).
+_SIDE_HEADS = (("encoder", "encoder_attention_heads"), ("decoder", "decoder_attention_heads"))
+
+
+def _config_get(config: Any, name: str) -> Any:
+    return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
 
 
 def _config_value(config: Any, names: Sequence[str]) -> int | None:
     for n in names:
-        v = config.get(n) if isinstance(config, Mapping) else getattr(config, n, None)
+        v = _config_get(config, n)
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             return v
     return None
 
 
-def heads_from_config(config: Any) -> tuple[int | None, int | None]:
+def _sub_configs(config: Any) -> list[tuple[str, str, Any]]:
+    """The ``(attribute, path prefix, sub-config)`` of a composite config that hold head counts."""
+    subs = []
+    for attr, prefix in _SUB_CONFIGS:
+        sub = _config_get(config, attr)
+        if sub is not None and not isinstance(sub, (int, float, str, bool)) and _has_heads(sub):
+            subs.append((attr, prefix, sub))
+    return subs
+
+
+def _has_heads(config: Any) -> bool:
+    return _config_value(config, _CONFIG_HEADS) is not None or bool(_sub_configs(config))
+
+
+def _side_heads(config: Any) -> dict[str, int]:
+    sides = {side: _config_value(config, (name,)) for side, name in _SIDE_HEADS}
+    return {side: h for side, h in sides.items() if h is not None}
+
+
+def heads_from_config(config: Any, path: Any = None) -> tuple[int | None, int | None]:
     """``(num_heads, num_kv_heads)`` read off a model config (an object or a mapping).
 
     Looks for ``num_attention_heads``, ``n_head``, ``num_heads``, ``encoder_attention_heads``
     or ``n_heads``, and ``num_key_value_heads``, ``num_kv_heads`` or ``n_kv_heads``
     (``None`` where none is set), the names transformers' configs use.
 
+    With ``path`` (a block's path, a ``"/"``-joined string or a tuple of keys) the count is
+    the one of the part of the model the block sits in:
+
+    - a composite config (CLIP's ``text_config``/``vision_config``, an encoder-decoder
+      wrapper's ``encoder``/``decoder``, ...) is read in the sub-config whose name the path
+      leads through (``text_model/...`` reads ``text_config``, ``decoder/...`` reads
+      ``decoder``);
+    - an encoder-decoder config with ``encoder_attention_heads`` and
+      ``decoder_attention_heads`` (BART, Marian, Pegasus, Whisper) gives the decoder's count
+      to every block under ``decoder`` (its cross-attention included) and the encoder's to
+      blocks under ``encoder``; a block under neither, while the two differ, is a
+      ``ValueError`` (the count would be a guess).
+
+    Raises:
+      ValueError: the config has no head count (nor a sub-config with one), or the block's
+        part of the model cannot be told from ``path``.
+
     Example:
       >>> heads_from_config({"num_attention_heads": 32, "num_key_value_heads": 8})
       (32, 8)
+      >>> bart = {"encoder_attention_heads": 4, "decoder_attention_heads": 2}
+      >>> heads_from_config(bart, "decoder/layers/0/encoder_attn")
+      (2, None)
+      >>> clip = {"text_config": {"num_attention_heads": 8}, "vision_config": {"num_attention_heads": 12}}
+      >>> heads_from_config(clip, "vision_model/encoder/layers/0/self_attn")
+      (12, None)
     """
     if config is None:
         return None, None
-    heads = _config_value(config, _CONFIG_HEADS)
-    if heads is None:
+    if not _has_heads(config):
         raise ValueError(
-            f"config has no head count (looked for {', '.join(_CONFIG_HEADS)}); got {type(config).__name__}"
+            f"config has no head count (looked for {', '.join(_CONFIG_HEADS)}, and for sub-configs "
+            f"{', '.join(a for a, _ in _SUB_CONFIGS)}); got {type(config).__name__}"
         )
-    return heads, _config_value(config, _CONFIG_KV_HEADS)
+    if path is None:
+        heads = _config_value(config, _CONFIG_HEADS)
+        if heads is None:
+            subs = ", ".join(a for a, _, _ in _sub_configs(config))
+            raise ValueError(
+                f"config {type(config).__name__} is composite (head counts in {subs}): the count depends on the "
+                "block; pass the block's path"
+            )
+        return heads, _config_value(config, _CONFIG_KV_HEADS)
+    parts = [str(p) for p in (path.split("/") if isinstance(path, str) else path)]
+    subs = _sub_configs(config)
+    for i, part in enumerate(parts):
+        for _, prefix, sub in subs:
+            if part.lower().startswith(prefix):
+                return heads_from_config(sub, parts[i + 1 :])
+    sides = _side_heads(config)
+    if len(set(sides.values())) > 1:
+        for part in parts:
+            for side, heads in sides.items():
+                if part.lower().startswith(side):
+                    return heads, _config_value(config, _CONFIG_KV_HEADS)
+        raise ValueError(
+            f"config {type(config).__name__} gives encoder_attention_heads={sides['encoder']} and "
+            f"decoder_attention_heads={sides['decoder']}, and the block {'/'.join(parts)!r} is under neither "
+            "'encoder' nor 'decoder': pass num_heads="
+        )
+    return heads_from_config(config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -996,9 +1081,9 @@ def _heads_for(
     parent: Path,
     num_heads: int | None,
     num_kv_heads: int | None,
-    config_heads: tuple[int | None, int | None],
+    config: Any,
 ) -> tuple[int | None, int | None]:
-    """Head counts of one block: the options, else the module holding it, else the config."""
+    """Head counts of one block: the options, else the module holding it, else the config (read at its path)."""
     if num_heads is not None:
         return num_heads, num_kv_heads
     module = module_at(tree, parent) if tree is not None else None
@@ -1006,7 +1091,7 @@ def _heads_for(
         h = _config_value(module, ("num_heads",))
         if h is not None:
             return h, num_kv_heads if num_kv_heads is not None else _config_value(module, ("num_kv_heads",))
-    h, kv = config_heads
+    h, kv = heads_from_config(config, parent) if config is not None else (None, None)
     return h, num_kv_heads if num_kv_heads is not None else kv
 
 
@@ -1086,13 +1171,14 @@ def _find_with_partials(
         num_heads = _checks.size("num_heads", num_heads)
     if num_kv_heads is not None:
         num_kv_heads = _checks.size("num_kv_heads", num_kv_heads)
-    config_heads = heads_from_config(config)
+    if config is not None and not _has_heads(config):
+        heads_from_config(config)  # raises: the config names no head count anywhere
     matches, partial = _match(flat, layouts, include, exclude)
     blocks = []
     for parent, layout, paths in matches:
         name = path_name(parent)
         shapes = [tuple(jnp.shape(flat[p])) for p in paths]
-        heads = _heads_for(tree, parent, num_heads, num_kv_heads, config_heads)
+        heads = _heads_for(tree, parent, num_heads, num_kv_heads, config)
         try:
             stack = common_stack(f"attention block {name!r}", shapes, stacked_axes)
             sizes = _sizes(layout, [_flax_shape(layout, s[stacked_axes:]) for s in shapes], *heads, name)

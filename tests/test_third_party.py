@@ -400,3 +400,58 @@ def test_a_closed_over_sharded_tree_is_transformed_under_jit_with_out_shardings(
     for a, b, s in zip(jax.tree.leaves(out), jax.tree.leaves(eager), jax.tree.leaves(spec)):
         assert a.sharding.is_equivalent_to(s, a.ndim)
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def _assert_documented_draws(params, new, config):
+    """Every block's kernels are the samplers' draws with the block's own head count; nothing else moved."""
+    blocks = mj.find_attention_blocks(params, config=config)
+    new_flat = flatten(new)
+    for i, block in enumerate(blocks):
+        for w, g in zip(_expected(block, i, KEY), _kernels(block, new_flat)):
+            np.testing.assert_allclose(g, np.asarray(w), atol=1e-6)
+    return {b.name: b.num_heads for b in blocks}
+
+
+def test_encoder_decoder_configs_give_each_side_its_own_head_count():
+    t = transformers
+    config = t.BartConfig(
+        vocab_size=50, d_model=D, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=16,
+    )  # fmt: skip
+    m = t.FlaxBartModel(config, seed=0)
+    new = mj.mimetic_attention(m.params, KEY, config=m.config)
+    heads = _assert_documented_draws(m.params, new, m.config)
+    # the decoder's cross-attention ("encoder_attn") is the decoder's: BART builds it with decoder_attention_heads
+    assert heads == {
+        "encoder/layers/0/self_attn": 4,
+        "decoder/layers/0/self_attn": 2,
+        "decoder/layers/0/encoder_attn": 2,
+    }
+    ids = jnp.ones((1, 8), jnp.int32)
+    assert np.all(np.isfinite(np.asarray(m(ids, decoder_input_ids=ids, params=new).last_hidden_state)))
+    with pytest.raises(ValueError, match="under neither 'encoder' nor 'decoder': pass num_heads="):
+        mj.heads_from_config(m.config, "shared/attention")
+
+
+@pytest.mark.slow  # CLIP: one of the costliest cases (as in SLOW_FAMILIES)
+def test_composite_configs_are_read_in_the_sub_config_of_each_part():
+    t = transformers
+    text = {
+        "vocab_size": 50,
+        "hidden_size": D,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+    }
+    vision = {"hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
+    config = t.CLIPConfig(
+        text_config=text, vision_config={**vision, "image_size": 16, "patch_size": 8}, projection_dim=16
+    )
+    m = t.FlaxCLIPModel(config, seed=0)
+    new = mj.mimetic(m.params, KEY, preset="vit", config=m.config)
+    heads = _assert_documented_draws(m.params, mj.mimetic_attention(m.params, KEY, config=m.config), m.config)
+    assert heads == {"text_model/encoder/layers/0/self_attn": 2, "vision_model/encoder/layers/0/self_attn": 4}
+    new_flat, old_flat = flatten(new), flatten(m.params)
+    assert any(not np.array_equal(np.asarray(new_flat[p]), np.asarray(old_flat[p])) for p in old_flat)
+    with pytest.raises(ValueError, match="composite .*text_config, vision_config"):
+        mj.heads_from_config(m.config)
