@@ -1196,7 +1196,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
     for c in cases:
         if c.func == "mimetic_ssm" and c.label.startswith("a_log_range="):
             c.names += ("low", "high")  # a_log_range=(low, high) is checked as a_log_init's low and high
-    add("mimetic_ssm", "Mamba-2 valid", lambda: mj.mimetic_ssm(LM2, K), "valid", check=same_structure(LM2))
+    add("mimetic_ssm", "Mamba-2 valid", lambda: mj.mimetic_ssm(LM2, K, ngroups=1), "valid", check=same_structure(LM2))
     add(
         "mimetic_ssm",
         "delta=7e4 on float16",

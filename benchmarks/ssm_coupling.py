@@ -108,7 +108,7 @@ def run_all(seeds: int, states: tuple[int, ...]) -> list[dict]:
                 u = emb[jax.random.randint(k_tok, (1, LENGTH), 0, VOCAB)]
                 variables = block.init(k_model, u)
                 for name, conv in INITS.items():
-                    v = variables if name == "default" else mimetic_ssm(variables, k_mim, conv=conv)
+                    v = variables if name == "default" else mimetic_ssm(variables, k_mim, conv=conv, config=block)
                     inter = intermediates(block, v, u)
                     per_init[name].append(coupling(block, inter, u))
                     steps[name].append(retention(block, v, inter))

@@ -134,7 +134,7 @@ def run_config(model, data, inits, seeds, steps, cfg) -> dict:
             init_key, mimetic_key, data_key = jax.random.split(jax.random.key(seed), 3)
             params = init(init_key, sample)
             if OPTIONS[name] is not None:
-                params = mimetic_ssm(params, mimetic_key, **OPTIONS[name])
+                params = mimetic_ssm(params, mimetic_key, config=model, **OPTIONS[name])
             trees.append(params)
             keys.append(data_key)  # the same data order for every init of a seed
     history = train_models(

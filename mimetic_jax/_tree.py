@@ -132,6 +132,20 @@ def flatten_shardings(shardings: Any, flat: Mapping[Path, Any]) -> dict[Path, An
     return result
 
 
+def config_get(config: Any, name: str) -> Any:
+    """``config[name]`` of a mapping, else the attribute ``name`` of an object (a model config, a module); ``None``."""
+    return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+
+
+def config_int(config: Any, names: Sequence[str]) -> int | None:
+    """The first positive ``int`` among ``names`` of a config or module (:func:`config_get`), else ``None``."""
+    for n in names:
+        v = config_get(config, n)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
 def module_at(tree: Any, path: Path) -> Any:
     """The object at ``path`` inside ``tree`` (an attribute, a key or an index per element), or ``None``.
 

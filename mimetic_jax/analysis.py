@@ -256,7 +256,7 @@ def analyze(
     stacked_axes: int = 0,
     depthwise_include: str | None = DEPTHWISE_NAMES,
     mlp_include: str | None = MLP_NAMES,
-    ngroups: int = 1,
+    ngroups: int | None = None,
     length: int = 64,
     layouts: Sequence[Any] = DEFAULT_LAYOUTS,
     ssm_layouts: Sequence[Any] = DEFAULT_SSM_LAYOUTS,
@@ -276,10 +276,11 @@ def analyze(
       stacked_axes: leading axes of stacked layers (each slice is reported as its own layer).
       depthwise_include, mlp_include: path patterns of depthwise convs / first MLP layers
         (defaults of :func:`~mimetic_jax.mimetic_conv` / :func:`~mimetic_jax.mimetic_mlp`).
-      ngroups: Mamba-2 ``G``.
+      ngroups: Mamba-2 ``G`` (default: read as :func:`~mimetic_jax.mimetic_ssm` does).
       length: sequence length of the ``retention_min`` score.
       layouts, ssm_layouts: the attention and SSM layouts to look for.
-      config: a model config to read head counts from (as in :func:`~mimetic_jax.mimetic_attention`).
+      config: a model config to read head counts and Mamba-2 groups from (as in
+        :func:`~mimetic_jax.mimetic_attention` and :func:`~mimetic_jax.mimetic_ssm`).
       include, exclude: regular expressions (``re.search``) restricting the analysed layers,
         applied to every kind and matched like the single transforms do: against the block's
         path for attention/SSM (``"params/block_0/attn"``), the kernel's path for depthwise
@@ -344,7 +345,13 @@ def analyze(
     ssm = [
         s
         for b in find_ssm_blocks(
-            tree, layouts=ssm_layouts, include=include, exclude=exclude, ngroups=ngroups, stacked_axes=stacked_axes
+            tree,
+            layouts=ssm_layouts,
+            include=include,
+            exclude=exclude,
+            ngroups=ngroups,
+            stacked_axes=stacked_axes,
+            config=config,
         )
         for s in _ssm_scores(b, flat, length)
     ]

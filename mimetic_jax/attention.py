@@ -153,6 +153,8 @@ from mimetic_jax._sharding import Work, constrain, context_work, run_auto, targe
 from mimetic_jax._tree import (
     Path,
     common_stack,
+    config_get,
+    config_int,
     flatten,
     flatten_shardings,
     match_parts,
@@ -828,34 +830,22 @@ _SUB_CONFIGS = (
 _SIDE_HEADS = (("encoder", "encoder_attention_heads"), ("decoder", "decoder_attention_heads"))
 
 
-def _config_get(config: Any, name: str) -> Any:
-    return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
-
-
-def _config_value(config: Any, names: Sequence[str]) -> int | None:
-    for n in names:
-        v = _config_get(config, n)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    return None
-
-
 def _sub_configs(config: Any) -> list[tuple[str, str, Any]]:
     """The ``(attribute, path prefix, sub-config)`` of a composite config that hold head counts."""
     subs = []
     for attr, prefix in _SUB_CONFIGS:
-        sub = _config_get(config, attr)
+        sub = config_get(config, attr)
         if sub is not None and not isinstance(sub, (int, float, str, bool)) and _has_heads(sub):
             subs.append((attr, prefix, sub))
     return subs
 
 
 def _has_heads(config: Any) -> bool:
-    return _config_value(config, _CONFIG_HEADS) is not None or bool(_sub_configs(config))
+    return config_int(config, _CONFIG_HEADS) is not None or bool(_sub_configs(config))
 
 
 def _side_heads(config: Any) -> dict[str, int]:
-    sides = {side: _config_value(config, (name,)) for side, name in _SIDE_HEADS}
+    sides = {side: config_int(config, (name,)) for side, name in _SIDE_HEADS}
     return {side: h for side, h in sides.items() if h is not None}
 
 
@@ -901,14 +891,14 @@ def heads_from_config(config: Any, path: Any = None) -> tuple[int | None, int | 
             f"{', '.join(a for a, _ in _SUB_CONFIGS)}); got {type(config).__name__}"
         )
     if path is None:
-        heads = _config_value(config, _CONFIG_HEADS)
+        heads = config_int(config, _CONFIG_HEADS)
         if heads is None:
             subs = ", ".join(a for a, _, _ in _sub_configs(config))
             raise ValueError(
                 f"config {type(config).__name__} is composite (head counts in {subs}): the count depends on the "
                 "block; pass the block's path"
             )
-        return heads, _config_value(config, _CONFIG_KV_HEADS)
+        return heads, config_int(config, _CONFIG_KV_HEADS)
     parts = [str(p) for p in (path.split("/") if isinstance(path, str) else path)]
     subs = _sub_configs(config)
     for i, part in enumerate(parts):
@@ -920,7 +910,7 @@ def heads_from_config(config: Any, path: Any = None) -> tuple[int | None, int | 
         for part in parts:
             for side, heads in sides.items():
                 if part.lower().startswith(side):
-                    return heads, _config_value(config, _CONFIG_KV_HEADS)
+                    return heads, config_int(config, _CONFIG_KV_HEADS)
         raise ValueError(
             f"config {type(config).__name__} gives encoder_attention_heads={sides['encoder']} and "
             f"decoder_attention_heads={sides['decoder']}, and the block {'/'.join(parts)!r} is under neither "
@@ -1088,9 +1078,9 @@ def _heads_for(
         return num_heads, num_kv_heads
     module = module_at(tree, parent) if tree is not None else None
     if module is not None:
-        h = _config_value(module, ("num_heads",))
+        h = config_int(module, ("num_heads",))
         if h is not None:
-            return h, num_kv_heads if num_kv_heads is not None else _config_value(module, ("num_kv_heads",))
+            return h, num_kv_heads if num_kv_heads is not None else config_int(module, ("num_kv_heads",))
     h, kv = heads_from_config(config, parent) if config is not None else (None, None)
     return h, num_kv_heads if num_kv_heads is not None else kv
 
@@ -1171,8 +1161,6 @@ def _find_with_partials(
         num_heads = _checks.size("num_heads", num_heads)
     if num_kv_heads is not None:
         num_kv_heads = _checks.size("num_kv_heads", num_kv_heads)
-    if config is not None and not _has_heads(config):
-        heads_from_config(config)  # raises: the config names no head count anywhere
     matches, partial = _match(flat, layouts, include, exclude)
     blocks = []
     for parent, layout, paths in matches:

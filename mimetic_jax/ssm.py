@@ -89,7 +89,18 @@ import numpy as np
 
 from mimetic_jax import _checks
 from mimetic_jax._sharding import constrain, run_auto, target_of
-from mimetic_jax._tree import Path, common_stack, flatten, map_stacked, match_parts, path_name, put_like, rebuild
+from mimetic_jax._tree import (
+    Path,
+    common_stack,
+    config_int,
+    flatten,
+    map_stacked,
+    match_parts,
+    module_at,
+    path_name,
+    put_like,
+    rebuild,
+)
 from mimetic_jax.attention import DISTRIBUTIONS, METHODS, Distribution, Method, query_key
 
 __all__ = [
@@ -400,8 +411,24 @@ class SSMBlock:
         return (lay.dt_proj, lay.bias) if lay.version == 1 else (lay.dt_bias,)
 
 
-def _sizes(layout: SSMLayout, shapes: dict[Path, tuple[int, ...]], ngroups: int, where: str) -> tuple[int, int, int]:
-    """``(d_in, d_state, bc_offset)`` from the block's shapes (stacked axes removed)."""
+#: Where a Mamba-2 block's group count ``G`` is read when ``ngroups=`` is not given: the module's
+#: attribute (an NNX model), then the model config (transformers' ``Mamba2Config.n_groups``).
+_GROUP_NAMES = ("ngroups", "n_groups", "num_groups")
+
+
+def _groups_of(heads: int, gn: int) -> list[int]:
+    """The group counts ``G`` a Mamba-2 block of ``heads`` heads and ``G·N = gn`` could have (``G`` divides both)."""
+    return [g for g in range(1, min(heads, gn) + 1) if heads % g == 0 and gn % g == 0]
+
+
+def _sizes(
+    layout: SSMLayout, shapes: dict[Path, tuple[int, ...]], ngroups: int | None, where: str
+) -> tuple[int, int, int, int]:
+    """``(d_in, d_state, bc_offset, groups)`` from the block's shapes (stacked axes removed).
+
+    A Mamba-2 block's shapes give ``G·N``, not ``G``: with ``ngroups`` unknown, the split is
+    refused unless ``G = 1`` is the only count that divides both ``G·N`` and the heads.
+    """
 
     def bad(msg: str) -> ValueError:
         listed = ", ".join(f"{'/'.join(p)} {s}" for p, s in shapes.items())
@@ -419,7 +446,7 @@ def _sizes(layout: SSMLayout, shapes: dict[Path, tuple[int, ...]], ngroups: int,
                 f"x_proj must be (d_inner={d_inner}, dt_rank + 2 d_state = {rank + 2 * n}) and "
                 f"dt_proj (dt_rank, {d_inner})"
             )
-        return d_inner, n, rank
+        return d_inner, n, rank, 1
     in_proj, conv, out = (
         shapes[(layout.in_proj, layout.kernel)],
         shapes[(layout.conv1d, layout.kernel)],
@@ -429,13 +456,25 @@ def _sizes(layout: SSMLayout, shapes: dict[Path, tuple[int, ...]], ngroups: int,
         raise bad("expected A_log (H,), in_proj (d_model, W), conv1d (d_conv, 1, C), out_proj (d_inner, d_model)")
     heads, d_inner, d_model = a_log[0], out[0], in_proj[0]
     two_gn = conv[2] - d_inner
+    if ngroups is None and two_gn > 0 and two_gn % 2 == 0:
+        candidates = _groups_of(heads, two_gn // 2)
+        if len(candidates) > 1:
+            raise ValueError(
+                f"SSM block {where!r} (Mamba-2): its shapes give G·N = {two_gn // 2} with {heads} heads, which fits "
+                f"ngroups G in {candidates}; pass ngroups= (mamba_ssm's default is 1) or config=model.config "
+                f"(with {' / '.join(_GROUP_NAMES)})"
+            )
+        ngroups = 1
+    ngroups = ngroups or 1
     if two_gn <= 0 or two_gn % (2 * ngroups):
         raise bad(f"conv1d channels {conv[2]} - d_inner {d_inner} must be 2 * ngroups({ngroups}) * d_state")
     if in_proj[1] != 2 * d_inner + two_gn + heads or shapes[(layout.dt_bias,)] != (heads,):
         raise bad(
             f"in_proj width must be 2 d_inner + 2 G N + H = {2 * d_inner + two_gn + heads} and dt_bias ({heads},)"
         )
-    return d_model, two_gn // (2 * ngroups), 2 * d_inner
+    if heads % ngroups:
+        raise bad(f"ngroups ({ngroups}) must divide the number of heads ({heads})")
+    return d_model, two_gn // (2 * ngroups), 2 * d_inner, ngroups
 
 
 def _find(
@@ -445,8 +484,12 @@ def _find(
     exclude: str | None,
     ngroups: Any,
     stacked_axes: Any,
+    *,
+    tree: Any = None,
+    config: Any = None,
 ) -> list[SSMBlock]:
-    ngroups = _checks.positive_int("ngroups", ngroups)
+    if ngroups is not None:
+        ngroups = _checks.positive_int("ngroups", ngroups)
     stacked_axes = _checks.non_negative_int("stacked_axes", stacked_axes)
     if isinstance(layouts, SSMLayout):
         raise TypeError(
@@ -468,13 +511,18 @@ def _find(
         rel = layout.required()
         full = {r: tuple(jnp.shape(flat[p])) for r, p in zip(rel, paths)}
         stack = common_stack(f"SSM block {name!r}", list(full.values()), stacked_axes)
-        d_in, n, offset = _sizes(layout, {r: s[stacked_axes:] for r, s in full.items()}, ngroups, name)
+        groups = ngroups
+        if groups is None and layout.version == 2:
+            module = module_at(tree, parent) if tree is not None else None
+            groups = config_int(module, _GROUP_NAMES) if module is not None else None
+            if groups is None and config is not None:
+                groups = config_int(config, _GROUP_NAMES)
+        d_in, n, offset, groups = _sizes(layout, {r: s[stacked_axes:] for r, s in full.items()}, groups, name)
         if n > d_in:
             raise ValueError(
                 f"SSM block {name!r}: state size d_state={n} is larger than the B/C projection "
                 f"allows (its input width is {d_in}); the rank-N product W_C W_Bᵀ needs N <= {d_in}"
             )
-        groups = 1 if layout.version == 1 else ngroups
         blocks.append(SSMBlock(parent, layout, d_in, n, groups, offset, stack))
     return blocks
 
@@ -485,11 +533,24 @@ def find_ssm_blocks(
     layouts: Sequence[SSMLayout] = DEFAULT_SSM_LAYOUTS,
     include: str | None = None,
     exclude: str | None = None,
-    ngroups: int = 1,
+    ngroups: int | None = None,
     stacked_axes: int = 0,
+    config: Any = None,
 ) -> list[SSMBlock]:
-    """List the Mamba blocks :func:`mimetic_ssm` would change, with their sizes."""
-    return _find(flatten(tree), layouts, include, exclude, ngroups, stacked_axes)
+    """List the Mamba blocks :func:`mimetic_ssm` would change, with their sizes.
+
+    The arguments are those of :func:`mimetic_ssm`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from mimetic_jax.experiments.models import MambaLM
+      >>> model = MambaLM(vocab_size=16, d_model=16, n_layer=1, d_state=8, version=2, headdim=8, ngroups=2)
+      >>> params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+      >>> [(b.d_state, b.ngroups) for b in find_ssm_blocks(params, config={"n_groups": 2})]
+      [(8, 2)]
+    """
+    return _find(flatten(tree), layouts, include, exclude, ngroups, stacked_axes, tree=tree, config=config)
 
 
 def _new_leaves(block: SSMBlock, key: Array, old: dict[Path, Array], opts: dict[str, Any]) -> dict[Path, Array]:
@@ -579,8 +640,9 @@ def mimetic_ssm(
     layouts: Sequence[SSMLayout] = DEFAULT_SSM_LAYOUTS,
     include: str | None = None,
     exclude: str | None = None,
-    ngroups: int = 1,
+    ngroups: int | None = None,
     stacked_axes: int = 0,
+    config: Any = None,
     allow_empty: bool = False,
 ) -> Any:
     """Re-initialize every Mamba block of a model mimetically (Trockman et al. 2024).
@@ -610,7 +672,10 @@ def mimetic_ssm(
       a_log_range, delta, alpha, beta, distribution, method: the parts' options.
       layouts: the :class:`SSMLayout` s to look for (default Mamba-1 and Mamba-2 names).
       include, exclude: regular expressions on the block path.
-      ngroups: Mamba-2 ``G`` (the kernels' shapes give ``G·N``, not ``G``).
+      ngroups: Mamba-2 ``G`` (the kernels' shapes give ``G·N``, not ``G``). Default: the
+        module's ``ngroups``/``n_groups`` (an NNX model), else ``config``'s; when neither
+        says, ``G = 1`` where the shapes allow no other count, else a ``ValueError``.
+      config: a model config to read ``n_groups`` (or ``ngroups``) from.
       stacked_axes: leading axes of stacked layers; each slice gets its own draw.
       allow_empty: return the tree unchanged when no block is found (else ``ValueError``).
 
@@ -649,7 +714,7 @@ def mimetic_ssm(
     _checks.choice("distribution", distribution, DISTRIBUTIONS)
     _checks.target_fits("alpha", opts["alpha"], "beta", opts["beta"], jnp.float32)
     flat = flatten(tree)
-    blocks = _find(flat, layouts, include, exclude, ngroups, stacked_axes)
+    blocks = _find(flat, layouts, include, exclude, ngroups, stacked_axes, tree=tree, config=config)
     if not blocks:
         if allow_empty:
             return tree

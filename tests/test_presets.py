@@ -77,7 +77,7 @@ def test_mamba2_preset_changes_exactly_the_reported_paths():
         MambaLM(vocab_size=16, d_model=16, n_layer=2, d_state=4, version=2, headdim=8).init, jax.random.key(0), TOK
     )
     params = jax.tree.map(lambda s: jnp.full(s.shape, 0.1, s.dtype), shapes)
-    new, report = mj.mimetic(params, jax.random.key(1), preset="mamba", report=True)
+    new, report = mj.mimetic(params, jax.random.key(1), preset="mamba", ngroups=1, report=True)
     assert _changed(params, new) == report.paths
     assert any(p.endswith("dt_bias") for p in report.paths)
 

@@ -82,7 +82,7 @@ def test_causal_conv_equals_flax_grouped_conv_in_parameters_output_and_gradient(
 def test_mamba2_quadratic_scan_equals_the_parallel_scan_with_groups_and_gradients():
     tokens = jax.random.randint(jax.random.key(3), (2, 24), 0, 16)
     model = MambaLM(vocab_size=16, d_model=16, n_layer=2, d_state=8, version=2, headdim=8, ngroups=2)
-    params = mj.mimetic_ssm(jax.jit(model.init)(jax.random.key(0), tokens), jax.random.key(1), conv="bc")
+    params = mj.mimetic_ssm(jax.jit(model.init)(jax.random.key(0), tokens), jax.random.key(1), conv="bc", config=model)
     quadratic = model.clone(scan="quadratic")
 
     @jax.jit
@@ -320,7 +320,7 @@ def test_mimetic_ssm_errors(lm):
 def test_state_larger_than_projection_is_an_error():
     params = _zeros_like_init(MambaLM(vocab_size=8, d_model=8, n_layer=1, d_state=12, version=2))
     with pytest.raises(ValueError, match="d_state=12 is larger than the B/C projection allows"):
-        mj.mimetic_ssm(params, jax.random.key(0))
+        mj.mimetic_ssm(params, jax.random.key(0), ngroups=1)
 
 
 # --------------------------------------------------------------------------- tasks and masked loss
@@ -375,3 +375,40 @@ def test_sequence_dataset_and_masked_loss():
     logp = np.asarray(jax.nn.log_softmax(logits))
     expected = -np.mean(logp[valid, np.asarray(labels)[valid]])
     np.testing.assert_allclose(cross_entropy(logits, labels), expected, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- Mamba-2 group count
+
+
+def _mamba2(ngroups: int, d_state: int = 8):
+    model = MambaLM(vocab_size=16, d_model=16, n_layer=1, d_state=d_state, version=2, headdim=8, ngroups=ngroups)
+    return model, _zeros_like_init(model)
+
+
+def test_mamba2_group_count_is_never_guessed_from_shapes_that_fit_several():
+    model, params = _mamba2(ngroups=2)  # 4 heads, G·N = 16: G could be 1, 2 or 4
+    with pytest.raises(ValueError, match=r"G·N = 16 with 4 heads, which fits ngroups G in \[1, 2, 4\]; pass ngroups="):
+        mj.mimetic_ssm(params, jax.random.key(0))
+    with pytest.raises(ValueError, match="pass ngroups="):
+        mj.find_ssm_blocks(params)
+
+
+@pytest.mark.parametrize("source", ["ngroups", "config", "module as config"])
+def test_mamba2_group_count_comes_from_the_option_a_config_or_the_module(source):
+    model, params = _mamba2(ngroups=2)
+    kw = {"ngroups": {"ngroups": 2}, "config": {"config": {"n_groups": 2}}, "module as config": {"config": model}}
+    (block,) = mj.find_ssm_blocks(params, **kw[source])
+    assert (block.ngroups, block.d_state) == (2, 8)
+    new = mj.mimetic_ssm(params, jax.random.key(1), **kw[source])
+    mixer = new["params"]["layers_0"]["mixer"]
+    w = np.asarray(mixer["in_proj"]["kernel"], np.float64)
+    w_b, w_c = np.split(w[:, block.bc_offset : block.bc_offset + 2 * 2 * 8], 2, axis=1)
+    for g in range(2):  # the documented construction per group: W_C W_Bᵀ's diagonal is positive
+        prod = w_c[:, g * 8 : (g + 1) * 8] @ w_b[:, g * 8 : (g + 1) * 8].T
+        assert np.mean(np.diag(prod)) > 3 * np.std(prod - np.diag(np.diag(prod)))
+
+
+def test_mamba2_group_count_is_one_where_the_shapes_allow_no_other():
+    _, params = _mamba2(ngroups=1, d_state=3)  # G·N = 3 with 4 heads: only G = 1 divides both
+    (block,) = mj.find_ssm_blocks(params)
+    assert (block.ngroups, block.d_state) == (1, 3)

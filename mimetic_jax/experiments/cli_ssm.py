@@ -115,7 +115,7 @@ def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
         init_key, mimetic_key, data_key = jax.random.split(jax.random.key(seed), 3)
         params = init(init_key, jnp.asarray(data.x_train[:1]))
         default.append(params)
-        mimetic.append(mimetic_ssm(params, mimetic_key))
+        mimetic.append(mimetic_ssm(params, mimetic_key, config=model))  # Mamba-2's ngroups from the model
         keys.append(data_key)
     bar = None
     if not args.no_progress:
