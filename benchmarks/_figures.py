@@ -5,19 +5,23 @@ The README's results block (``benchmarks/_readme.py``) and the documentation's p
 reads it from the result file that holds it. Two references, written the same way in both places
 (MyST role syntax):
 
-- ``{fig}`STEM:PATH|FORMAT``` — one value of ``benchmarks/results/STEM.json``.
+- ``{fig}`STEM:PATH#FORMAT``` — one value of ``benchmarks/results/STEM.json``.
   ``PATH`` walks the JSON by ``/``-separated steps: a key (``datasets/digits/main/final``), a list
-  index (``[0]``, ``[-1]``) or the record of a list whose field has a value (``models/[model=ViT-B/16]``).
+  index (``[0]``, ``[-1]``) or the record of a list whose fields have values (``models/[model=ViT-B/16]``,
+  ``rows/[version=1&d_state=8]``).
   ``PATH`` may end in operations on the per-seed lists it reaches, each after a ``~``:
   ``~col:I`` (column ``I`` of a seeds × checkpoints matrix), ``~minus:PATH2`` (minus the same-shaped
-  list at ``PATH2``, the paired difference), ``~div:PATH2`` (divided by the number at ``PATH2``: a
+  list at ``PATH2``, the paired difference; ``@STEM2:PATH2`` takes it from another file, paired by
+  seed when both runs used the same seeds), ``~div:PATH2`` (divided by the number at ``PATH2``: a
   ratio of two timings), ``~mean``, ``~std`` (ddof 1), ``~min``, ``~max``,
   ``~n``, ``~wins`` / ``~losses`` (how many are above / below zero) and ``~p`` (two-sided
   one-sample t-test against zero: on paired differences, the paired t-test).
   ``FORMAT`` is a Python format spec (``.2f``, ``+.1f``, ``.2g``, ``d``), optionally preceded by
-  ``%`` (the value times 100: accuracies and differences in percent or percentage points) and
-  followed by ``±`` (the value is ``X_mean``; ``X_std`` from the same record follows it as
-  ``mean ± std``). Without ``|FORMAT`` a number gets four significant digits.
+  ``%`` (the value times 100: accuracies and differences in percent or percentage points) or ``ms``
+  (times 1000: seconds as milliseconds) or ``GiB`` (bytes as GiB), and
+  followed by ``±`` (the path ends in ``mean``: ``X_mean``, ``X/mean`` or ``~mean``; the same
+  path ending in ``std`` follows it as ``mean ± std``). Without ``#FORMAT``. (``#``, not ``|``: a ``|`` would split a
+  Markdown table cell.) a number gets four significant digits.
 - ``{src}`STEM``` — where ``STEM.json`` was measured: the machine, the versions, the date
   (from its ``machine`` block).
 
@@ -26,7 +30,7 @@ A reference that does not resolve (no file, no key, a non-number under a number 
 
 Example::
 
-    >>> expand("fast: {fig}`init_cost:models/[model=ViT-B/16]/ratio_fast_steady|.2f`x")  # doctest: +SKIP
+    >>> expand("fast: {fig}`init_cost:models/[model=ViT-B/16]/ratio_fast_steady#.2f`x")  # doctest: +SKIP
     'fast: 1.20x'
 """
 
@@ -42,7 +46,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-#: A reference as written in a page: ``{fig}`STEM:PATH|FORMAT``` or ``{src}`STEM```.
+#: A reference as written in a page: ``{fig}`STEM:PATH#FORMAT``` or ``{src}`STEM```.
 REFERENCE = re.compile(r"\{(fig|src)\}`([^`]+)`")
 _STEP = re.compile(r"\[[^\]]*\]|[^/]+")
 
@@ -75,10 +79,12 @@ def lookup(data: Any, path: str) -> Any:
             if not isinstance(node, list):
                 raise FigureError(f"{step} needs a list at {where}, found {type(node).__name__}")
             if "=" in inner:
-                field, _, want = inner.partition("=")
-                hits = [r for r in node if isinstance(r, dict) and str(r.get(field)) == want]
+                conditions = [c.partition("=")[::2] for c in inner.split("&")]
+                hits = [
+                    r for r in node if isinstance(r, dict) and all(str(r.get(f)) == want for f, want in conditions)
+                ]
                 if len(hits) != 1:
-                    raise FigureError(f"{len(hits)} records with {field}={want} at {where} (need exactly one)")
+                    raise FigureError(f"{len(hits)} records with {inner} at {where} (need exactly one)")
                 node = hits[0]
             else:
                 try:
@@ -121,6 +127,9 @@ def apply(data: Any, value: Any, op: str) -> Any:
         except (ValueError, IndexError) as err:
             raise FigureError(f"no column {arg!r}") from err
     if name == "minus":
+        if arg.startswith("@"):
+            other, _, arg = arg[1:].partition(":")
+            return _minus(value, lookup(load(other), arg))
         return _minus(value, lookup(data, arg))
     if name == "div":
         return _number(value, op) / _number(lookup(data, arg), op)
@@ -163,6 +172,10 @@ def format_value(x: Any, spec: str, ref: str = "") -> str:
     """``x`` under ``spec`` (``[%]SPEC``; see the module docstring). Minus signs are typographic."""
     if spec.startswith("%"):
         x, spec = _number(x, ref) * 100, spec[1:]
+    elif spec.startswith("ms"):
+        x, spec = _number(x, ref) * 1000, spec[2:]
+    elif spec.startswith("GiB"):
+        x, spec = _number(x, ref) / 2**30, spec[3:]
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         if spec:
             raise FigureError(f"{ref}: {x!r} is not a number (format {spec!r})")
@@ -178,19 +191,19 @@ def format_value(x: Any, spec: str, ref: str = "") -> str:
 
 
 def figure(ref: str) -> str:
-    """The text of ``{fig}`ref```: ``STEM:PATH|FORMAT``."""
-    target, _, spec = ref.partition("|")
+    """The text of ``{fig}`ref```: ``STEM:PATH#FORMAT``."""
+    target, _, spec = ref.partition("#")
     stem, sep, path = target.partition(":")
     if not sep:
-        raise FigureError(f"{ref!r}: a figure is STEM:PATH[|FORMAT]")
+        raise FigureError(f"{ref!r}: a figure is STEM:PATH[#FORMAT]")
     data = load(stem.strip())
     pm = spec.endswith("±")
     spec = spec.rstrip("±").strip()
     path = path.strip()
     text = format_value(value(data, path), spec, ref)
     if pm:
-        if not path.endswith(("_mean", "~mean")):
-            raise FigureError(f"{ref!r}: '±' needs a PATH ending in _mean or ~mean")
+        if not path.endswith("mean"):
+            raise FigureError(f"{ref!r}: '±' needs a PATH ending in mean (_mean, /mean or ~mean)")
         std = value(data, path[: -len("mean")] + "std")
         text += " ± " + format_value(std, spec.replace("+", ""), ref)
     return text

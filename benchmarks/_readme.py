@@ -3,7 +3,7 @@
 ``python benchmarks/_readme.py`` rewrites the block of ``README.md`` between ``<!-- results:begin -->``
 and ``<!-- results:end -->``; ``--check`` only says whether it is current (exit status 1 if not),
 which ``tests/test_figures.py`` also asserts. Every figure in the block is a reference resolved by
-``benchmarks/_figures.py`` (``{fig}`STEM:PATH|FORMAT```), so a result file changed or replaced
+``benchmarks/_figures.py`` (``{fig}`STEM:PATH#FORMAT```), so a result file changed or replaced
 changes the README when this script runs, and a README edited by hand fails the test.
 
 A row of the table is one entry of :data:`ROWS`: the scheme, what training shows, what the init
@@ -27,23 +27,23 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 def paired(stem: str, arm: str, base: str, col: int = -1) -> str:
     """A paired difference of two arms' per-seed accuracy (seeds × checkpoints), column ``col``, in pp."""
     d = f"{stem}:{arm}~minus:{base}~col:{col}"
-    return f"{{fig}}`{d}~mean|%+.1f±` pp (n {{fig}}`{d}~n`, p {{fig}}`{d}~p|.2g`)"
+    return f"{{fig}}`{d}~mean#%+.1f±` pp (n {{fig}}`{d}~n`, p {{fig}}`{d}~p#.2g`)"
 
 
 def final(stem: str, part: str, what: str = "final") -> str:
     """A training benchmark's paired result (``diff_mean ± diff_std`` pp, p) at ``part/<what>``."""
     p = f"{stem}:{part}/{what}/"
-    return f"{{fig}}`{p}diff_mean|%+.1f±` pp (n {{fig}}`{p}n`, p {{fig}}`{p}p|.2g`)"
+    return f"{{fig}}`{p}diff_mean#%+.1f±` pp (n {{fig}}`{p}n`, p {{fig}}`{p}p#.2g`)"
 
 
 def emergence(alpha: str) -> str:
     p = f"emergence:summary/paired_vs_alpha1/{alpha}/final/"
-    return f"{{fig}}`{p}mean|%+.1f` pp (n {{fig}}`{p}n`, p {{fig}}`{p}p|.2g`)"
+    return f"{{fig}}`{p}mean#%+.1f` pp (n {{fig}}`{p}n`, p {{fig}}`{p}p#.2g`)"
 
 
 def ratio(stem: str, model: str, arm: str, spec: str = ".2f") -> str:
     """A whole-model init's steady-state time over the default init's (``init_cost.py``)."""
-    return f"{{fig}}`{stem}:models/[model={model}]/ratio_{arm}_steady|{spec}`×"
+    return f"{{fig}}`{stem}:models/[model={model}]/ratio_{arm}_steady#{spec}`×"
 
 
 SSM = "results/{task}/paired_vs_default/mimetic"
@@ -72,8 +72,8 @@ ROWS: list[tuple[str, str, str]] = [
             "conv_training_400steps_10seeds", CONV + "covariance, frozen filters", CONV + "default, frozen filters"
         )
         + "",
-        "18 ConvNeXt-T layers: {fig}`conv_init_cost:layers/covariance/median_s~div:layers/default/median_s|.2f`× (CPU), "
-        "{fig}`conv_init_cost.gpu:layers/covariance/median_s~div:layers/default/median_s|.2f`× (H200)",
+        "18 ConvNeXt-T layers: {fig}`conv_init_cost:layers/covariance/median_s~div:layers/default/median_s#.2f`× (CPU), "
+        "{fig}`conv_init_cost.gpu:layers/covariance/median_s~div:layers/default/median_s#.2f`× (H200)",
     ),
     (
         "MLP mean shift",

@@ -14,7 +14,7 @@ A Sphinx extension (``builder-inited``, before the sources are read) that writes
 It also gives the pages three ways to show a figure of ``benchmarks/results/`` without typing it
 (resolved by ``benchmarks/_figures.py``; a reference that does not resolve fails the build):
 
-* the role ``{fig}`STEM:PATH|FORMAT```: one value (hover: the file and its machine);
+* the role ``{fig}`STEM:PATH#FORMAT```: one value (hover: the file and its machine);
 * the role ``{src}`STEM```: a link to the result's page, with machine, versions and date;
 * the directive ``{results} STEM`` (option ``:path:``): a part of a result as generated tables.
 
