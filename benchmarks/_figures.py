@@ -55,7 +55,7 @@ class FigureError(ValueError):
     """A figure reference that does not resolve against ``benchmarks/results/``."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_cached(stem: str, mtime: float) -> dict:
     return json.loads((RESULTS / f"{stem}.json").read_text(encoding="utf-8"))
 
@@ -80,9 +80,7 @@ def lookup(data: Any, path: str) -> Any:
                 raise FigureError(f"{step} needs a list at {where}, found {type(node).__name__}")
             if "=" in inner:
                 conditions = [c.partition("=")[::2] for c in inner.split("&")]
-                hits = [
-                    r for r in node if isinstance(r, dict) and all(str(r.get(f)) == want for f, want in conditions)
-                ]
+                hits = [r for r in node if isinstance(r, dict) and all(str(r.get(f)) == want for f, want in conditions)]
                 if len(hits) != 1:
                     raise FigureError(f"{len(hits)} records with {inner} at {where} (need exactly one)")
                 node = hits[0]

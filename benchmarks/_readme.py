@@ -55,23 +55,32 @@ FUSE = "datasets/{d}/{k}/"
 ROWS: list[tuple[str, str, str]] = [
     (
         "mimetic self-attention",
-        "ViT on digits " + final("training", "datasets/digits/main")
-        + ", on MNIST-1D " + final("training", "datasets/mnist1d/main")
-        + "; wider ViT " + final("training_wide", "datasets/digits/main") + "",
-        "`fast`: ViT-B/16 " + ratio("init_cost", "ViT-B/16", "fast") + ", GPT-2-medium "
-        + ratio("init_cost", "GPT-2-medium", "fast") + " (CPU); ViT-B/16 " + ratio("init_cost.gpu", "ViT-B/16", "fast")
-        + " (H200); `exact`: ViT-B/16 " + ratio("init_cost_exact", "ViT-B/16", "exact", ".0f") + " (CPU)",
+        "ViT on digits "
+        + final("training", "datasets/digits/main")
+        + ", on MNIST-1D "
+        + final("training", "datasets/mnist1d/main")
+        + "; wider ViT "
+        + final("training_wide", "datasets/digits/main"),
+        "`fast`: ViT-B/16 "
+        + ratio("init_cost", "ViT-B/16", "fast")
+        + ", GPT-2-medium "
+        + ratio("init_cost", "GPT-2-medium", "fast")
+        + " (CPU); ViT-B/16 "
+        + ratio("init_cost.gpu", "ViT-B/16", "fast")
+        + " (H200); `exact`: ViT-B/16 "
+        + ratio("init_cost_exact", "ViT-B/16", "exact", ".0f")
+        + " (CPU)",
     ),
     (
         "covariance depthwise filters",
         "ConvMixer on digits, step 133: "
         + paired("conv_training_400steps_10seeds", CONV + "covariance", CONV + "default", 0)
-        + ", step 400: " + paired("conv_training_400steps_10seeds", CONV + "covariance", CONV + "default")
+        + ", step 400: "
+        + paired("conv_training_400steps_10seeds", CONV + "covariance", CONV + "default")
         + "; frozen filters, step 400: "
         + paired(
             "conv_training_400steps_10seeds", CONV + "covariance, frozen filters", CONV + "default, frozen filters"
-        )
-        + "",
+        ),
         "18 ConvNeXt-T layers: {fig}`conv_init_cost:layers/covariance/median_s~div:layers/default/median_s#.2f`× (CPU), "
         "{fig}`conv_init_cost.gpu:layers/covariance/median_s~div:layers/default/median_s#.2f`× (H200)",
     ),
@@ -79,21 +88,28 @@ ROWS: list[tuple[str, str, str]] = [
         "MLP mean shift",
         "mean 0.1 on top of mimetic attention, ViT, step 400: "
         + paired(
-            "conv_training_400steps_10seeds", "results/vit/acc/mimetic attention + mean", "results/vit/acc/mimetic attention"
+            "conv_training_400steps_10seeds",
+            "results/vit/acc/mimetic attention + mean",
+            "results/vit/acc/mimetic attention",
         )
         + "; on the BatchNorm ConvMixer, step 133: "
-        + paired("conv_training_400steps_10seeds", CONV + "default + mean", CONV + "default", 0)
-        + "",
+        + paired("conv_training_400steps_10seeds", CONV + "default + mean", CONV + "default", 0),
         "not measured (one shifted draw)",
     ),
     (
         "mimetic SSM (Mamba)",
-        "copying 16 tokens, Mamba-1 " + final("ssm_recall.gpu", "results/Mamba-1, copying 16 tokens, N 8, 800 steps/paired_vs_default", "mimetic")
-        + ", Mamba-2 " + final("ssm_recall.gpu", "results/Mamba-2, copying 16 tokens, N 8, 800 steps/paired_vs_default", "mimetic")
-        + "; Mamba-2 MQAR " + final("ssm_recall.gpu", "results/Mamba-2, MQAR L 64, 8 pairs, N 8, 2000 steps/paired_vs_default", "mimetic")
+        "copying 16 tokens, Mamba-1 "
+        + final("ssm_recall.gpu", "results/Mamba-1, copying 16 tokens, N 8, 800 steps/paired_vs_default", "mimetic")
+        + ", Mamba-2 "
+        + final("ssm_recall.gpu", "results/Mamba-2, copying 16 tokens, N 8, 800 steps/paired_vs_default", "mimetic")
+        + "; Mamba-2 MQAR "
+        + final("ssm_recall.gpu", "results/Mamba-2, MQAR L 64, 8 pairs, N 8, 2000 steps/paired_vs_default", "mimetic")
         + "; Mamba-1 MQAR at d 128, lr 3e-3: "
-        + final("ssm_recall_m1mqar_d128.gpu", "results/Mamba-1, MQAR L 64, 8 pairs, N 16, 4000 steps/paired_vs_default", "mimetic")
-        + "",
+        + final(
+            "ssm_recall_m1mqar_d128.gpu",
+            "results/Mamba-1, MQAR L 64, 8 pairs, N 16, 4000 steps/paired_vs_default",
+            "mimetic",
+        ),
         "not measured (a few small draws per block)",
     ),
     (
@@ -104,10 +120,15 @@ ROWS: list[tuple[str, str, str]] = [
     (
         "FuseInit",
         "fused (data) − shallow net from random init, end of training: digits MLP "
-        + paired("fuse", FUSE.format(d="digits", k="mlp") + "fused-data", FUSE.format(d="digits", k="mlp") + "shallow-random")
+        + paired(
+            "fuse", FUSE.format(d="digits", k="mlp") + "fused-data", FUSE.format(d="digits", k="mlp") + "shallow-random"
+        )
         + ", MNIST-1D CNN "
-        + paired("fuse", FUSE.format(d="mnist1d", k="cnn") + "fused-data", FUSE.format(d="mnist1d", k="cnn") + "shallow-random")
-        + "",
+        + paired(
+            "fuse",
+            FUSE.format(d="mnist1d", k="cnn") + "fused-data",
+            FUSE.format(d="mnist1d", k="cnn") + "shallow-random",
+        ),
         "not measured",
     ),
 ]
@@ -142,9 +163,7 @@ def block() -> str:
     for stem in used:
         where, _, date = figures.machine(stem).rpartition(", ")
         groups.setdefault(where, []).append(f"`{stem}` {date}")
-    lines += ["", "Measured on: " + "; ".join(
-        f"{where}: {', '.join(items)}" for where, items in groups.items()
-    ) + "."]
+    lines += ["", "Measured on: " + "; ".join(f"{where}: {', '.join(items)}" for where, items in groups.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

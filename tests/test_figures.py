@@ -144,9 +144,7 @@ def test_references_read_the_json_values():
     data = figures.load("training")
     final = data["datasets"]["digits"]["main"]["final"]
     ref = "training:datasets/digits/main/final/diff_mean#%+.2f±"
-    assert figures.figure(ref) == f"{100 * final['diff_mean']:+.2f} ± {100 * final['diff_std']:.2f}".replace(
-        "-", "−"
-    )
+    assert figures.figure(ref) == f"{100 * final['diff_mean']:+.2f} ± {100 * final['diff_std']:.2f}".replace("-", "−")
     # the paired difference computed from per-seed curves equals the one the script stored
     computed = "training:datasets/digits/main/mimetic~minus:datasets/digits/main/default~col:-1~mean"
     assert figures.value(data, computed.split(":", 1)[1]) == pytest.approx(final["diff_mean"], abs=1e-6)

@@ -627,7 +627,11 @@ def _sphinx_parts() -> tuple[type, type, type]:
 
     def link(stem: str, refdoc: str) -> Any:
         node = addnodes.pending_xref(
-            "", refdomain="std", reftype="doc", reftarget=f"/_generated/benchmarks/{stem}", refexplicit=True,
+            "",
+            refdomain="std",
+            reftype="doc",
+            reftarget=f"/_generated/benchmarks/{stem}",
+            refexplicit=True,
             refdoc=refdoc,
         )
         node += nodes.literal(stem, stem)
@@ -671,7 +675,9 @@ def _sphinx_parts() -> tuple[type, type, type]:
             intro += link(stem, self.env.docname)
             intro += nodes.Text(f" ({where}):")
             container += intro
-            self.state.nested_parse(StringList(text.splitlines(), source=f"{stem}.json"), self.content_offset, container)
+            self.state.nested_parse(
+                StringList(text.splitlines(), source=f"{stem}.json"), self.content_offset, container
+            )
             return [container]
 
     return FigRole, SrcRole, ResultsDirective
