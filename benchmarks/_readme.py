@@ -136,8 +136,9 @@ ROWS: list[tuple[str, str, str]] = [
 INTRO = (
     "Generated from `benchmarks/results/*.json` by `python benchmarks/_readme.py` (not edited by hand). "
     "pp: percentage points of test accuracy, mimetic − default unless stated, mean ± std of the per-seed "
-    "paired differences over n seeds, p of a paired t-test. Every other configuration and the caveats: "
-    "each scheme's page."
+    "paired differences over n seeds, p of a paired t-test; init cost: steady-state time of the jitted whole-model "
+    "init over the default init's. The CPU is a development machine shared with other jobs (load averages in each "
+    "file). Every other configuration and the caveats: each scheme's page."
 )
 
 
