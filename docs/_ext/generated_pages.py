@@ -11,6 +11,13 @@ A Sphinx extension (``builder-inited``, before the sources are read) that writes
 * ``citation.inc``: how to cite the package and the papers, read from ``CITATION.cff``.
 * ``notebooks/<name>.ipynb``: copies of ``notebooks/*.ipynb`` (rendered, not executed).
 
+It also gives the pages three ways to show a figure of ``benchmarks/results/`` without typing it
+(resolved by ``benchmarks/_figures.py``; a reference that does not resolve fails the build):
+
+* the role ``{fig}`STEM:PATH#FORMAT```: one value (hover: the file and its machine);
+* the role ``{src}`STEM```: a link to the result's page, with machine, versions and date;
+* the directive ``{results} STEM`` (option ``:path:``): a part of a result as generated tables.
+
 Run it by hand with ``python docs/_ext/generated_pages.py`` (writes the same files).
 """
 
@@ -22,12 +29,16 @@ import pathlib
 import re
 import shutil
 import statistics
+import sys
 from typing import Any
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent
 ROOT = DOCS.parent
 OUT = DOCS / "_generated"
 RESULTS = ROOT / "benchmarks" / "results"
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _figures as figures  # noqa: E402  (benchmarks/ is scripts, not a package)
 
 #: Raw data the tables leave out: timing samples, load averages, spectra, per-layer lists.
 NOISE = re.compile(
@@ -588,6 +599,90 @@ def prose_attribute_docstring(app: Any, what: str, name: str, obj: Any, options:
             lines[0] = f"{head} — {tail}"
 
 
+# --------------------------------------------------------------------------- figures in pages
+
+
+def results_markdown(stem: str, path: str = "") -> str:
+    """Markdown tables of ``STEM.json`` (or of the part at ``path``), headings as bold lines."""
+    data = figures.load(stem)
+    node = figures.lookup(data, path) if path else {k: v for k, v in data.items() if k not in ("machine", "config")}
+    title = path.rstrip("/").rsplit("/", 1)[-1] if path else stem
+    steps = None
+    if path:  # curves need the steps of the part they sit in
+        parent = figures.lookup(data, path.rstrip("/").rsplit("/", 1)[0]) if "/" in path.strip("/") else data
+        steps = parent.get("steps") if isinstance(parent, dict) and is_vector(parent.get("steps")) else None
+    if not isinstance(node, dict):
+        node = {title: node}
+    text = walk(node, title, 4, steps)
+    return re.sub(r"^#{1,6} (.*)$", r"**\1**", text, flags=re.M)
+
+
+def _sphinx_parts() -> tuple[type, type, type]:
+    """The role and directive classes (built on first use: Sphinx is imported only by the build)."""
+    from docutils import nodes
+    from docutils.parsers.rst import directives
+    from docutils.statemachine import StringList
+    from sphinx import addnodes
+    from sphinx.util.docutils import SphinxDirective, SphinxRole
+
+    def link(stem: str, refdoc: str) -> Any:
+        node = addnodes.pending_xref(
+            "",
+            refdomain="std",
+            reftype="doc",
+            reftarget=f"/_generated/benchmarks/{stem}",
+            refexplicit=True,
+            refdoc=refdoc,
+        )
+        node += nodes.literal(stem, stem)
+        return node
+
+    class FigRole(SphinxRole):
+        def run(self) -> tuple[list, list]:
+            try:
+                value = figures.figure(self.text)
+                stem = figures.stem_of("fig", self.text)
+                where = figures.machine(stem)
+            except figures.FigureError as err:
+                msg = self.inliner.reporter.error(f"{{fig}}`{self.text}`: {err}", line=self.lineno)
+                return [self.inliner.problematic(self.rawtext, self.rawtext, msg)], [msg]
+            return [nodes.abbreviation(value, value, explanation=f"benchmarks/results/{stem}.json ({where})")], []
+
+    class SrcRole(SphinxRole):
+        def run(self) -> tuple[list, list]:
+            stem = self.text.strip()
+            try:
+                where = figures.machine(stem)
+            except figures.FigureError as err:
+                msg = self.inliner.reporter.error(f"{{src}}`{self.text}`: {err}", line=self.lineno)
+                return [self.inliner.problematic(self.rawtext, self.rawtext, msg)], [msg]
+            return [link(stem, self.env.docname), nodes.Text(f": {where}")], []
+
+    class ResultsDirective(SphinxDirective):
+        required_arguments = 1
+        option_spec = {"path": directives.unchanged}
+
+        def run(self) -> list:
+            stem = self.arguments[0]
+            try:
+                where = figures.machine(stem)
+                text = results_markdown(stem, self.options.get("path", ""))
+            except figures.FigureError as err:
+                raise self.error(f"results {stem}: {err}") from err
+            container = nodes.container(classes=["results"])
+            intro = nodes.paragraph()
+            intro += nodes.Text("Generated from ")
+            intro += link(stem, self.env.docname)
+            intro += nodes.Text(f" ({where}):")
+            container += intro
+            self.state.nested_parse(
+                StringList(text.splitlines(), source=f"{stem}.json"), self.content_offset, container
+            )
+            return [container]
+
+    return FigRole, SrcRole, ResultsDirective
+
+
 def generate(*_: Any) -> None:
     benchmark_pages()
     citation_page()
@@ -596,6 +691,10 @@ def generate(*_: Any) -> None:
 
 def setup(app: Any) -> dict:
     app.connect("builder-inited", generate)
+    fig_role, src_role, results_directive = _sphinx_parts()
+    app.add_role("fig", fig_role())
+    app.add_role("src", src_role())
+    app.add_directive("results", results_directive)
     app.connect("missing-reference", resolve_public_name)
     app.connect("autodoc-process-docstring", value_docstring)
     app.connect("autodoc-process-docstring", prose_attribute_docstring, priority=400)
