@@ -116,3 +116,27 @@ def test_the_getting_started_snippets_run():
     assert "params/attention/query/kernel" in str(report) and "params/fc1/kernel" not in str(report)
     printed = re.search(r"```text\n(.*?)```", text, flags=re.S).group(1)
     assert printed.strip() == str(report).strip()
+
+
+def first_python_block(path: pathlib.Path) -> str:
+    return re.search(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S).group(1)
+
+
+def test_the_readme_and_the_landing_page_open_with_the_same_short_snippet_and_it_runs():
+    """The first Python snippet: the same on both, at most 10 lines of at most 76 characters.
+
+    76 characters fit the landing page's code column at 1280 px (about 78 measured in headless
+    Chromium, tests/test_docs_browser.py) and GitHub's README column, so neither scrolls.
+    """
+    snippet = first_python_block(ROOT / "README.md")
+    assert snippet == first_python_block(DOCS / "index.md"), "README.md and docs/index.md open with different snippets"
+    lines = snippet.splitlines()
+    assert len(lines) <= 10 and max(len(line) for line in lines) <= 76, lines
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    import jax
+
+    before = namespace["model"].init(jax.random.key(0), namespace["x"])
+    after = namespace["params"]
+    assert jax.tree.structure(before) == jax.tree.structure(after)
+    assert not (before["params"]["query"]["kernel"] == after["params"]["query"]["kernel"]).all()

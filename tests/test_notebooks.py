@@ -5,7 +5,10 @@ kernelspec written to a temporary folder: nothing is registered globally), with 
 checkout first on ``PYTHONPATH`` (so the setup cell finds the package and skips its
 install; figures use the inline backend) and the cell tagged ``parameters`` followed by an injected cell
 that shrinks the budget (papermill's convention). Any cell that raises fails the test.
-The stored notebooks must carry no outputs.
+The stored notebooks must carry no outputs. The documentation site renders the executed copies
+that ``notebooks/_gallery.py`` writes to ``notebooks/executed/``: each must hold the cells of its
+stored notebook, the gallery's budget, an output for every cell and the figures of
+``notebooks/figures/``, or the test names the command that refreshes it.
 """
 
 from __future__ import annotations
@@ -108,6 +111,57 @@ def test_notebook_is_stored_without_outputs(name):
     assert code, name
     assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has stored outputs"
     assert "mimetic_jax" in code[0].source and "%pip install" in code[0].source  # the Colab setup cell
+
+
+def load_gallery():
+    """``notebooks/_gallery.py`` as a module (a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebooks_gallery", NOTEBOOKS / "_gallery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_executed_copy_the_site_renders_is_the_current_notebook_run_at_the_gallery_budget(name):
+    gallery = load_gallery()
+    path = NOTEBOOKS / "executed" / f"{name}.ipynb"
+    refresh = f"run python notebooks/_gallery.py {name}"
+    assert path.is_file(), f"no notebooks/executed/{name}.ipynb: {refresh}"
+    executed = nbformat.read(path, as_version=4)
+    nbformat.validate(executed)
+    stored = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    # the stored cells, in order, and the two injected ones right after the `parameters` cell
+    kept = [c for c in executed.cells if not gallery.is_injected(c)]
+    assert load_sync().cells(nbformat.v4.new_notebook(cells=kept)) == load_sync().cells(stored), (
+        f"notebooks/executed/{name}.ipynb does not hold the cells of notebooks/{name}.ipynb: {refresh}"
+    )
+    at = next(i for i, c in enumerate(executed.cells) if "parameters" in c.metadata.get("tags", []))
+    injected = [c.source for c in executed.cells[at + 1 : at + 3]]
+    assert injected == [gallery.STYLE, gallery.budget_cell_source(name)], f"not the gallery's budget: {refresh}"
+    # every code cell ran, in order, without an error, and the figures are its figures
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), f"not run top to bottom: {refresh}"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    figures = sorted(NOTEBOOKS.glob(f"figures/{name}_*.png"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    assert figures and [p.read_bytes() for p in figures] == gallery.pngs(executed), (
+        f"notebooks/figures/{name}_*.png are not the figures of notebooks/executed/{name}.ipynb: {refresh}"
+    )
+    assert str(ROOT) not in path.read_text(encoding="utf-8"), "an output names this machine's checkout path"
+
+
+def test_the_gallery_cells_follow_the_parameters_cell_and_are_recognised():
+    gallery = load_gallery()
+    nb = gallery.with_gallery_cells(nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4), "quickstart")
+    nbformat.validate(nb)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    style, budget = nb.cells[at + 1 : at + 3]
+    assert "remove-cell" in style.metadata.tags and gallery.is_injected(style) and gallery.is_injected(budget)
+    assert budget.source.startswith("# ") and "STEPS = 150" in budget.source
+    assert sum(gallery.is_injected(c) for c in nb.cells) == 2
+    with pytest.raises(ValueError, match="parameters"):
+        gallery.with_gallery_cells(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), "x")
 
 
 def load_sync():

@@ -9,7 +9,8 @@ A Sphinx extension (``builder-inited``, before the sources are read) that writes
   generically: a table per list of records or per dictionary of records, accuracy curves
   (seeds x checkpoints) as mean ± std per step. See :func:`benchmark_page`.
 * ``citation.inc``: how to cite the package and the papers, read from ``CITATION.cff``.
-* ``notebooks/<name>.ipynb``: copies of ``notebooks/*.ipynb`` (rendered, not executed).
+* ``notebooks/<name>.ipynb``: copies of ``notebooks/executed/*.ipynb``, the notebooks with the
+  outputs of ``python notebooks/_gallery.py`` (rendered as stored, not executed at build time).
 
 It also gives the pages three ways to show a figure of ``benchmarks/results/`` without typing it
 (resolved by ``benchmarks/_figures.py``; a reference that does not resolve fails the build):
@@ -528,12 +529,22 @@ def citation_page() -> None:
 
 
 def notebook_copies() -> None:
-    """``notebooks/*.ipynb`` under ``_generated/notebooks/`` (Sphinx reads sources inside ``docs/`` only)."""
+    """The executed notebooks under ``_generated/notebooks/`` (Sphinx reads sources inside ``docs/`` only).
+
+    The site shows every notebook of ``notebooks/`` with its outputs: the copy that
+    ``python notebooks/_gallery.py`` wrote to ``notebooks/executed/`` (the stored
+    ``notebooks/<name>.ipynb`` carry no outputs). A notebook without an executed copy stops
+    the build, naming the command that writes it.
+    """
     folder = OUT / "notebooks"
     folder.mkdir(parents=True, exist_ok=True)
     names = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+    executed = ROOT / "notebooks" / "executed"
+    missing = sorted(name for name in names if not (executed / name).is_file())
+    if missing:
+        raise RuntimeError(f"no executed copy of {missing} in notebooks/executed/: run python notebooks/_gallery.py")
     for name in names:
-        write_if_changed(folder / name, (ROOT / "notebooks" / name).read_text(encoding="utf-8"))
+        write_if_changed(folder / name, (executed / name).read_text(encoding="utf-8"))
     for old in folder.glob("*.ipynb"):
         if old.name not in names:
             old.unlink()
