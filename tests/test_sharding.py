@@ -80,7 +80,9 @@ def test_created_inside_jit_with_shardings_is_bit_identical_and_placed(method):
 
     with jax.set_mesh(mesh):
         out = jax.jit(init, out_shardings=shardings)(KEY)
-    _assert_same(out, ref, shardings)
+    # fast, created inside the jit: the same bits on some CPUs, within float32 rounding on others
+    # (XLA:CPU's code for the partitioned program; 6e-8 measured on an AMD EPYC without AVX-512)
+    _assert_same(out, ref, shardings, atol=1e-7 if method == "fast" else 0.0)
 
 
 @pytest.mark.slow  # 14-27 s on 2 cores; .ci/run's slow pass
