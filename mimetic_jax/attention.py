@@ -893,9 +893,9 @@ def heads_from_config(config: Any, path: Any = None) -> tuple[int | None, int | 
     if path is None:
         heads = config_int(config, _CONFIG_HEADS)
         if heads is None:
-            subs = ", ".join(a for a, _, _ in _sub_configs(config))
+            listed = ", ".join(a for a, _, _ in _sub_configs(config))
             raise ValueError(
-                f"config {type(config).__name__} is composite (head counts in {subs}): the count depends on the "
+                f"config {type(config).__name__} is composite (head counts in {listed}): the count depends on the "
                 "block; pass the block's path"
             )
         return heads, config_int(config, _CONFIG_KV_HEADS)
