@@ -23,9 +23,10 @@ Array = jax.Array
 
 __all__ = ["KERNEL_LEAVES", "KernelSite", "declared_groups", "find_kernels", "nothing_found"]
 
-#: The leaf names of kernels and how each orders its axes: Flax ``(*spatial, in, out)``;
+#: The leaf names of kernels and how each orders its axes: Flax ``(*spatial, in, out)`` (and
+#: dm-haiku's ``w``, in the same order);
 #: PyTorch-style code and Equinox ``(out, in, *spatial)`` (``eqx.nn.Linear``/``Conv``'s ``weight``).
-KERNEL_LEAVES = {"kernel": "flax", "weight": "channels_first"}
+KERNEL_LEAVES = {"kernel": "flax", "w": "flax", "weight": "channels_first"}
 
 
 @dataclasses.dataclass(frozen=True)

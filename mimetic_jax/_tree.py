@@ -78,11 +78,41 @@ def as_pure_dict(tree: Any) -> Any:
     raise TypeError(f"as_pure_dict takes a mapping, an nnx.State or an nnx.Module, got {type(tree).__name__}")
 
 
+def _split_keys(path: Path) -> Path:
+    """A path with every ``/``-joined string key split into its parts.
+
+    dm-haiku names a parameter dict by the module's whole path in one key
+    (``"multi_head_attention/query"``, ``"mlp/~/linear_0"``); split, its parts can be matched
+    like any nested dict's.
+    """
+    if not any(isinstance(k, str) and "/" in k for k in path):
+        return path
+    return tuple(part for k in path for part in (k.split("/") if isinstance(k, str) else (k,)))
+
+
+def _flat_mapping(pure: Any, **kwargs: Any) -> dict[Path, Any]:
+    """``traverse_util.flatten_dict`` of a nested mapping, ``/``-joined keys split (:func:`_split_keys`)."""
+    flat: dict[Path, Any] = {}
+    for path, leaf in traverse_util.flatten_dict(
+        dict(pure) if isinstance(pure, FrozenDict) else pure, **kwargs
+    ).items():
+        split = _split_keys(path)
+        if split in flat:
+            raise ValueError(
+                f"tree has two leaves at {path_name(split)!r} (a key holding '/' and a nested dict name the same path)"
+            )
+        flat[split] = leaf
+    return flat
+
+
 def flatten(tree: Any) -> dict[Path, Any]:
-    """The flat ``{path: array}`` view of a mapping, an ``nnx.State``/``nnx.Module`` or any pytree."""
+    """The flat ``{path: array}`` view of a mapping, an ``nnx.State``/``nnx.Module`` or any pytree.
+
+    A string key holding ``/`` (dm-haiku's ``"multi_head_attention/query"``) counts as that many
+    path elements; :func:`rebuild` writes it back under its own key.
+    """
     if _is_mapping_tree(tree):
-        pure = as_pure_dict(tree)
-        return dict(traverse_util.flatten_dict(dict(pure) if isinstance(pure, FrozenDict) else pure))
+        return _flat_mapping(as_pure_dict(tree))
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     flat = {tuple(_key_name(k) for k in path): leaf for path, leaf in leaves if _is_array(leaf)}
     if not flat:
@@ -108,10 +138,7 @@ def flatten_shardings(shardings: Any, flat: Mapping[Path, Any]) -> dict[Path, An
     if shardings is None:
         return {}
     if isinstance(shardings, (nnx.State, Mapping)):
-        pure = as_pure_dict(shardings)
-        out = dict(
-            traverse_util.flatten_dict(dict(pure) if isinstance(pure, FrozenDict) else pure, keep_empty_nodes=False)
-        )
+        out = _flat_mapping(as_pure_dict(shardings), keep_empty_nodes=False)
     elif _is_sharding(shardings):
         raise TypeError(
             "shardings must have the structure of the tree (what jax.jit's out_shardings gets for it), "
@@ -263,12 +290,23 @@ def path_name(path: Path) -> str:
     return "/".join(str(p) for p in path)
 
 
+def _walk_keys(tree: Any) -> Any:
+    """Every key of a nested mapping, depth first."""
+    for k, v in tree.items():
+        yield k
+        if isinstance(v, Mapping):
+            yield from _walk_keys(v)
+
+
 def rebuild(tree: Any, flat: dict[Path, Any]) -> Any:
     """Write ``flat`` back in ``tree``'s container (a new dict/State, or the Module in place)."""
     if not _is_mapping_tree(tree):
         leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
         new = [flat.get(tuple(_key_name(k) for k in path), leaf) for path, leaf in leaves]
         return jax.tree_util.tree_unflatten(treedef, new)
+    if isinstance(tree, Mapping) and any(isinstance(k, str) and "/" in k for k in _walk_keys(tree)):
+        stored = {_split_keys(p): p for p in traverse_util.flatten_dict(dict(tree))}
+        flat = {stored.get(p, p): x for p, x in flat.items()}
     pure = traverse_util.unflatten_dict(flat)
     if isinstance(tree, FrozenDict):
         return FrozenDict(pure)

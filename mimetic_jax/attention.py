@@ -114,6 +114,7 @@ layout          parts (each holding a ``kernel``; Equinox: ``weight``)          
 ``GPT2``        ``c_attn``, ``c_proj``, stored ``(out, in)``                    transformers GPT-2 ``Conv1D``
 ``BLOOM``       ``query_key_value`` (per-head packing), ``dense``               BLOOM
 ``EQUINOX``     ``{query,key,value,output}_proj``, ``weight`` ``(out, in)``     ``eqx.nn.MultiheadAttention``
+``HAIKU``       ``query``, ``key``, ``value``, ``linear``, ``w``                dm-haiku ``hk.MultiHeadAttention``
 ==============  ==============================================================  =============================
 
 Kernel shapes, in Flax's ``(in, out)`` orientation (a layout with ``transposed=True``
@@ -176,6 +177,7 @@ __all__ = [
     "DEFAULT_LAYOUTS",
     "DISTILBERT",
     "EQUINOX",
+    "HAIKU",
     "FLAX",
     "FUSED",
     "GPT2",
@@ -796,6 +798,7 @@ EQUINOX = AttentionLayout(
     transposed=True,
     name="EQUINOX",
 )
+HAIKU = AttentionLayout(query="query", key="key", value="value", out="linear", kernel="w", name="HAIKU")
 #: The known model families, tried in this order at every candidate block.
 DEFAULT_LAYOUTS: tuple[AttentionLayout, ...] = (
     FLAX,
@@ -811,6 +814,7 @@ DEFAULT_LAYOUTS: tuple[AttentionLayout, ...] = (
     GPT2,
     BLOOM,
     EQUINOX,
+    HAIKU,
 )
 
 _CONFIG_HEADS = ("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads", "n_heads")

@@ -112,10 +112,10 @@ def mean_shift_init(
 #: Default path pattern of the first layer of an MLP (ViT ``mlp_in``, timm ``fc1``, GPT-2 ``c_fc``,
 #: ConvNeXt ``pwconv1``, ConvMixer ``pointwise``, LLaMA ``up_proj``/``gate_proj``, T5 ``wi``,
 #: Flax examples ``MlpBlock_*/Dense_0``, BLOOM ``dense_h_to_4h``, GPT-J ``fc_in``, DistilBERT ``lin1``,
-#: ``eqx.nn.MLP``'s ``layers/0``).
+#: ``eqx.nn.MLP``'s ``layers/0``, dm-haiku ``hk.nets.MLP``'s ``mlp/~/linear_0``).
 MLP_NAMES = (
     r"(^|/)(mlp_in|fc1|c_fc|pwconv1|pointwise|up_proj|gate_proj|wi|wi_0|wi_1|"
-    r"intermediate/dense|MlpBlock_\d+/Dense_0|mlp/Dense_0|mlp/layers/0|dense_h_to_4h|fc_in|lin1)(_\d+)?(/|$)"
+    r"intermediate/dense|MlpBlock_\d+/Dense_0|mlp/Dense_0|mlp/layers/0|mlp/~/linear_0|dense_h_to_4h|fc_in|lin1)(_\d+)?(/|$)"
 )
 
 #: Package default of the mean shift, in units of the kernel's std (``relative=True``): 0.1 is

@@ -455,3 +455,34 @@ def test_composite_configs_are_read_in_the_sub_config_of_each_part():
     assert any(not np.array_equal(np.asarray(new_flat[p]), np.asarray(old_flat[p])) for p in old_flat)
     with pytest.raises(ValueError, match="composite .*text_config, vision_config"):
         mj.heads_from_config(m.config)
+
+
+def _haiku_params():
+    hk = pytest.importorskip("haiku")
+
+    def forward(x, image):
+        y = hk.MultiHeadAttention(num_heads=H, key_size=D // H, w_init=hk.initializers.VarianceScaling(1.0))(x, x, x)
+        conv = hk.DepthwiseConv2D(channel_multiplier=1, kernel_shape=5, name="depthwise_conv")(image)
+        return hk.nets.MLP([64, D], name="mlp")(y), conv
+
+    model = hk.transform(forward)
+    x, image = jnp.ones((1, 8, D)), jnp.ones((1, 8, 8, 16))
+    return model, model.init(jax.random.key(0), x, image), (x, image)
+
+
+def test_haiku_trees_are_found_through_their_slash_joined_module_keys():
+    model, params, inputs = _haiku_params()
+    assert "multi_head_attention/query" in params and "w" in params["multi_head_attention/query"]
+    (block,) = mj.find_attention_blocks(params, num_heads=H)
+    assert block.layout.name == "HAIKU" and block.name == "multi_head_attention"
+    new = mj.mimetic_attention(params, KEY, num_heads=H)
+    assert set(new) == set(params) and all(set(new[k]) == set(params[k]) for k in params)  # keys kept as Haiku's
+    for w, g in zip(_expected(block, 0, KEY), _kernels(block, flatten(new))):
+        np.testing.assert_allclose(g, np.asarray(w), atol=1e-6)
+    np.testing.assert_array_equal(new["multi_head_attention/query"]["b"], params["multi_head_attention/query"]["b"])
+    conv = mj.mimetic_conv(params, KEY)  # the depthwise conv's `w` (kh, kw, 1, C): Flax's order
+    assert not np.array_equal(conv["depthwise_conv"]["w"], params["depthwise_conv"]["w"])
+    assert np.array_equal(conv["mlp/~/linear_0"]["w"], params["mlp/~/linear_0"]["w"])
+    assert [s.name for s in mj.find_mlp_layers(params)] == ["mlp/~/linear_0/w"]  # hk.nets.MLP's first layer
+    out = model.apply(mj.mimetic(params, KEY, preset="vit", num_heads=H), None, *inputs)
+    assert all(np.all(np.isfinite(np.asarray(o))) for o in out)
