@@ -138,6 +138,14 @@ def nothing_found(
         )
     if not hint and stacked_axes and fits is not None and find_kernels(flat, fits, include, None, 0):
         hint = f" Kernels named like one fit with stacked_axes=0: is stacked_axes={stacked_axes} right?"
+    if not hint and include is not None and fits is not None:
+        shaped = find_kernels(flat, fits, None, None, stacked_axes)
+        if shaped:
+            listed = [s.name for s in shaped[:8]]
+            hint = (
+                f" Kernels of the right shape but other names: {listed}{' …' if len(shaped) > 8 else ''}; "
+                "include=None takes every one of them, or pass include= a pattern that matches yours."
+            )
     return ValueError(
         f"no {what} found (include={include!r}, stacked_axes={stacked_axes}; the tree's kernels include "
         f"{names}).{hint} "

@@ -360,3 +360,22 @@ def test_train_models_updates_batch_stats_and_keeps_frozen_filters():
         p["params"]["block_0"]["pointwise"]["kernel"], stack["params"]["block_0"]["pointwise"]["kernel"]
     )
     assert not np.array_equal(p["batch_stats"]["stem_bn"]["mean"], stack["batch_stats"]["stem_bn"]["mean"])
+
+
+def test_nothing_found_names_the_kernels_of_the_right_shape_and_the_option_that_takes_them():
+    import flax.linen as nn
+
+    class Grouped(nn.Module):  # a depthwise conv whose name the default pattern does not know
+        @nn.compact
+        def __call__(self, x):
+            return nn.Conv(16, (3, 3), feature_group_count=16, name="grouped")(nn.Conv(16, (1, 1), name="stem")(x))
+
+    params = Grouped().init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match=r"other names: \['params/grouped/kernel'\]; include=None takes"):
+        mj.mimetic_conv(params, jax.random.key(1))
+    assert mj.mimetic_conv(params, jax.random.key(1), include=None)["params"]["grouped"]["kernel"].shape == (
+        3,
+        3,
+        1,
+        16,
+    )
