@@ -363,8 +363,6 @@ def test_train_models_updates_batch_stats_and_keeps_frozen_filters():
 
 
 def test_nothing_found_names_the_kernels_of_the_right_shape_and_the_option_that_takes_them():
-    import flax.linen as nn
-
     class Grouped(nn.Module):  # a depthwise conv whose name the default pattern does not know
         @nn.compact
         def __call__(self, x):
@@ -372,8 +370,8 @@ def test_nothing_found_names_the_kernels_of_the_right_shape_and_the_option_that_
 
     params = Grouped().init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
     with pytest.raises(ValueError, match=r"other names: \['params/grouped/kernel'\]; include=None takes"):
-        mj.mimetic_conv(params, jax.random.key(1))
-    assert mj.mimetic_conv(params, jax.random.key(1), include=None)["params"]["grouped"]["kernel"].shape == (
+        mimetic_conv(params, jax.random.key(1))
+    assert mimetic_conv(params, jax.random.key(1), include=None)["params"]["grouped"]["kernel"].shape == (
         3,
         3,
         1,
