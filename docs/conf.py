@@ -72,6 +72,9 @@ autosummary_imported_members = True
 autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": True}
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
+# Defaults as written in the source (``layouts=DEFAULT_LAYOUTS``), not their values: a printed
+# tuple of layouts made signatures thousands of characters long.
+autodoc_preserve_defaults = True
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
