@@ -123,7 +123,7 @@ class Work:
         if not self.axes or x.shape[axis] % self.size:
             return x
         spec: list[Any] = [None] * x.ndim
-        spec[axis] = self.axes if len(self.axes) > 1 else self.axes[0]
+        spec[axis] = self.axes[0] if len(self.axes) == 1 else self.axes
         return self._put(x, P(*spec))
 
     def place(self, x: Array, spec: Any) -> Array:
@@ -201,7 +201,7 @@ def run_auto(fn: Callable[..., dict], out_shardings: dict[Any, Any], *args: Any)
     mesh = explicit[0].mesh
     axes = tuple(n for n, t in zip(mesh.axis_names, mesh.axis_types) if t == jax.sharding.AxisType.Explicit)
     specs = {n: P() if s is None else s.spec for n, s in out_shardings.items()}
-    call = jax.sharding.auto_axes(fn, axes=axes, out_sharding=specs)
+    call: Any = jax.sharding.auto_axes(fn, axes=axes, out_sharding=specs)  # typed as a decorator factory too
     current = jax.sharding.get_abstract_mesh()
     if not current.empty and current == mesh.abstract_mesh:
         return call(*args)

@@ -592,7 +592,9 @@ def qkv_init(
 
         def compute(key: Array) -> dict[str, Array]:
             k_qk, k_vo = jax.random.split(key)
-            common = dict(num_kv_heads=kv_heads, distribution=distribution, method=method, dtype=dtype, work=work)
+            common: dict[str, Any] = dict(
+                num_kv_heads=kv_heads, distribution=distribution, method=method, dtype=dtype, work=work
+            )
             w_q, w_k = _query_key_checked(
                 k_qk, d, heads, k, alpha=qk_opts["alpha"], beta=qk_opts["beta"], d_kv=None, **common
             )
@@ -1215,7 +1217,7 @@ def _draw(block: AttentionBlock, key: Array, opts: dict[str, Any], parts: tuple[
     k_qk, k_vo = jax.random.split(key)
     heads, kv, k = block.num_heads, block.num_kv_heads, block.head_dim
     w_q = w_k = w_v = w_o = None
-    common = dict(
+    common: dict[str, Any] = dict(
         num_kv_heads=kv, distribution=opts["distribution"], method=opts["method"], dtype=jnp.float32, work=work
     )
     if parts[0]:

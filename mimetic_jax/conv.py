@@ -113,8 +113,9 @@ def _kernel_dims(kernel_size: Any, name: str = "kernel_size") -> tuple[int, ...]
     if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
         dims = (_checks.size(name, kernel_size),) * 2
     else:
+        seq: Any = kernel_size  # a sequence, or a TypeError below (a bool included)
         try:
-            raw = tuple(kernel_size)
+            raw = tuple(seq)
         except TypeError as err:
             raise TypeError(f"{name} must be an int or a tuple of 1 or 2 ints, got {kernel_size!r}") from err
         if len(raw) not in (1, 2):

@@ -165,7 +165,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -679,10 +679,9 @@ def _nonnegative(name: str, value: Any) -> float:
 
 
 def _ints(name: str, value: Any, n: int) -> tuple[int, ...]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value,) * n
+    seq: Any = (value,) * n if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
     try:
-        vals = tuple(value)
+        vals = tuple(seq)
     except TypeError as err:
         raise TypeError(f"{name} must be an int or {n} ints, got {value!r}") from err
     if len(vals) != n:
@@ -703,10 +702,11 @@ def _pads(
         if size is None:
             raise ValueError(f"{name}='SAME' needs the input's spatial size: pass input_size")
         return tuple(jax.lax.padtype_to_pads(tuple(size), tuple(window), tuple(strides), "SAME"))
-    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
-        padding = (int(padding),) * n
+    seq: Any = (
+        (int(padding),) * n if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool) else padding
+    )
     try:
-        items = list(padding)
+        items = list(seq)
     except TypeError as err:
         raise TypeError(f"{name} must be 'VALID', 'SAME', an int or (lo, hi) pairs, got {padding!r}") from err
     if len(items) != n:
@@ -1551,16 +1551,31 @@ def _fuse_pair(
     if pool is not None and not (r1 in (3, 4) and r2 == r1):
         raise ValueError(f"pool is supported between two convs only, got kernels of ranks {r1} and {r2}")
     if r1 == 2 and r2 == 2:
-        if data:
-            return dense_dense_from_data(
-                k1, b1, k2, b2, inputs, activation=activation, ridge=ridge, batch_size=batch_size
+        if data:  # return_mse=False: the pair alone
+            return cast(
+                "tuple[Array, Array]",
+                dense_dense_from_data(
+                    k1, b1, k2, b2, inputs, activation=activation, ridge=ridge, batch_size=batch_size
+                ),
             )
         return dense_dense(k1, b1, k2, b2, mean=mean, cov=cov, activation=activation)
     if r1 in (3, 4) and r2 == 2:
         s, p = strides[0], padding[0]
-        if data:
-            return conv_dense_from_data(
-                k1, b1, k2, b2, inputs, strides=s, padding=p, activation=activation, ridge=ridge, batch_size=batch_size
+        if data:  # return_mse=False: the pair alone
+            return cast(
+                "tuple[Array, Array]",
+                conv_dense_from_data(
+                    k1,
+                    b1,
+                    k2,
+                    b2,
+                    inputs,
+                    strides=s,
+                    padding=p,
+                    activation=activation,
+                    ridge=ridge,
+                    batch_size=batch_size,
+                ),
             )
         if input_shape is None:
             raise ValueError("conv→dense closed form needs input_shape (one example's shape)")
@@ -1568,19 +1583,22 @@ def _fuse_pair(
             k1, b1, k2, b2, input_shape=input_shape, mean=mean, cov=cov, strides=s, padding=p, activation=activation
         )
     if r1 in (3, 4) and r2 == r1:
-        if data:
-            fused = conv_conv_from_data(
-                k1,
-                b1,
-                k2,
-                b2,
-                inputs,
-                strides=strides,
-                padding=padding,
-                activation=activation,
-                ridge=ridge,
-                batch_size=batch_size,
-                pool=pool,
+        if data:  # return_mse=False: the FusedConv alone
+            fused = cast(
+                FusedConv,
+                conv_conv_from_data(
+                    k1,
+                    b1,
+                    k2,
+                    b2,
+                    inputs,
+                    strides=strides,
+                    padding=padding,
+                    activation=activation,
+                    ridge=ridge,
+                    batch_size=batch_size,
+                    pool=pool,
+                ),
             )
         else:
             size = None if input_shape is None else tuple(input_shape)[:-1]

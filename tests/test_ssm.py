@@ -53,7 +53,7 @@ def test_parallel_scan_equals_sequential_recurrence():
 def test_block_parallel_scan_equals_sequential_scan(lm):
     model, params, tokens = lm
     parallel, sequential = jax.jit(model.apply), jax.jit(model.clone(scan="sequential").apply)
-    for p in (params, mj.mimetic_ssm(params, jax.random.key(1), conv=True)):
+    for p in (params, mj.mimetic_ssm(params, jax.random.key(1), conv=True, config=model)):
         np.testing.assert_allclose(parallel(p, tokens), sequential(p, tokens), rtol=1e-4, atol=1e-5)
 
 
@@ -209,14 +209,14 @@ def test_initializer_errors():
 
 def test_mimetic_ssm_structure_and_untouched_leaves(lm):
     model, params, _ = lm
-    new = mj.mimetic_ssm(params, jax.random.key(1))
+    new = mj.mimetic_ssm(params, jax.random.key(1), config=model)
     flat_old, flat_new = mj._tree.flatten(params), mj._tree.flatten(new)
     changed = {"/".join(p[2:]) for p in flat_old if not np.array_equal(flat_old[p], flat_new[p])}
     if model.version == 1:
         assert changed == {"mixer/A_log", "mixer/dt_proj/bias", "mixer/x_proj/kernel"}
     else:
         assert changed == {"mixer/A_log", "mixer/dt_bias", "mixer/in_proj/kernel"}
-    blocks = mj.find_ssm_blocks(params)
+    blocks = mj.find_ssm_blocks(params, config=model)
     assert [b.name for b in blocks] == ["params/layers_0/mixer", "params/layers_1/mixer"]
     for block in blocks:
         layer = block.path[1]
@@ -237,13 +237,13 @@ def test_mimetic_ssm_structure_and_untouched_leaves(lm):
 
 def test_mimetic_ssm_conv_option_and_jit(lm):
     model, params, tokens = lm
-    new = mj.mimetic_ssm(params, jax.random.key(1), transition=False, bc=False, conv=True)
+    new = mj.mimetic_ssm(params, jax.random.key(1), transition=False, bc=False, conv=True, config=model)
     conv = new["params"]["layers_1"]["mixer"]["conv1d"]
     np.testing.assert_array_equal(conv["kernel"][:-1], 0.0)
     np.testing.assert_array_equal(conv["kernel"][-1], 1.0)
     np.testing.assert_array_equal(conv["bias"], 0.0)
-    jitted = jax.jit(lambda p, k: mj.mimetic_ssm(p, k, conv=True))(params, jax.random.key(1))
-    eager = mj.mimetic_ssm(params, jax.random.key(1), conv=True)
+    jitted = jax.jit(lambda p, k: mj.mimetic_ssm(p, k, conv=True, config=model))(params, jax.random.key(1))
+    eager = mj.mimetic_ssm(params, jax.random.key(1), conv=True, config=model)
     for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert jnp.isfinite(jax.jit(model.apply)(jitted, tokens)).all()
@@ -251,7 +251,7 @@ def test_mimetic_ssm_conv_option_and_jit(lm):
 
 def test_conv_bc_is_the_identity_on_mamba2_b_c_channels_only_and_leaves_mamba1_alone(lm):
     model, params, _ = lm
-    new = mj.mimetic_ssm(params, jax.random.key(1), transition=False, bc=False, conv="bc")
+    new = mj.mimetic_ssm(params, jax.random.key(1), transition=False, bc=False, conv="bc", config=model)
     old = params["params"]["layers_1"]["mixer"]["conv1d"]
     conv = new["params"]["layers_1"]["mixer"]["conv1d"]
     if model.version == 1:  # B/C come from x_proj after the one conv: nothing to do
