@@ -126,7 +126,9 @@ def _attention_paths(tree: Any, kw: Mapping[str, Any]) -> list[Path]:
     out = []
     for b in find_attention_blocks(tree, **_subset(find_attention_blocks, kw)):
         lay = b.layout
-        if lay.qkv is None:
+        if lay.kv is not None:  # the fused key/value kernel changes with either structure
+            names = [lay.query] * bool(qk) + [lay.kv] + [lay.out] * bool(vo)
+        elif lay.qkv is None:
             q, k, v, o = lay.names
             names = [q, k] * bool(qk) + [v, o] * bool(vo)
         else:
