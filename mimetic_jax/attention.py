@@ -758,7 +758,8 @@ class AttentionLayout:
         if self.kv is not None:
             if self.query is None or self.key is not None or self.value is not None or self.qkv is not None:
                 raise ValueError(
-                    f"AttentionLayout with a fused key/value kv= takes query= and out= only (no key, value, qkv): {self}"
+                    "AttentionLayout with a fused key/value kv= takes query= and out= only (no key, value, qkv): "
+                    f"{self}"
                 )
         elif self.qkv is None and None in separate:
             raise ValueError(
@@ -1224,12 +1225,15 @@ def _find_with_partials(
     for parent, layout, paths in matches:
         name = path_name(parent)
         shapes = [tuple(jnp.shape(flat[p])) for p in paths]
-        heads = _heads_for(tree, parent, num_heads, num_kv_heads, config)
+        try:
+            heads = _heads_for(tree, parent, num_heads, num_kv_heads, config)
+        except ValueError as e:
+            raise _checks.BlockError(str(e), name) from None
         try:
             stack = common_stack(f"attention block {name!r}", shapes, stacked_axes)
             sizes = _sizes(layout, [_flax_shape(layout, s[stacked_axes:]) for s in shapes], *heads, name)
         except ValueError as e:
-            raise ValueError(f"{e}{_hint(layout, shapes, stacked_axes, heads, name)}") from None
+            raise _checks.BlockError(f"{e}{_hint(layout, shapes, stacked_axes, heads, name)}", name) from None
         blocks.append(AttentionBlock(parent, layout, *sizes, stack=stack, kernel_paths=paths))
     return blocks, partial
 
