@@ -154,8 +154,9 @@ def _attention_kernels(block: AttentionBlock, flat: dict[Path, Any]) -> tuple[np
     h, g, k = block.num_heads, block.num_kv_heads, block.head_dim
     o = _layers(block.to_flax(flat[block.kernel_path(lay.out)]), st).reshape(-1, h, k, block.d_out)
     if lay.kv is not None:  # query + fused key/value, [k | v] or per key head [k_h v_h]
-        q = _layers(block.to_flax(flat[block.kernel_path(lay.query)]), st).reshape(-1, block.d_in, h, k)  # type: ignore[arg-type]
-        kv = _layers(block.to_flax(flat[block.kernel_path(lay.kv)]), st)
+        q_name, kv_name, _ = lay.names
+        q = _layers(block.to_flax(flat[block.kernel_path(q_name)]), st).reshape(-1, block.d_in, h, k)
+        kv = _layers(block.to_flax(flat[block.kernel_path(kv_name)]), st)
         if kv.ndim == 5:
             return q, kv[:, :, 0], kv[:, :, 1], o
         dk = block.d_kv

@@ -736,6 +736,17 @@ class AttentionLayout:
         each ``H k`` wide; ``[k | v]`` for ``kv``) or ``"heads"`` (``[q_h k_h v_h]`` per
         head, GPT-NeoX style; ``[k_h v_h]`` per key head for ``kv``).
       name: a label for messages.
+      kv: a fused key/value part (with ``query`` and ``out``), packed ``[k | v]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> cross = AttentionLayout(query="q", kv="kv", out="o", name="CROSS")
+      >>> cross.names
+      ('q', 'kv', 'o')
+      >>> tree = {"x": {"q": {"kernel": jnp.zeros((32, 32))}, "kv": {"kernel": jnp.zeros((48, 64))},
+      ...               "o": {"kernel": jnp.zeros((32, 32))}}}
+      >>> [(b.d_in, b.d_kv, b.num_heads, b.head_dim) for b in find_attention_blocks(tree, layouts=[cross], num_heads=2)]
+      [(32, 48, 2, 16)]
     """
 
     out: str
@@ -917,9 +928,9 @@ def heads_from_config(config: Any, path: Any = None) -> tuple[int | None, int | 
     if path is None:
         heads = config_int(config, _CONFIG_HEADS)
         if heads is None:
-            subs = ", ".join(a for a, _, _ in _sub_configs(config))
+            held = ", ".join(a for a, _, _ in _sub_configs(config))
             raise ValueError(
-                f"config {type(config).__name__} is composite (head counts in {subs}): the count depends on the "
+                f"config {type(config).__name__} is composite (head counts in {held}): the count depends on the "
                 "block; pass the block's path"
             )
         return heads, config_int(config, _CONFIG_KV_HEADS)
@@ -1334,13 +1345,14 @@ def _write(block: AttentionBlock, old: dict[str, Any], new: tuple, meta: dict[st
         return block.to_flax(w.reshape(_flax_shape(lay, shape))).astype(dtype)
 
     if lay.kv is not None:
-        out = {lay.query: put(new[0], lay.query)}  # type: ignore[dict-item]
-        shape, dtype = meta[lay.kv]
+        q_name, kv_name, _ = lay.names
+        out = {q_name: put(new[0], q_name)}
+        shape, dtype = meta[kv_name]
         if all(w is not None for w in new[1:3]):
             fused_kv: Any = jax.ShapeDtypeStruct(_flax_shape(lay, shape), dtype)
         else:
-            fused_kv = block.to_flax(old[lay.kv])
-        out[lay.kv] = block.to_flax(_merge_fused(fused_kv, new[1:3], block)).astype(dtype)
+            fused_kv = block.to_flax(old[kv_name])
+        out[kv_name] = block.to_flax(_merge_fused(fused_kv, new[1:3], block)).astype(dtype)
     elif lay.qkv is None:
         out = {n: put(w, n) for n, w in zip(lay.names[:3], new[:3])}
     else:

@@ -143,7 +143,8 @@ def _attention_paths(tree: Any, kw: Mapping[str, Any]) -> list[Path]:
     for b in find_attention_blocks(tree, **_subset(find_attention_blocks, kw)):
         lay = b.layout
         if lay.kv is not None:  # the fused key/value kernel changes with either structure
-            names = [lay.query] * bool(qk) + [lay.kv] + [lay.out] * bool(vo)
+            q_name, kv_name, o_name = lay.names
+            names = [q_name] * bool(qk) + [kv_name] + [o_name] * bool(vo)
         elif lay.qkv is None:
             q, k, v, o = lay.names
             names = [q, k] * bool(qk) + [v, o] * bool(vo)
@@ -477,6 +478,9 @@ def mimetic_plan(
     **options: Any,
 ) -> MimeticReport:
     """The report :func:`mimetic` would return, without changing anything (shapes only).
+
+    ``preset``, ``rules``, ``include``, ``exclude`` and the options are those of :func:`mimetic`;
+    the blocks a preset's rule cannot express are skipped and reported as :func:`mimetic` does.
 
     The options are checked as :func:`mimetic` checks them, by the transforms' own checks (a
     bad ``alpha``, ``method`` or ``sigma_start`` is a ``ValueError``/``TypeError`` naming it),

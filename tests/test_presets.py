@@ -276,3 +276,18 @@ def test_call_patterns_are_checked_and_need_a_rule_that_takes_them():
         mj.mimetic_plan(params, preset="vit", exclude=3)
     with pytest.raises(TypeError, match=r"include=/exclude= but no rule's transform takes patterns"):
         mj.mimetic(params, key, rules=[mj.Rule("emergence", {"alpha": 2.0})], include="block_0")
+
+
+def test_a_mamba2_block_whose_group_count_is_ambiguous_is_skipped_by_the_preset_with_the_reason():
+    shapes = jax.eval_shape(
+        MambaLM(vocab_size=16, d_model=16, n_layer=1, d_state=8, version=2, headdim=8, ngroups=2).init,
+        jax.random.key(0),
+        TOK,
+    )
+    params = jax.tree.map(lambda s: jnp.full(s.shape, 0.1, s.dtype), shapes)  # G·N = 16 with 4 heads: G in 1, 2, 4
+    with pytest.raises(ValueError, match=r"no rule matches anything.*skipped every block it found: .*pass ngroups="):
+        mj.mimetic(params, jax.random.key(1), preset="mamba")
+    with pytest.raises(ValueError, match=r"rule 0 \('ssm', scheme 'ssm'\): .*pass ngroups="):
+        mj.mimetic(params, jax.random.key(1), rules=[mj.Rule("ssm")])
+    _, rep = mj.mimetic(params, jax.random.key(1), preset="mamba", ngroups=2, report=True)
+    assert rep.entries[0].paths and rep.entries[0].excluded == ()

@@ -492,7 +492,8 @@ def test_gpt2_with_cross_attention_gets_the_documented_draws_in_both_blocks():
     one, rep = mj.mimetic(m.params, KEY, preset="vit", config=m.config, report=True)
     assert mj.mimetic_plan(m.params, preset="vit", config=m.config) == rep
     assert len(rep.entries[0].paths) == 5 * LAYERS and rep.entries[0].reason is None
-    jax.tree.map(np.testing.assert_array_equal, one, new)
+    ref = mj.mimetic_attention(m.params, jax.random.fold_in(KEY, 0), config=m.config)  # rule 0: fold_in(key, 0)
+    jax.tree.map(np.testing.assert_array_equal, one, ref)
     scores = mj.analyze(new, config=m.config)
     assert len(scores.attention) == 2 * LAYERS and min(min(a.qk_diag_ratio) for a in scores.attention) > 1
     assert max(a.vo_diag_mean for a in scores.attention) < -0.05
@@ -508,7 +509,7 @@ def test_vision_encoder_decoder_with_a_gpt2_decoder_reads_each_side():
     )
     dec = t.GPT2Config(n_embd=D, n_layer=1, n_head=2, vocab_size=50, n_positions=16, add_cross_attention=True)
     m = t.FlaxVisionEncoderDecoderModel(t.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec), seed=0)
-    new, rep = mj.mimetic(m.params, KEY, preset="vit", config=m.config, report=True)
+    new = mj.mimetic_attention(m.params, KEY, config=m.config)
     heads = _assert_documented_draws(m.params, new, m.config)
     assert heads == {
         "decoder/transformer/h/0/attn": 2,
@@ -517,5 +518,7 @@ def test_vision_encoder_decoder_with_a_gpt2_decoder_reads_each_side():
     }
     cross = mj.find_attention_blocks(m.params, config=m.config)[1]
     assert cross.layout.name == "GPT2_CROSS" and (cross.d_in, cross.d_kv) == (D, D)
+    rep = mj.mimetic_plan(m.params, preset="vit", config=m.config)  # the one call takes all three blocks
+    assert len(rep.entries[0].paths) == 2 + 3 + 4 and rep.entries[0].excluded == ()
     out = m(jnp.ones((1, 3, 16, 16)), decoder_input_ids=jnp.ones((1, 5), jnp.int32), params=new).logits
     assert np.all(np.isfinite(np.asarray(out)))
