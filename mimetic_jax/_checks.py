@@ -28,6 +28,19 @@ import numpy as np
 from jax.core import Tracer
 
 
+class BlockError(ValueError):
+    """A block that a transform found but cannot express (its kernel shapes, its head count, ...).
+
+    A ``ValueError``, so an explicit call raises it as any other; ``block`` is the block's path
+    name (``"a/b/c"``), which lets :func:`mimetic_jax.mimetic` skip that block of a preset's rule
+    and say why in its report.
+    """
+
+    def __init__(self, message: str, block: str) -> None:
+        super().__init__(message)
+        self.block = block
+
+
 def positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an ``int`` if it is a positive integer, else raise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -153,6 +153,18 @@ def _attention_kernels(block: AttentionBlock, flat: dict[Path, Any]) -> tuple[np
     lay, st = block.layout, block.stack
     h, g, k = block.num_heads, block.num_kv_heads, block.head_dim
     o = _layers(block.to_flax(flat[block.kernel_path(lay.out)]), st).reshape(-1, h, k, block.d_out)
+    if lay.kv is not None:  # query + fused key/value, [k | v] or per key head [k_h v_h]
+        q_name, kv_name, _ = lay.names
+        q = _layers(block.to_flax(flat[block.kernel_path(q_name)]), st).reshape(-1, block.d_in, h, k)
+        kv = _layers(block.to_flax(flat[block.kernel_path(kv_name)]), st)
+        if kv.ndim == 5:
+            return q, kv[:, :, 0], kv[:, :, 1], o
+        dk = block.d_kv
+        if lay.packing == "heads":
+            per_head = kv.reshape(-1, dk, g, 2, k)
+            return q, per_head[:, :, :, 0], per_head[:, :, :, 1], o
+        kk, v = np.split(kv, [g * k], axis=2)
+        return q, kk.reshape(-1, dk, g, k), v.reshape(-1, dk, g, k), o
     if lay.qkv is None:
         q, kk, v = (_layers(block.to_flax(flat[block.kernel_path(n)]), st) for n in lay.names[:3])
         return (q.reshape(-1, block.d_in, h, k), kk.reshape(-1, block.d_kv, g, k), v.reshape(-1, block.d_kv, g, k), o)

@@ -111,6 +111,7 @@ layout          parts (each holding a ``kernel``; Equinox: ``weight``)          
 ``ALBERT``      ``query``, ``key``, ``value``, ``dense``                        ALBERT
 ``FUSED``       ``qkv``, ``out``                                                fused ``(d, 3, H, k)`` or flat
 ``TIMM``        ``qkv``, ``proj``                                               timm / big_vision-style ports
+``GPT2_CROSS``  ``q_attn``, ``c_attn`` (key/value), ``c_proj``, ``(out, in)``  GPT-2 cross-attention
 ``GPT2``        ``c_attn``, ``c_proj``, stored ``(out, in)``                    transformers GPT-2 ``Conv1D``
 ``BLOOM``       ``query_key_value`` (per-head packing), ``dense``               BLOOM
 ``EQUINOX``     ``{query,key,value,output}_proj``, ``weight`` ``(out, in)``     ``eqx.nn.MultiheadAttention``
@@ -121,7 +122,10 @@ Kernel shapes, in Flax's ``(in, out)`` orientation (a layout with ``transposed=T
 stores them ``(out, in)``, as PyTorch-style code, Equinox and GPT-2's ``Conv1D`` do):
 query/key/value ``(d, H, k)`` and out ``(H, k, d)``, or flat ``(d, H k)`` and
 ``(H k, d)``; fused ``(d, 3, H, k)`` or flat ``(d, (H + 2 H_kv) k)`` packed
-``[q | k | v]`` (``packing="qkv"``) or per head ``[q_h k_h v_h]`` (``packing="heads"``).
+``[q | k | v]`` (``packing="qkv"``) or per head ``[q_h k_h v_h]`` (``packing="heads"``);
+a fused key/value kernel (``kv=``) ``(d_kv, 2, H_kv, k)`` or flat ``(d_kv, 2 H_kv k)``
+packed ``[k | v]`` (or ``[k_h v_h]`` per key head). A ``kv`` block is cross-attention
+when ``d_kv ≠ d``: query/key and value/out then use the rectangular construction above.
 
 Flat kernels do not carry the head count. It comes, first found first, from
 ``num_heads``/``num_kv_heads``, from the module that holds the block (an Equinox or
@@ -181,6 +185,7 @@ __all__ = [
     "FLAX",
     "FUSED",
     "GPT2",
+    "GPT2_CROSS",
     "HF",
     "HF_BERT",
     "HF_OUT_PROJ",
@@ -719,19 +724,33 @@ class AttentionLayout:
     """Where one attention layout keeps its kernels, relative to the block.
 
     Separate projections set ``query``, ``key``, ``value`` and ``out``; a fused
-    projection sets ``qkv`` and ``out`` (leave the others ``None``). Each part is a
+    projection sets ``qkv`` and ``out`` (leave the others ``None``); a query projection
+    with a fused key/value projection (GPT-2's cross-attention: ``q_attn`` and a
+    ``c_attn`` packed ``[k | v]``) sets ``query``, ``kv`` and ``out``. Each part is a
     name or a ``/``-separated path below the block (``"self/query"``,
     ``"output/dense"``), so the parts may sit in different subtrees.
 
     Attributes:
-      out, query, key, value, qkv: the parts' paths relative to the block.
+      out, query, key, value, qkv, kv: the parts' paths relative to the block.
       kernel: the name of the weight leaf in each part (``"kernel"`` in Flax,
         ``"weight"`` in Equinox).
       transposed: the kernels are stored ``(out, in)`` (PyTorch-style code, Equinox,
         GPT-2's ``Conv1D``) rather than Flax's ``(in, out)``.
       packing: how a flat fused kernel packs its columns: ``"qkv"`` (``[q | k | v]``,
-        each ``H k`` wide) or ``"heads"`` (``[q_h k_h v_h]`` per head, GPT-NeoX style).
+        each ``H k`` wide; ``[k | v]`` for ``kv``) or ``"heads"`` (``[q_h k_h v_h]`` per
+        head, GPT-NeoX style; ``[k_h v_h]`` per key head for ``kv``).
       name: a label for messages.
+      kv: a fused key/value part (with ``query`` and ``out``), packed ``[k | v]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> cross = AttentionLayout(query="q", kv="kv", out="o", name="CROSS")
+      >>> cross.names
+      ('q', 'kv', 'o')
+      >>> tree = {"x": {"q": {"kernel": jnp.zeros((32, 32))}, "kv": {"kernel": jnp.zeros((48, 64))},
+      ...               "o": {"kernel": jnp.zeros((32, 32))}}}
+      >>> [(b.d_in, b.d_kv, b.num_heads, b.head_dim) for b in find_attention_blocks(tree, layouts=[cross], num_heads=2)]
+      [(32, 48, 2, 16)]
     """
 
     out: str
@@ -743,15 +762,25 @@ class AttentionLayout:
     transposed: bool = False
     packing: Literal["qkv", "heads"] = "qkv"
     name: str = ""
+    kv: str | None = None
 
     def __post_init__(self) -> None:
-        for f in ("out", "query", "key", "value", "qkv"):
+        for f in ("out", "query", "key", "value", "qkv", "kv"):
             object.__setattr__(self, f, _part(f, getattr(self, f)))
         if self.out is None:
             raise TypeError("AttentionLayout out must be a name, got None")
         separate = (self.query, self.key, self.value)
-        if self.qkv is None and None in separate:
-            raise ValueError(f"AttentionLayout needs query, key and value names, or a fused qkv name: {self}")
+        if self.kv is not None:
+            if self.query is None or self.key is not None or self.value is not None or self.qkv is not None:
+                raise ValueError(
+                    "AttentionLayout with a fused key/value kv= takes query= and out= only (no key, value, qkv): "
+                    f"{self}"
+                )
+        elif self.qkv is None and None in separate:
+            raise ValueError(
+                f"AttentionLayout needs query, key and value names, a fused qkv name, or query and a fused kv name: "
+                f"{self}"
+            )
         if self.qkv is not None and any(n is not None for n in separate):
             raise ValueError(f"AttentionLayout takes either qkv or query/key/value, not both: {self}")
         if not isinstance(self.kernel, str) or not self.kernel:
@@ -763,9 +792,11 @@ class AttentionLayout:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The parts in order: ``(query, key, value, out)`` or ``(qkv, out)``."""
+        """The parts in order: ``(query, key, value, out)``, ``(qkv, out)`` or ``(query, kv, out)``."""
         if self.qkv is not None:
             return (self.qkv, self.out)
+        if self.kv is not None:
+            return (self.query, self.kv, self.out)  # type: ignore[return-value]
         return (self.query, self.key, self.value, self.out)  # type: ignore[return-value]
 
     @property
@@ -791,6 +822,9 @@ BLOOM = AttentionLayout(qkv="query_key_value", out="dense", packing="heads", nam
 FUSED = AttentionLayout(qkv="qkv", out="out", name="FUSED")
 TIMM = AttentionLayout(qkv="qkv", out="proj", name="TIMM")
 GPT2 = AttentionLayout(qkv="c_attn", out="c_proj", transposed=True, name="GPT2")
+#: GPT-2's cross-attention (``add_cross_attention=True``, encoder-decoders with a GPT-2 decoder): a query
+#: ``q_attn`` and a fused key/value ``c_attn`` packed ``[k | v]``, all ``Conv1D`` (stored ``(out, in)``).
+GPT2_CROSS = AttentionLayout(query="q_attn", kv="c_attn", out="c_proj", transposed=True, name="GPT2_CROSS")
 EQUINOX = AttentionLayout(
     query="query_proj",
     key="key_proj",
@@ -813,6 +847,7 @@ DEFAULT_LAYOUTS: tuple[AttentionLayout, ...] = (
     ALBERT,
     FUSED,
     TIMM,
+    GPT2_CROSS,
     GPT2,
     BLOOM,
     EQUINOX,
@@ -997,6 +1032,8 @@ def _sizes(
             if given is not None and given != have:
                 raise bad(f"{name}={given}: the kernels carry {have} heads")
 
+    if layout.kv is not None:
+        return _kv_sizes(shapes, num_heads, num_kv_heads, need_heads, bad, carried)
     if layout.qkv is None:
         q, k, v, o = shapes
         if len(q) == 3:
@@ -1039,6 +1076,39 @@ def _sizes(
     if h % h_kv or fused[1] % (h + 2 * h_kv) or o[0] * (h + 2 * h_kv) != fused[1] * h:
         raise bad(f"a flat fused kernel with num_heads={h}, num_kv_heads={h_kv}")
     return fused[0], fused[0], o[1], h, h_kv, fused[1] // (h + 2 * h_kv)
+
+
+def _kv_sizes(
+    shapes: Sequence[tuple[int, ...]],
+    num_heads: int | None,
+    num_kv_heads: int | None,
+    need_heads: Callable[[], int],
+    bad: Callable[[str], ValueError],
+    carried: Callable[[int, int], None],
+) -> tuple[int, int, int, int, int, int]:
+    """:func:`_sizes` of a query + fused key/value layout: query ``(d, H, k)`` or ``(d, H k)``, key/value
+    ``(d_kv, 2, H_kv, k)`` or ``(d_kv, 2 H_kv k)``, out ``(H, k, d_out)`` or ``(H k, d_out)``."""
+    q, kv, o = shapes
+    if len(q) == 3:
+        if not (len(kv) == 4 and kv[1] == 2 and kv[3] == q[2] and len(o) == 3 and o[:2] == q[1:]):
+            raise bad("query (d, H, k), key/value (d_kv, 2, H_kv, k), out (H, k, d_out)")
+        h, h_kv, hd = q[1], kv[2], q[2]
+        carried(h, h_kv)
+    else:
+        if not (len(q) == len(kv) == len(o) == 2 and o[0] == q[1]):
+            raise bad("query (d, H k), key/value (d_kv, 2 H_kv k), out (H k, d_out)")
+        h = need_heads()
+        if q[1] % h:
+            raise bad(f"num_heads={h} does not divide the query width {q[1]}")
+        hd = q[1] // h
+        if kv[1] % (2 * hd):
+            raise bad(f"2 * head_dim={2 * hd} does not divide the key/value width {kv[1]}")
+        h_kv = kv[1] // (2 * hd)
+        if num_kv_heads is not None and num_kv_heads != h_kv:
+            raise bad(f"num_kv_heads={num_kv_heads} (the key/value width {kv[1]} gives {h_kv})")
+    if h % h_kv:
+        raise bad(f"grouped attention: {h} query heads are not a multiple of {h_kv} key heads")
+    return q[0], kv[0], o[-1], h, h_kv, hd
 
 
 def _hint(
@@ -1172,12 +1242,15 @@ def _find_with_partials(
     for parent, layout, paths in matches:
         name = path_name(parent)
         shapes = [tuple(jnp.shape(flat[p])) for p in paths]
-        heads = _heads_for(tree, parent, num_heads, num_kv_heads, config)
+        try:
+            heads = _heads_for(tree, parent, num_heads, num_kv_heads, config)
+        except ValueError as e:
+            raise _checks.BlockError(str(e), name) from None
         try:
             stack = common_stack(f"attention block {name!r}", shapes, stacked_axes)
             sizes = _sizes(layout, [_flax_shape(layout, s[stacked_axes:]) for s in shapes], *heads, name)
         except ValueError as e:
-            raise ValueError(f"{e}{_hint(layout, shapes, stacked_axes, heads, name)}") from None
+            raise _checks.BlockError(f"{e}{_hint(layout, shapes, stacked_axes, heads, name)}", name) from None
         blocks.append(AttentionBlock(parent, layout, *sizes, stack=stack, kernel_paths=paths))
     return blocks, partial
 
@@ -1243,21 +1316,23 @@ def _draw(block: AttentionBlock, key: Array, opts: dict[str, Any], parts: tuple[
 def _merge_fused(old: Any, parts: Sequence[Array | None], block: AttentionBlock) -> Array:
     """Write new query/key/value parts (Flax-oriented) into a fused kernel, keeping the parts not re-drawn.
 
-    ``old`` is the old kernel (Flax-oriented), or only its shape (a ``ShapeDtypeStruct``) when every
-    part is new.
+    ``parts`` is ``(q, k, v)`` for a ``qkv`` kernel or ``(k, v)`` for a ``kv`` one. ``old`` is the old
+    kernel (Flax-oriented), or only its shape (a ``ShapeDtypeStruct``) when every part is new.
     """
     shape = tuple(old.shape)
+    n = len(parts)
     if len(shape) == 4:
         return jnp.stack([old[:, i] if w is None else w for i, w in enumerate(parts)], axis=1)
-    d, h, k = shape[0], block.num_heads, block.head_dim
+    d, k = shape[0], block.head_dim
+    h = block.num_heads if n == 3 else block.num_kv_heads
     if block.layout.packing == "heads":
         pieces = [
-            w.reshape(d, h, k) if w is not None else old.reshape(d, h, 3, k)[:, :, i] for i, w in enumerate(parts)
+            w.reshape(d, h, k) if w is not None else old.reshape(d, h, n, k)[:, :, i] for i, w in enumerate(parts)
         ]
         return jnp.stack(pieces, axis=2).reshape(shape)
-    widths = [h * k, *(2 * [block.num_kv_heads * k])]
-    starts = [0, widths[0], widths[0] + widths[1]]
-    pieces = [old[:, s : s + n] if w is None else w.reshape(-1, n) for s, n, w in zip(starts, widths, parts)]
+    widths = [h * k, *((n - 1) * [block.num_kv_heads * k])]
+    starts = [sum(widths[:i]) for i in range(n)]
+    pieces = [old[:, s : s + wd] if w is None else w.reshape(-1, wd) for s, wd, w in zip(starts, widths, parts)]
     return jnp.concatenate(pieces, axis=1)
 
 
@@ -1275,7 +1350,16 @@ def _write(block: AttentionBlock, old: dict[str, Any], new: tuple, meta: dict[st
         shape, dtype = meta[name]
         return block.to_flax(w.reshape(_flax_shape(lay, shape))).astype(dtype)
 
-    if lay.qkv is None:
+    if lay.kv is not None:
+        q_name, kv_name, _ = lay.names
+        out = {q_name: put(new[0], q_name)}
+        shape, dtype = meta[kv_name]
+        if all(w is not None for w in new[1:3]):
+            fused_kv: Any = jax.ShapeDtypeStruct(_flax_shape(lay, shape), dtype)
+        else:
+            fused_kv = block.to_flax(old[kv_name])
+        out[kv_name] = block.to_flax(_merge_fused(fused_kv, new[1:3], block)).astype(dtype)
+    elif lay.qkv is None:
         out = {n: put(w, n) for n, w in zip(lay.names[:3], new[:3])}
     else:
         shape, dtype = meta[lay.qkv]

@@ -38,12 +38,28 @@ transform takes them; a rule's own ``options`` win over them.
 model (a ViT preset on a model whose MLP layers have unusual names, say) is skipped and
 shown as such in the report; a rule the user wrote that matches nothing is a
 ``ValueError``, and so is a call in which no rule matches anything.
+
+**What a preset cannot express.** A block that a preset's rule finds but its transform
+cannot express (kernel shapes no layout fits, a head count the config does not give for
+that block, an SSM block whose B/C split is ambiguous) is skipped: the rule runs on the
+other blocks, and its :class:`ReportEntry` names the skipped blocks (``excluded``) and why
+(``reason``), which ``print(report)`` shows. A rule the user wrote (``rules=[...]``) and the
+single transforms (:func:`~mimetic_jax.mimetic_attention` …) raise that ``ValueError``
+instead.
+
+**Patterns for the whole call.** ``mimetic(..., include=..., exclude=...)`` applies to every
+rule whose transform takes patterns (all but ``emergence``), searched in the same path that
+transform searches (the block path for ``attention``/``ssm``, the kernel path for
+``conv``/``mlp``). They narrow each rule, never widen it: a path is changed when it passes
+the rule's own ``include``/``exclude`` (or the transform's default name pattern) **and** the
+call's — ``exclude`` patterns add up (either excludes), ``include`` patterns must all match.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -126,7 +142,10 @@ def _attention_paths(tree: Any, kw: Mapping[str, Any]) -> list[Path]:
     out = []
     for b in find_attention_blocks(tree, **_subset(find_attention_blocks, kw)):
         lay = b.layout
-        if lay.qkv is None:
+        if lay.kv is not None:  # the fused key/value kernel changes with either structure
+            q_name, kv_name, o_name = lay.names
+            names = [q_name] * bool(qk) + [kv_name] + [o_name] * bool(vo)
+        elif lay.qkv is None:
             q, k, v, o = lay.names
             names = [q, k] * bool(qk) + [v, o] * bool(vo)
         else:
@@ -189,13 +208,18 @@ PRESETS: dict[str, tuple[Rule, ...]] = {
 class ReportEntry:
     """What one rule changed: its index, label, scheme and the leaf paths it re-wrote.
 
-    ``paths`` is empty for a preset rule that matched nothing (it was skipped).
+    ``paths`` is empty for a preset rule that matched nothing, or all of whose blocks were
+    skipped (it was skipped). ``excluded`` names the blocks a preset rule found but could not
+    express (skipped, left as they were) and ``reason`` says why (the transform's message for
+    each, joined by ``"; "``); ``None`` when nothing was skipped.
     """
 
     index: int
     label: str
     scheme: str
     paths: tuple[str, ...]
+    excluded: tuple[str, ...] = ()
+    reason: str | None = None
 
     @property
     def skipped(self) -> bool:
@@ -226,11 +250,17 @@ class MimeticReport:
     def __str__(self) -> str:
         lines = []
         for e in self.entries:
-            if e.skipped:
+            if e.skipped and not e.excluded:
                 lines.append(f"[{e.index}] {e.label} ({e.scheme}): matched nothing (preset rule, skipped)")
                 continue
-            lines.append(f"[{e.index}] {e.label} ({e.scheme}): {len(e.paths)} leaves")
-            lines += [f"    {p}" for p in e.paths]
+            if e.skipped:
+                lines.append(f"[{e.index}] {e.label} ({e.scheme}): every block it found was skipped (preset rule)")
+            else:
+                lines.append(f"[{e.index}] {e.label} ({e.scheme}): {len(e.paths)} leaves")
+                lines += [f"    {p}" for p in e.paths]
+            if e.excluded:
+                lines.append(f"    skipped {len(e.excluded)} block(s) it cannot express: {', '.join(e.excluded)}")
+                lines.append(f"    reason: {e.reason}")
         return "\n".join(lines)
 
 
@@ -308,7 +338,20 @@ def _shared_options(options: Mapping[str, Any], rules: Sequence[tuple[Rule, bool
         )
 
 
-def _call_kwargs(rule: Rule, shared: Mapping[str, Any] | None = None) -> dict[str, Any]:
+#: The call's ``(include, exclude)`` patterns (:func:`mimetic`'s own), ``None`` where not given.
+Patterns = tuple[str | None, str | None]
+
+
+def _call_kwargs(
+    rule: Rule, shared: Mapping[str, Any] | None = None, patterns: Patterns = (None, None), skip: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The transform's keyword arguments for ``rule``: the shared options, the rule's own, and its patterns.
+
+    The call's ``include``/``exclude`` (``patterns``) and the blocks to ``skip`` (path names) only
+    narrow the rule: each becomes one more alternative of its ``exclude`` (an ``include`` ``I`` as
+    ``^(?!.*?(?:I))``, a skipped block ``b`` as ``^b$``), so the rule's own ``include`` (or the
+    transform's default name pattern) is kept as it is.
+    """
     options = _options(rule.scheme)
     kw = {k: v for k, v in (shared or {}).items() if k in options}
     kw.update(rule.kwargs)
@@ -316,6 +359,15 @@ def _call_kwargs(rule: Rule, shared: Mapping[str, Any] | None = None) -> dict[st
         kw["include"] = rule.include
     if rule.exclude is not None:
         kw["exclude"] = rule.exclude
+    include, exclude = patterns
+    extra = [] if exclude is None else [exclude]
+    extra += [] if include is None else [f"^(?!.*?(?:{include}))"]
+    extra += [f"^{re.escape(b)}$" for b in skip]
+    if extra and SCHEMES[rule.scheme].takes_patterns:
+        params = inspect.signature(SCHEMES[rule.scheme].apply).parameters
+        own = kw.get("exclude", params["exclude"].default)
+        alternatives = ([] if own is None else [own]) + extra
+        kw["exclude"] = alternatives[0] if len(alternatives) == 1 else "|".join(f"(?:{a})" for a in alternatives)
     return kw
 
 
@@ -325,7 +377,7 @@ def _rule_error(i: int, rule: Rule, err: Exception) -> Exception:
     return kind(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}): {err}")
 
 
-def _check_values(rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any]) -> None:
+def _check_values(rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any], patterns: Patterns) -> None:
     """Run each rule's transform on an empty tree: its own checks of the option values, no others.
 
     Every transform with ``allow_empty`` checks its options before it reads the tree and returns
@@ -339,39 +391,96 @@ def _check_values(rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any])
             continue
         args: tuple[Any, ...] = ({}, jax.random.key(0)) if scheme.takes_key else ({},)
         try:
-            scheme.apply(*args, allow_empty=True, **_call_kwargs(rule, shared))
+            scheme.apply(*args, allow_empty=True, **_call_kwargs(rule, shared, patterns))
         except (TypeError, ValueError) as e:
             raise _rule_error(i, rule, e) from e
 
 
-def _plan(tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any]) -> MimeticReport:
-    _check_values(rules, shared)
-    entries = []
-    for i, (rule, from_preset) in enumerate(rules):
+def _find_skipping(
+    i: int, rule: Rule, from_preset: bool, tree: Any, shared: Mapping[str, Any], patterns: Patterns
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The rule's paths, and for a preset's rule the ``(block, reason)`` of each block it cannot express.
+
+    A preset's rule is searched again without each block its transform refuses
+    (:class:`~mimetic_jax._checks.BlockError`), one at a time; any other error, and every
+    error of a rule the user wrote, is raised with the rule's name.
+    """
+    skipped: list[tuple[str, str]] = []
+    while True:
         try:
-            paths = SCHEMES[rule.scheme].find(tree, _call_kwargs(rule, shared))
+            kw = _call_kwargs(rule, shared, patterns, [b for b, _ in skipped])
+            return SCHEMES[rule.scheme].find(tree, kw), skipped
+        except _checks.BlockError as e:
+            if not from_preset or e.block in {b for b, _ in skipped}:
+                raise ValueError(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}): {e}") from None
+            skipped.append((e.block, str(e)))
         except ValueError as e:
             raise ValueError(f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}): {e}") from None
+
+
+def _plan(
+    tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any], patterns: Patterns = (None, None)
+) -> MimeticReport:
+    _check_values(rules, shared, patterns)
+    entries = []
+    for i, (rule, from_preset) in enumerate(rules):
+        paths, skipped = _find_skipping(i, rule, from_preset, tree, shared, patterns)
         if not paths and not from_preset:
             raise ValueError(
                 f"rule {i} ({rule.label!r}, scheme {rule.scheme!r}, include={rule.include!r}, "
-                f"exclude={rule.exclude!r}) matches nothing in the tree"
+                f"exclude={rule.exclude!r}"
+                + ("" if patterns == (None, None) else f"; the call's include={patterns[0]!r}, exclude={patterns[1]!r}")
+                + ") matches nothing in the tree"
             )
-        entries.append(ReportEntry(i, rule.label, rule.scheme, tuple(path_name(p) for p in paths)))
+        entries.append(
+            ReportEntry(
+                i,
+                rule.label,
+                rule.scheme,
+                tuple(path_name(p) for p in paths),
+                tuple(b for b, _ in skipped),
+                "; ".join(r for _, r in skipped) if skipped else None,
+            )
+        )
     if all(e.skipped for e in entries):
         names = sorted({path_name(p[:-1]) for p in flatten(tree)})[:10]
+        why = "".join(
+            f"; rule {e.index} ({e.label!r}) skipped every block it found: {e.reason}" for e in entries if e.excluded
+        )
         raise ValueError(
             f"no rule matches anything in the tree ({', '.join(e.label for e in entries)}; the "
-            f"tree's layers include {names}); pass options such as num_heads=/stacked_axes=/"
+            f"tree's layers include {names}{why}); pass options such as num_heads=/stacked_axes=/"
             "layouts=, or rules=[Rule(scheme, include=...)]"
         )
     return MimeticReport(tuple(entries))
 
 
+def _check_call_patterns(include: Any, exclude: Any, rules: Sequence[tuple[Rule, bool]]) -> Patterns:
+    """The call's own ``include``/``exclude``: compiling patterns, and some rule must take them."""
+    check_pattern("include", include)
+    check_pattern("exclude", exclude)
+    if (include is not None or exclude is not None) and not any(SCHEMES[r.scheme].takes_patterns for r, _ in rules):
+        schemes = sorted({r.scheme for r, _ in rules})
+        raise TypeError(
+            f"mimetic() got include=/exclude= but no rule's transform takes patterns (schemes {schemes}); "
+            "select emergence's layers with options={'order': ...}"
+        )
+    return include, exclude
+
+
 def mimetic_plan(
-    tree: Any, *, preset: str | None = None, rules: Sequence[Any] | None = None, **options: Any
+    tree: Any,
+    *,
+    preset: str | None = None,
+    rules: Sequence[Any] | None = None,
+    include: str | None = None,
+    exclude: str | None = None,
+    **options: Any,
 ) -> MimeticReport:
     """The report :func:`mimetic` would return, without changing anything (shapes only).
+
+    ``preset``, ``rules``, ``include``, ``exclude`` and the options are those of :func:`mimetic`;
+    the blocks a preset's rule cannot express are skipped and reported as :func:`mimetic` does.
 
     The options are checked as :func:`mimetic` checks them, by the transforms' own checks (a
     bad ``alpha``, ``method`` or ``sigma_start`` is a ``ValueError``/``TypeError`` naming it),
@@ -381,8 +490,9 @@ def mimetic_plan(
     """
     rule_list = _rules(preset, rules)
     _shared_options(options, rule_list)
-    plan = _plan(tree, rule_list, options)
-    _trace_rules(tree, rule_list, options, plan)
+    patterns = _check_call_patterns(include, exclude, rule_list)
+    plan = _plan(tree, rule_list, options, patterns)
+    _trace_rules(tree, rule_list, options, plan, patterns)
     return plan
 
 
@@ -394,7 +504,9 @@ _NEEDS_VALUES = (
 )
 
 
-def _trace_rules(tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any], plan: MimeticReport) -> None:
+def _trace_rules(
+    tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[str, Any], plan: MimeticReport, patterns: Patterns
+) -> None:
     """Run every rule that matches something on the tree's shapes only (``jax.eval_shape``: nothing is
     computed or drawn), so that the checks that need the tree (each kernel's dtype: ``alpha=1e12`` on
     float16 kernels) raise in the plan as they would in :func:`mimetic`, with the rule's name."""
@@ -422,9 +534,11 @@ def _trace_rules(tree: Any, rules: Sequence[tuple[Rule, bool]], shared: Mapping[
             continue
         scheme = SCHEMES[rule.scheme]
 
-        def run(a: Any, scheme: _Scheme = scheme, rule: Rule = rule) -> None:
+        def run(
+            a: Any, scheme: _Scheme = scheme, rule: Rule = rule, skip: tuple[str, ...] = plan.entries[i].excluded
+        ) -> None:
             args = (rebuild(a), jax.random.key(0)) if scheme.takes_key else (rebuild(a),)
-            scheme.apply(*args, **_call_kwargs(rule, shared))
+            scheme.apply(*args, **_call_kwargs(rule, shared, patterns, skip))
 
         try:
             jax.eval_shape(run, arrays)
@@ -441,6 +555,8 @@ def mimetic(
     *,
     rules: Sequence[Any] | None = None,
     report: bool = False,
+    include: str | None = None,
+    exclude: str | None = None,
     **options: Any,
 ) -> Any:
     """Mimetically initialize a whole model in one call: every scheme of a preset, then ``rules``.
@@ -448,8 +564,10 @@ def mimetic(
     Rule ``i`` of ``PRESETS[preset] + rules`` runs its transform (:data:`SCHEMES`) on the
     result of rule ``i−1`` with key ``jax.random.fold_in(key, i)`` (schemes without a key
     ignore it), ``include``/``exclude`` and ``options`` passed through. A rule of the user's
-    that matches nothing is a ``ValueError`` naming it (before anything is drawn); a
-    preset's rule that matches nothing is skipped and reported.
+    that matches nothing, or finds a block it cannot express, is a ``ValueError`` naming it
+    (before anything is drawn); a preset's rule that matches nothing is skipped and reported,
+    and one that finds blocks it cannot express skips those blocks (left as they were) and
+    reports them with the reason (:class:`ReportEntry` ``excluded``/``reason``).
 
     Args:
       tree: a linen params dict, an ``nnx.State``, an ``nnx.Module``, an Equinox module or
@@ -458,6 +576,11 @@ def mimetic(
       preset: ``"vit"``, ``"convmixer"``, ``"convnext"``, ``"mamba"`` (see :data:`PRESETS`) or ``None``.
       rules: more :class:`Rule` s (or mappings with its fields), applied after the preset's.
       report: also return a :class:`MimeticReport` of which leaves each rule changed.
+      include, exclude: regular expressions applied to every rule whose transform takes
+        patterns (all but ``emergence``; a ``TypeError`` when no rule does), on the path that
+        transform searches. They only narrow a rule: a path must pass the rule's own
+        ``include`` (or its transform's default name pattern) *and* this ``include``, and is
+        left out by the rule's ``exclude`` *or* this ``exclude``.
       **options: options of the transforms (``num_heads``, ``num_kv_heads``, ``stacked_axes``,
         ``config``, ``layouts``, ``method`` …), given to every rule whose transform takes
         them; a rule's own options win. An option no rule takes is a ``TypeError``.
@@ -478,11 +601,12 @@ def mimetic(
     key = _checks.prng_key("key", key)
     rule_list = _rules(preset, rules)
     _shared_options(options, rule_list)
-    plan = _plan(tree, rule_list, options)
+    patterns = _check_call_patterns(include, exclude, rule_list)
+    plan = _plan(tree, rule_list, options, patterns)
     for i, (rule, _) in enumerate(rule_list):
         if plan.entries[i].skipped:
             continue
         scheme = SCHEMES[rule.scheme]
         args = (tree, jax.random.fold_in(key, i)) if scheme.takes_key else (tree,)
-        tree = scheme.apply(*args, **_call_kwargs(rule, options))
+        tree = scheme.apply(*args, **_call_kwargs(rule, options, patterns, plan.entries[i].excluded))
     return (tree, plan) if report else tree

@@ -510,19 +510,24 @@ def _find(
         name = path_name(parent)
         rel = layout.required()
         full = {r: tuple(jnp.shape(flat[p])) for r, p in zip(rel, paths)}
-        stack = common_stack(f"SSM block {name!r}", list(full.values()), stacked_axes)
-        groups = ngroups
-        if groups is None and layout.version == 2:
-            module = module_at(tree, parent) if tree is not None else None
-            groups = config_int(module, _GROUP_NAMES) if module is not None else None
-            if groups is None and config is not None:
-                groups = config_int(config, _GROUP_NAMES)
-        d_in, n, offset, groups = _sizes(layout, {r: s[stacked_axes:] for r, s in full.items()}, groups, name)
-        if n > d_in:
-            raise ValueError(
-                f"SSM block {name!r}: state size d_state={n} is larger than the B/C projection "
-                f"allows (its input width is {d_in}); the rank-N product W_C W_Bᵀ needs N <= {d_in}"
-            )
+        try:
+            stack = common_stack(f"SSM block {name!r}", list(full.values()), stacked_axes)
+            groups = ngroups
+            if groups is None and layout.version == 2:
+                module = module_at(tree, parent) if tree is not None else None
+                groups = config_int(module, _GROUP_NAMES) if module is not None else None
+                if groups is None and config is not None:
+                    groups = config_int(config, _GROUP_NAMES)
+            d_in, n, offset, groups = _sizes(layout, {r: s[stacked_axes:] for r, s in full.items()}, groups, name)
+            if n > d_in:
+                raise ValueError(
+                    f"SSM block {name!r}: state size d_state={n} is larger than the B/C projection "
+                    f"allows (its input width is {d_in}); the rank-N product W_C W_Bᵀ needs N <= {d_in}"
+                )
+        except _checks.BlockError:
+            raise
+        except ValueError as e:  # a block it cannot express: its path travels with the error
+            raise _checks.BlockError(str(e), name) from None
         blocks.append(SSMBlock(parent, layout, d_in, n, groups, offset, stack))
     return blocks
 

@@ -189,3 +189,105 @@ def test_bad_rules_are_errors():
         mj.mimetic(params, key, rules=mj.Rule("mlp"))
     with pytest.raises(TypeError, match=r"rules\[0\] must be a Rule or a mapping"):
         mj.mimetic(params, key, rules=["mlp"])
+
+
+def _attention_tree(rng=np.random.default_rng(0)):
+    """A 3-D (head-carrying) FLAX block and a flat one, whose head count nothing gives."""
+    d, h, k = 16, 2, 8
+
+    def block(q, o):
+        return {n: {"kernel": jnp.asarray(0.2 * rng.standard_normal(s), jnp.float32)} for n, s in zip(
+            ("query", "key", "value", "out"), (q, q, q, o))}  # fmt: skip
+
+    return {"a_heads": block((d, h, k), (h, k, d)), "b_flat": block((d, h * k), (h * k, d))}
+
+
+def test_a_preset_skips_a_block_it_cannot_express_and_reports_why():
+    tree, key = _attention_tree(), jax.random.key(3)
+    new, rep = mj.mimetic(tree, key, preset="vit", report=True)
+    (entry,) = rep.entries
+    assert entry.excluded == ("b_flat",) and "do not carry the head count" in entry.reason
+    assert not entry.skipped and _changed(tree, new) == rep.paths == {
+        f"a_heads/{n}/kernel" for n in ("query", "key", "value", "out")
+    }
+    text = str(rep)
+    assert "skipped 1 block(s) it cannot express: b_flat" in text and "reason: attention block 'b_flat'" in text
+    assert mj.mimetic_plan(tree, preset="vit") == rep
+    # exactly the transform with those blocks excluded; the same under jit (the report is static data)
+    ref = mj.mimetic_attention(tree, jax.random.fold_in(key, 0), exclude="^b_flat$")
+    jax.tree.map(np.testing.assert_array_equal, new, ref)
+    jitted, rep_jit = jax.jit(lambda t, k: mj.mimetic(t, k, preset="vit", report=True))(tree, key)
+    assert rep_jit == rep
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), jitted, new)
+    # a head count makes the block expressible again: nothing skipped
+    _, rep2 = mj.mimetic(tree, key, preset="vit", num_heads=2, report=True)
+    assert rep2.entries[0].excluded == () and rep2.entries[0].reason is None and len(rep2.paths) == 8
+
+
+def test_explicit_rules_and_single_transforms_keep_raising_on_a_block_they_cannot_express():
+    tree, key = _attention_tree(), jax.random.key(3)
+    with pytest.raises(
+        ValueError, match=r"rule 0 \('attention', scheme 'attention'\): attention block 'b_flat'.*num_heads="
+    ):
+        mj.mimetic(tree, key, rules=[mj.Rule("attention")])
+    with pytest.raises(ValueError, match=r"rule 0 .*'b_flat'"):
+        mj.mimetic_plan(tree, rules=[mj.Rule("attention")])
+    with pytest.raises(ValueError, match=r"attention block 'b_flat'.*do not carry the head count"):
+        mj.mimetic_attention(tree, key)
+    # a preset all of whose blocks are skipped changes nothing: an error that gives the reason
+    with pytest.raises(
+        ValueError, match=r"no rule matches anything.*skipped every block it found: attention block 'b_flat'"
+    ):
+        mj.mimetic({"b_flat": tree["b_flat"]}, key, preset="vit")
+
+
+def test_call_include_and_exclude_narrow_every_rule_that_takes_patterns():
+    params, key = _init("vit"), jax.random.key(1)
+    _, full = mj.mimetic(params, key, preset="vit", rules=[mj.Rule("mlp")], report=True)
+    new, rep = mj.mimetic(params, key, preset="vit", rules=[mj.Rule("mlp")], include="block_1", report=True)
+    for whole, part in zip(full.entries, rep.entries):
+        assert part.paths and set(part.paths) == {p for p in whole.paths if "block_1" in p}
+    assert _changed(params, new) == rep.paths
+    assert mj.mimetic_plan(params, preset="vit", rules=[mj.Rule("mlp")], include="block_1") == rep
+    # the same as the single transforms with the patterns given to each
+    ref = mj.mimetic_mlp(
+        mj.mimetic_attention(params, jax.random.fold_in(key, 0), include="block_1"), include="block_1/mlp_in"
+    )
+    jax.tree.map(np.testing.assert_array_equal, new, ref)
+    # a rule's own exclude and the call's both exclude; its own include and the call's must both match
+    _, rep = mj.mimetic(
+        params, key, preset="vit", rules=[mj.Rule("mlp", exclude="block_0"), mj.Rule("attention", include="attn")],
+        include="params/", exclude="block_1/attn", report=True,
+    )  # fmt: skip
+    assert rep.entries[0].paths == rep.entries[2].paths and all("block_0/attn" in p for p in rep.entries[0].paths)
+    assert rep.entries[1].paths == ("params/block_1/mlp_in/kernel",)
+    with pytest.raises(
+        ValueError,
+        match=r"rule 1 \('mlp'.*exclude='block_0'; the call's include=None, exclude='block_1'\) matches nothing",
+    ):
+        mj.mimetic(params, key, preset="vit", rules=[mj.Rule("mlp", exclude="block_0")], exclude="block_1")
+
+
+def test_call_patterns_are_checked_and_need_a_rule_that_takes_them():
+    params, key = _init("vit"), jax.random.key(0)
+    with pytest.raises(ValueError, match=r"include='\[' is not a valid regular expression"):
+        mj.mimetic(params, key, preset="vit", include="[")
+    with pytest.raises(TypeError, match=r"exclude must be a regular expression \(a str\) or None, got 3"):
+        mj.mimetic_plan(params, preset="vit", exclude=3)
+    with pytest.raises(TypeError, match=r"include=/exclude= but no rule's transform takes patterns"):
+        mj.mimetic(params, key, rules=[mj.Rule("emergence", {"alpha": 2.0})], include="block_0")
+
+
+def test_a_mamba2_block_whose_group_count_is_ambiguous_is_skipped_by_the_preset_with_the_reason():
+    shapes = jax.eval_shape(
+        MambaLM(vocab_size=16, d_model=16, n_layer=1, d_state=8, version=2, headdim=8, ngroups=2).init,
+        jax.random.key(0),
+        TOK,
+    )
+    params = jax.tree.map(lambda s: jnp.full(s.shape, 0.1, s.dtype), shapes)  # G·N = 16 with 4 heads: G in 1, 2, 4
+    with pytest.raises(ValueError, match=r"no rule matches anything.*skipped every block it found: .*pass ngroups="):
+        mj.mimetic(params, jax.random.key(1), preset="mamba")
+    with pytest.raises(ValueError, match=r"rule 0 \('ssm', scheme 'ssm'\): .*pass ngroups="):
+        mj.mimetic(params, jax.random.key(1), rules=[mj.Rule("ssm")])
+    _, rep = mj.mimetic(params, jax.random.key(1), preset="mamba", ngroups=2, report=True)
+    assert rep.entries[0].paths and rep.entries[0].excluded == ()

@@ -123,6 +123,9 @@ def _kernels(block: mj.AttentionBlock, flat: dict) -> tuple[np.ndarray, ...]:
         return x.T if lay.transposed else x
 
     out = get(lay.out).reshape(h, k, block.d_out)
+    if lay.kv is not None:  # query + fused key/value packed [k | v]
+        kk, v = np.split(get(lay.kv), [g * k], axis=1)
+        return get(lay.query).reshape(-1, h, k), kk.reshape(-1, g, k), v.reshape(-1, g, k), out
     if lay.qkv is None:
         q, kk, v = (get(n) for n in (lay.query, lay.key, lay.value))
         return (q.reshape(block.d_in, h, k), kk.reshape(block.d_kv, g, k), v.reshape(block.d_kv, g, k), out)
@@ -486,3 +489,67 @@ def test_haiku_trees_are_found_through_their_slash_joined_module_keys():
     assert [s.name for s in mj.find_mlp_layers(params)] == ["mlp/~/linear_0/w"]  # hk.nets.MLP's first layer
     out = model.apply(mj.mimetic(params, KEY, preset="vit", num_heads=H), None, *inputs)
     assert all(np.all(np.isfinite(np.asarray(o))) for o in out)
+
+
+def test_gpt2_with_cross_attention_gets_the_documented_draws_in_both_blocks():
+    t = transformers
+    config = t.GPT2Config(n_embd=D, n_layer=LAYERS, n_head=H, vocab_size=50, n_positions=16, add_cross_attention=True)
+    m = t.FlaxGPT2LMHeadModel(config, seed=0)
+    blocks = mj.find_attention_blocks(m.params, config=m.config)
+    assert [(b.name.split("/")[-1], b.layout.name) for b in blocks] == [
+        ("attn", "GPT2"),
+        ("crossattention", "GPT2_CROSS"),
+    ] * LAYERS
+    new = mj.mimetic_attention(m.params, KEY, config=m.config)
+    assert set(_assert_documented_draws(m.params, new, m.config).values()) == {H}
+    cross = new["transformer"]["h"]["0"]["crossattention"]
+    assert cross["q_attn"]["kernel"].shape == (D, D) and cross["c_attn"]["kernel"].shape == (2 * D, D)  # (out, in)
+    # everything but the attention kernels is unchanged (biases, layer norms, MLP, embeddings)
+    changed = {tuple(b.kernel_path(n)) for b in blocks for n in b.layout.names}
+    old_flat, new_flat = flatten(m.params), flatten(new)
+    for path, x in old_flat.items():
+        if path not in changed:
+            np.testing.assert_array_equal(np.asarray(new_flat[path]), np.asarray(x))
+    # one structure at a time: query_key=False keeps q_attn and the key half of c_attn, value_output=False the rest
+    vo_only = flatten(mj.mimetic_attention(m.params, KEY, config=m.config, query_key=False))
+    qk_only = flatten(mj.mimetic_attention(m.params, KEY, config=m.config, value_output=False))
+    q_path, kv_path, o_path = (tuple(blocks[1].kernel_path(n)) for n in blocks[1].layout.names)
+    for part, keep, draw in ((slice(0, D), vo_only, qk_only), (slice(D, 2 * D), qk_only, vo_only)):
+        np.testing.assert_array_equal(np.asarray(keep[kv_path][part]), np.asarray(old_flat[kv_path][part]))
+        np.testing.assert_array_equal(np.asarray(draw[kv_path][part]), np.asarray(new_flat[kv_path][part]))
+    np.testing.assert_array_equal(np.asarray(vo_only[q_path]), np.asarray(old_flat[q_path]))
+    np.testing.assert_array_equal(np.asarray(qk_only[o_path]), np.asarray(old_flat[o_path]))
+    # the one-call preset takes the block, its plan is its report, the analysis reads it, the model runs
+    one, rep = mj.mimetic(m.params, KEY, preset="vit", config=m.config, report=True)
+    assert mj.mimetic_plan(m.params, preset="vit", config=m.config) == rep
+    assert len(rep.entries[0].paths) == 5 * LAYERS and rep.entries[0].reason is None
+    ref = mj.mimetic_attention(m.params, jax.random.fold_in(KEY, 0), config=m.config)  # rule 0: fold_in(key, 0)
+    jax.tree.map(np.testing.assert_array_equal, one, ref)
+    scores = mj.analyze(new, config=m.config)
+    assert len(scores.attention) == 2 * LAYERS and min(min(a.qk_diag_ratio) for a in scores.attention) > 1
+    assert max(a.vo_diag_mean for a in scores.attention) < -0.05
+    ids, enc = jnp.ones((1, 8), jnp.int32), jnp.ones((1, 5, D))
+    assert np.all(np.isfinite(np.asarray(m(ids, encoder_hidden_states=enc, params=new).logits)))
+
+
+@pytest.mark.slow  # a ViT encoder and a GPT-2 decoder: about 25 s to build on the busy 2-core box
+def test_vision_encoder_decoder_with_a_gpt2_decoder_reads_each_side():
+    t = transformers
+    enc = t.ViTConfig(
+        hidden_size=48, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, image_size=16, patch_size=8
+    )
+    dec = t.GPT2Config(n_embd=D, n_layer=1, n_head=2, vocab_size=50, n_positions=16, add_cross_attention=True)
+    m = t.FlaxVisionEncoderDecoderModel(t.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec), seed=0)
+    new = mj.mimetic_attention(m.params, KEY, config=m.config)
+    heads = _assert_documented_draws(m.params, new, m.config)
+    assert heads == {
+        "decoder/transformer/h/0/attn": 2,
+        "decoder/transformer/h/0/crossattention": 2,
+        "encoder/encoder/layer/0/attention": 4,
+    }
+    cross = mj.find_attention_blocks(m.params, config=m.config)[1]
+    assert cross.layout.name == "GPT2_CROSS" and (cross.d_in, cross.d_kv) == (D, D)
+    rep = mj.mimetic_plan(m.params, preset="vit", config=m.config)  # the one call takes all three blocks
+    assert len(rep.entries[0].paths) == 2 + 3 + 4 and rep.entries[0].excluded == ()
+    out = m(jnp.ones((1, 3, 16, 16)), decoder_input_ids=jnp.ones((1, 5), jnp.int32), params=new).logits
+    assert np.all(np.isfinite(np.asarray(out)))
