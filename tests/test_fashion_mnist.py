@@ -170,3 +170,14 @@ def test_cli_trains_on_fashion_mnist_files(tmp_path):
     argv += ["--patch", "7", "--no-progress", "--out", str(out)]
     assert cli.main(argv) == 0
     assert (out / "results.json").is_file() and (out / "compare.png").is_file()
+
+
+def test_the_real_files_when_installed():
+    """Debian's dataset-fashion-mnist (or $MIMETIC_JAX_DATA): 60,000 + 10,000 balanced images; skipped if absent."""
+    try:
+        data = load_fashion_mnist()
+    except DatasetNotFoundError as err:
+        pytest.skip(str(err))
+    assert data.x_train.shape == (60000, 28, 28, 1) and data.x_test.shape == (10000, 28, 28, 1)
+    assert np.bincount(data.y_train).tolist() == [6000] * 10 and np.bincount(data.y_test).tolist() == [1000] * 10
+    assert data.y_train[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]  # the published first labels
