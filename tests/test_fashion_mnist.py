@@ -147,7 +147,8 @@ def test_registered_and_options_checked():
 
 
 def test_cli_missing_data_set_exits_1_with_the_install_command(tmp_path, capsys):
-    argv = ["compare", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--steps", "2", "--seeds", "1", "--checkpoints", "1"]
+    argv = ["compare", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path)]
+    argv += ["--steps", "2", "--seeds", "1", "--checkpoints", "1"]
     with pytest.raises(SystemExit) as exc:
         cli.main([*argv, "--no-progress", "--out", str(tmp_path / "out")])
     assert exc.value.code == 1
