@@ -31,7 +31,8 @@ Budget of the full run (the defaults): 10 seeds (0-9), 4 variants = 40 models, 3
 batch 32 (9,600 examples per model, about one epoch of the 10,000-image class-stratified
 training subset), a 2,000-image stratified test subset, 4 checkpoints. Sized from a probe on
 this box (convolutions are slow on XLA:CPU: about 6 ms of CPU time per example-step at patch
-2, a 14x14 grid, hence patch 4). Measured on the shared 2-core CPU box of this project, busy
+2, a 14x14 grid, hence patch 4); the full run measured 579 s of CPU time (about 5 minutes on an
+idle 2-core box). Measured on the shared 2-core CPU box of this project, busy
 with other jobs (see the JSON's load averages): wall time and process CPU time are in
 ``results/fashion_mnist_convmixer.{json,md}`` (``script_wall_s``, ``cpu_seconds``).
 
@@ -94,7 +95,7 @@ def markdown(cfg: dict, res: dict) -> str:
     parts.append(
         "Measured on this project's shared 2-core CPU box while other jobs ran (load averages above), so the wall "
         f"time overstates the cost: whole-script CPU time {res['cpu_seconds']:.0f} s; CPU time / 2 "
-        f"(about {res['cpu_seconds'] / 120:.0f} min) estimates the wall time on an idle 2-core box."
+        f"(about {_report.fmt_s(res['cpu_seconds'] / 2)}) estimates the wall time on an idle 2-core box."
     )
     steps = res["steps"]
     acc = {k: np.asarray(v) for k, v in res["acc"].items()}

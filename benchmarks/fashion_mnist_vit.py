@@ -30,7 +30,7 @@ steps of batch 32 (8,000 examples per model, 0.8 epochs of the subset) on a 10,0
 class-stratified training subset, a 2,000-image stratified test subset, 3 checkpoints. Sized
 from a probe on this box: one training example-step of this ViT costs about 2.3 ms of CPU
 time, so training is about 550 CPU-seconds, evaluation about 150, inits and compilation about
-75 (about 7 minutes on an idle 2-core box). A first run at 400 steps was stopped: the shared box
+75 (about 7 minutes on an idle 2-core box; the full run measured 823 s of CPU time). A first run at 400 steps was stopped: the shared box
 gave it a fifth of a core and it would not have finished in the session. Measured on
 the shared 2-core CPU box of this project, busy with other jobs (see the JSON's load
 averages): wall time and process CPU time are in ``results/fashion_mnist_vit.{json,md}``
@@ -93,7 +93,7 @@ def markdown(cfg: dict, res: dict) -> str:
     parts.append(
         "Measured on this project's shared 2-core CPU box while other jobs ran (load averages above), so the wall "
         f"time overstates the cost: whole-script CPU time {res['cpu_seconds']:.0f} s; CPU time / 2 "
-        f"(about {res['cpu_seconds'] / 120:.0f} min) estimates the wall time on an idle 2-core box."
+        f"(about {_report.fmt_s(res['cpu_seconds'] / 2)}) estimates the wall time on an idle 2-core box."
     )
     steps = res["steps"]
     acc = {k: np.asarray(v) for k, v in res["acc"].items()}
