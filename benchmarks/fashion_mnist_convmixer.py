@@ -181,6 +181,7 @@ def main() -> None:
     for a, b in PAIRS:
         s = res["paired"][f"{a} - {b}"][-1]
         _report.log(f"{a} − {b}: {100 * s['mean']:+.2f} pp [{100 * s['ci_low']:+.2f}, {100 * s['ci_high']:+.2f}]")
+    run.data["plot"] = _report.figure_path(run).name  # the docs page embeds it
     _report.plot_paired(
         _report.figure_path(run),
         steps,
