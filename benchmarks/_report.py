@@ -490,3 +490,115 @@ class Run:
             write_results(
                 self.name, self.quick, self.machine, self.data, self.title, body, wall_s=time.perf_counter() - self.t0
             )
+
+
+# --------------------------------------------------------------------------- paired seeds: statistics and figure
+
+
+def paired_difference(a: Any, b: Any, confidence: float = 0.95) -> dict[str, Any]:
+    """Statistics of the per-seed paired difference ``a - b`` (1-D arrays, one entry per seed pair).
+
+    ``mean``, ``std`` (ddof=1), the ``confidence`` interval of the mean from Student's t
+    (``mean ± t_{n-1} · std / √n``), the paired t-test (``scipy.stats.ttest_rel``: ``t``, two-sided
+    ``p``; ``None`` when every difference is equal), wins/ties/losses of ``a``, and the per-seed
+    differences themselves.
+    """
+    import numpy as np
+    from scipy import stats
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    diff = a - b
+    n = int(diff.size)
+    mean = float(diff.mean())
+    std = float(diff.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+    test = stats.ttest_rel(a, b) if n > 1 and np.ptp(diff) > 0 else None
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "confidence": confidence,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "t": None if test is None else float(test.statistic),
+        "p": None if test is None else float(test.pvalue),
+        "wins": int((diff > 0).sum()),
+        "ties": int((diff == 0).sum()),
+        "losses": int((diff < 0).sum()),
+        "per_seed": diff.tolist(),
+    }
+
+
+def paired_cells(s: dict[str, Any]) -> list[str]:
+    """Table cells of a :func:`paired_difference` of fractions, in percentage points: mean ± std, CI, p, W/T/L."""
+    p = "—" if s["p"] is None else f"{s['p']:.3g}"
+    ci = f"[{100 * s['ci_low']:+.2f}, {100 * s['ci_high']:+.2f}]"
+    return [f"{100 * s['mean']:+.2f} ± {100 * s['std']:.2f}", ci, p, f"{s['wins']}/{s['ties']}/{s['losses']}"]
+
+
+PAIRED_HEADERS = ["mean ± std (pp)", "95 % CI (pp)", "p (paired t)", "W/T/L"]
+
+
+def plot_paired(
+    path: Path,
+    steps: Sequence[int],
+    arms: dict[str, Any],
+    pairs: Sequence[tuple[str, str]],
+    title: str,
+    metric: str = "test accuracy (%)",
+    scale: float = 100.0,
+) -> Path:
+    """A two-panel figure of a paired-seed run; ``arms[name]`` is ``(seeds, checkpoints)``.
+
+    Left: each arm's mean over seeds against the step, with a ±1 std band. Right: for each
+    pair ``(a, b)``, the per-seed differences ``a - b`` at the last checkpoint (dots), their
+    mean and 95 % confidence interval (bar), and zero (dashed).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
+    for name, acc in arms.items():
+        acc = scale * np.asarray(acc, np.float64)
+        mean, std = acc.mean(axis=0), acc.std(axis=0, ddof=1) if acc.shape[0] > 1 else np.zeros(acc.shape[1])
+        (line,) = ax.plot(steps, mean, marker="o", ms=3, label=name)
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title("mean ± std over seeds", fontsize=9)
+    rng = np.random.default_rng(0)
+    for i, (a, b) in enumerate(pairs):
+        s = paired_difference(np.asarray(arms[a])[:, -1], np.asarray(arms[b])[:, -1])
+        d = scale * np.asarray(s["per_seed"])
+        bx.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=14, alpha=0.7)
+        bx.errorbar(
+            i + 0.25,
+            scale * s["mean"],
+            yerr=[[scale * (s["mean"] - s["ci_low"])], [scale * (s["ci_high"] - s["mean"])]],
+            fmt="s",
+            color="k",
+            capsize=4,
+        )
+    bx.axhline(0.0, color="grey", ls="--", lw=1)
+    bx.set_xticks(range(len(pairs)))
+    bx.set_xticklabels([f"{a}\n− {b}" for a, b in pairs], fontsize=8)
+    bx.set_ylabel(f"paired difference, {metric.split(' (')[0]} (pp)" if scale == 100.0 else "paired difference")
+    bx.set_title(f"per seed at step {steps[-1]}; mean and 95 % CI", fontsize=9)
+    bx.grid(alpha=0.3, axis="y")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    return path
+
+
+def figure_path(run: Run) -> Path:
+    """``results/NAME[.quick].png`` of a run (beside its JSON and Markdown)."""
+    return RESULTS / (f"{run.name}.quick.png" if run.quick else f"{run.name}.png")

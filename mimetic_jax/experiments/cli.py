@@ -6,8 +6,10 @@ init, over several seeds, *paired by seed*: for seed ``s`` both models start fro
 and see the same data order. Three tasks:
 
 * ``--task image`` (default): a ViT (``--model vit``) or a ConvMixer (``--model convmixer``)
-  on ``--dataset digits`` (scikit-learn's 8x8 digits) or ``mnist1d`` (MNIST-1D, generated
-  locally). ``--schemes`` picks what the mimetic arm applies: ``attention``
+  on ``--dataset digits`` (scikit-learn's 8x8 digits), ``mnist1d`` (MNIST-1D, generated
+  locally) or ``fashion-mnist`` (IDX files on disk: ``--data-dir``, ``$MIMETIC_JAX_DATA`` or
+  Debian's ``dataset-fashion-mnist``; a missing data set exits 1 with the install command).
+  ``--schemes`` picks what the mimetic arm applies: ``attention``
   (:func:`~mimetic_jax.mimetic_attention`), ``conv`` (:func:`~mimetic_jax.mimetic_conv`),
   ``mlp`` (:func:`~mimetic_jax.mimetic_mlp`), comma separated (default ``attention`` for the
   ViT, ``conv`` for the ConvMixer).
@@ -57,6 +59,7 @@ from mimetic_jax.experiments._common import (
     summarize,
     write_outputs,
 )
+from mimetic_jax.experiments.tasks import DatasetNotFoundError
 
 __all__ = [
     "DEFAULT_PATCH",
@@ -79,8 +82,8 @@ __all__ = [
 ]
 
 TASKS = ("image", "copying", "mqar")
-DEFAULT_PATCH = {"digits": (2, 2), "mnist1d": (1, 4)}
-"""Patch size per data set when ``--patch`` is not given: 16 tokens for digits, 10 for MNIST-1D."""
+DEFAULT_PATCH = {"digits": (2, 2), "mnist1d": (1, 4), "fashion-mnist": (4, 4)}
+"""Patch size per data set when ``--patch`` is not given: 16 tokens (digits), 10 (MNIST-1D), 49 (Fashion-MNIST)."""
 MODELS = ("vit", "convmixer")
 SCHEMES = {"vit": ("attention", "mlp"), "convmixer": ("conv", "mlp")}
 """Schemes ``--schemes`` accepts per model (the first is the default)."""
@@ -106,6 +109,7 @@ TASK_ONLY = {
     "model": "image",
     "schemes": "image",
     "dataset": "image",
+    "data_dir": "image",
     "patch": "image",
     "heads": "image",
     "method": "image",
@@ -197,6 +201,10 @@ def resolve_options(args: argparse.Namespace) -> argparse.Namespace:
                 args.method = VIT_DEFAULTS["method"]
             if args.heads is None:
                 args.heads = VIT_DEFAULTS["heads"]
+    if task == "image" and args.data_dir is not None and args.dataset != "fashion-mnist":
+        raise UsageError(
+            f"--data-dir is an option of --dataset fashion-mnist only; --dataset {args.dataset} ships offline"
+        )
     if args.warmup_steps is not None and not 0 <= args.warmup_steps < args.steps:
         raise UsageError(f"--warmup-steps must lie in [0, --steps={args.steps}), got {args.warmup_steps}")
     if args.checkpoints > args.steps:
@@ -245,7 +253,8 @@ re-drawn, and see the same data order), and report test accuracy at evenly space
 
 tasks:
   image    a ViT (default: mimetic attention init) or a ConvMixer (default: covariance-structured
-           depthwise filters) on scikit-learn's 8x8 digits or MNIST-1D, classification accuracy
+           depthwise filters) on scikit-learn's 8x8 digits, MNIST-1D or Fashion-MNIST (IDX files:
+           --data-dir, $MIMETIC_JAX_DATA or apt-get install dataset-fashion-mnist), test accuracy
   copying  a Mamba LM copying 16 tokens (vocabulary 16), default vs mimetic_ssm init,
            accuracy on the copied tokens
   mqar     a Mamba LM on multi-query associative recall (length 64, 8 pairs, vocabulary 64),
@@ -261,6 +270,7 @@ examples:
   mimetic-jax compare                                     ViT on digits, 3 seeds, 400 steps
   mimetic-jax compare --model convmixer --schemes conv,mlp --steps 200
   mimetic-jax compare --dataset mnist1d --patch 1x4 --out runs/mnist1d
+  mimetic-jax compare --dataset fashion-mnist --data-dir ~/data/fashion-mnist --steps 300
   mimetic-jax compare --task mqar --ssm-version 1 --lr 1e-3"""
 
 
@@ -337,7 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         choices=sorted(DEFAULT_PATCH),
         default=None,
-        help="data set: digits (scikit-learn) or mnist1d (generated locally) (default: digits)",
+        help="data set: digits (scikit-learn), mnist1d (generated locally) or fashion-mnist (IDX files, "
+        "see --data-dir) (default: digits)",
+    )
+    image.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder of the Fashion-MNIST IDX files, plain or .gz (default: $MIMETIC_JAX_DATA, "
+        "else /usr/share/datasets/fashion-mnist from apt-get install dataset-fashion-mnist)",
     )
     image.add_argument(
         "--schemes",
@@ -345,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the mimetic arm applies, comma separated: attention,mlp (vit) or conv,mlp "
         "(convmixer) (default: attention for vit, conv for convmixer)",
     )
-    image.add_argument("--patch", default=None, help="patch size P or PHxPW (default: 2x2 for digits, 1x4 for mnist1d)")
+    image.add_argument(
+        "--patch", default=None, help="patch size P or PHxPW (default: 2x2 digits, 1x4 mnist1d, 4x4 fashion-mnist)"
+    )
     image.add_argument("--heads", type=_positive_int, default=None, help="attention heads (--model vit; default: 4)")
     image.add_argument(
         "--method",
@@ -440,7 +460,8 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         UsageError: if the options do not fit the data (see :func:`check_options`).
         MissingExtra: if a package of the ``experiments`` extra is missing.
     """
-    require("sklearn" if args.dataset == "digits" else "mnist1d", why=f"--dataset {args.dataset}")
+    if args.dataset in ("digits", "mnist1d"):
+        require("sklearn" if args.dataset == "digits" else "mnist1d", why=f"--dataset {args.dataset}")
     require("matplotlib", why="the figure compare.png")
     if not args.no_progress:
         require("tqdm", why="the progress bar (or pass --no-progress)")
@@ -452,7 +473,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
     start = time.perf_counter()
     schemes = tuple(args.schemes.split(","))
-    data = load_dataset(args.dataset)
+    data = load_dataset(args.dataset, **({"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}))
     patch = check_options(args, data.image_shape, data.x_train.shape[0])
     model: ViT | ConvMixer
     if args.model == "vit":
@@ -556,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UsageError as err:
             parser.error(str(err))
         except MissingExtra as err:
+            parser.exit(1, f"{parser.prog}: error: {err}\n")
+        except DatasetNotFoundError as err:
             parser.exit(1, f"{parser.prog}: error: {err}\n")
         except ModuleNotFoundError as err:
             # A harness package imported past require() (a transitive import): same message.

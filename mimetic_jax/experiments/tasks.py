@@ -10,6 +10,10 @@ cached: calling a loader twice with the same arguments returns the same object.
 - ``"mnist1d"``: MNIST-1D (Greydanus, 2020), *generated* locally by the ``mnist1d``
   package (nothing is downloaded). Each length-40 signal is one image row:
   ``(N, 1, 40, 1)``, so a ViT with patch size ``(1, p)`` makes ``40 / p`` tokens.
+- ``"fashion-mnist"``: Fashion-MNIST (Xiao et al., 2017), 60,000 + 10,000 images
+  ``(N, 28, 28, 1)``, 10 classes, read from a folder of MNIST-format IDX files (plain or
+  ``.gz``): Debian's ``dataset-fashion-mnist`` package, or the files torchvision, tfds,
+  Keras or the original site put on disk (:func:`load_fashion_mnist`). Nothing is downloaded.
 
 Synthetic sequence tasks (for state space models, Trockman et al. 2024), jittable and seedable:
 :func:`copying` and :func:`mqar` (multi-query associative recall) draw batches of token
@@ -28,9 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import inspect
+import os
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -38,13 +45,17 @@ import numpy as np
 __all__ = [
     "Dataset",
     "DATASETS",
+    "DatasetNotFoundError",
+    "FASHION_MNIST_DIRS",
     "SEQUENCE_TASKS",
     "SequenceBatch",
     "copying",
     "load_digits",
+    "load_fashion_mnist",
     "load_mnist1d",
     "load_dataset",
     "mqar",
+    "read_idx",
     "sequence_dataset",
 ]
 
@@ -194,19 +205,180 @@ def load_mnist1d(seed: int = 0) -> Dataset:
     return _make(x_train, raw["y"], x_test, raw["y_test"], 10, "mnist1d")
 
 
-DATASETS: dict[str, Callable[..., Dataset]] = {"digits": load_digits, "mnist1d": load_mnist1d}
-"""Loaders by name; each takes a ``seed`` keyword argument."""
+# --------------------------------------------------------------------------- Fashion-MNIST (IDX files)
+
+DATA_ENV = "MIMETIC_JAX_DATA"
+"""Environment variable naming a data folder (used when no ``data_dir`` is given)."""
+
+FASHION_MNIST_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)
+"""Where installed packages put Fashion-MNIST (Debian's ``dataset-fashion-mnist``)."""
+
+_FASHION_INSTALL = (
+    "Fashion-MNIST is read from MNIST-format IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, plain or .gz). Install them with "
+    "'apt-get install dataset-fashion-mnist' (Debian/Ubuntu, into /usr/share/datasets/fashion-mnist), or put "
+    f"the four files in a folder and pass it as data_dir= / --data-dir, or set {DATA_ENV} to it"
+)
+_IDX_STEMS = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+# IDX type codes (the third byte of the magic number) -> big-endian NumPy dtypes.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def load_dataset(name: str, *, seed: int = 0) -> Dataset:
-    """Load a data set by name (``"digits"`` or ``"mnist1d"``).
+class DatasetNotFoundError(FileNotFoundError):
+    """A data set's files are not on this machine; the message says how to install them."""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (the MNIST format), plain or gzip-compressed, into a NumPy array.
+
+    Layout (LeCun et al., the MNIST site): a 4-byte magic number ``0x00 0x00 T D`` (``T``
+    the element type: ``0x08`` uint8, ``0x09`` int8, ``0x0B`` int16, ``0x0C`` int32,
+    ``0x0D`` float32, ``0x0E`` float64; ``D`` the number of dimensions), then ``D`` big-endian
+    uint32 sizes, then the elements in C order. A gzip file is recognized by its content.
+
+    Raises:
+        ValueError: if the magic number or the size of the file is not that of an IDX file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "x-idx1-ubyte"
+        >>> _ = f.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
+        >>> read_idx(f)
+        array([7, 8, 9], dtype=uint8)
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise ValueError(
+            f"{path} is not an IDX file: its magic number is {raw[:4].hex() or 'missing'}, expected 0000TTDD "
+            f"(TT an element type among {', '.join(f'{t:02x}' for t in _IDX_DTYPES)}, DD >= 1 dimensions)"
+        )
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: its header declares {ndim} dimensions")
+    shape = tuple(int(n) for n in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"{path} holds {len(raw)} bytes, its header (shape {shape}, {dtype}) says {expected}")
+    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    """``folder/stem`` or ``folder/stem.gz`` (also ``train-images.idx3-ubyte``, the original site's spelling)."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _fashion_mnist_folder(data_dir: str | os.PathLike | None) -> Path:
+    """The first folder holding the four IDX files: ``data_dir``, else ``$MIMETIC_JAX_DATA``, else the packages'.
+
+    A given folder is searched as is, then its ``fashion-mnist`` and ``FashionMNIST/raw``
+    (torchvision's layout) sub-folders.
+    """
+    if data_dir is not None:
+        roots, where = [Path(data_dir)], f"data_dir={str(data_dir)!r}"
+    elif os.environ.get(DATA_ENV):
+        roots, where = [Path(os.environ[DATA_ENV])], f"{DATA_ENV}={os.environ[DATA_ENV]!r}"
+    else:
+        roots, where = [Path(d) for d in FASHION_MNIST_DIRS], "the default location " + ", ".join(FASHION_MNIST_DIRS)
+    for root in roots:
+        for folder in (root, root / "fashion-mnist", root / "FashionMNIST" / "raw"):
+            if all(_idx_file(folder, stem) for stem in _IDX_STEMS.values()):
+                return folder
+    raise DatasetNotFoundError(f"Fashion-MNIST not found in {where}. {_FASHION_INSTALL}.")
+
+
+def _subset(labels: np.ndarray, size: int | None, seed: int, what: str) -> np.ndarray:
+    """Sorted indices of a class-stratified random subset of ``size`` examples (all when ``None``)."""
+    n = labels.size
+    if size is None or size == n:
+        return np.arange(n)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 < size <= n:
+        raise ValueError(f"{what} must be an integer in [1, {n}] or None, got {size!r}")
+    return _split_indices(labels, size / n, seed)[1]
+
+
+@functools.lru_cache(maxsize=4)
+def _fashion_mnist(folder: Path, seed: int, num_train: int | None, num_test: int | None) -> Dataset:
+    arrays = {k: read_idx(_idx_file(folder, stem) or folder / stem) for k, stem in _IDX_STEMS.items()}
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"{folder}: {part} images {x.shape} and labels {y.shape} must be (N, H, W) and (N,) with equal N"
+            )
+    idx_train = _subset(arrays["y_train"], num_train, seed, "num_train")
+    idx_test = _subset(arrays["y_test"], num_test, seed + 1, "num_test")
+    x_train = (arrays["x_train"][idx_train].astype(np.float32) / 255.0)[..., None]
+    x_test = (arrays["x_test"][idx_test].astype(np.float32) / 255.0)[..., None]
+    y_train, y_test = arrays["y_train"][idx_train], arrays["y_test"][idx_test]
+    return _make(x_train, y_train, x_test, y_test, 10, "fashion-mnist")
+
+
+def load_fashion_mnist(
+    seed: int = 0,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    num_train: int | None = None,
+    num_test: int | None = None,
+) -> Dataset:
+    """Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017) as ``(N, 28, 28, 1)`` images, from IDX files on disk.
+
+    The folder is ``data_dir`` if given, else ``$MIMETIC_JAX_DATA``, else Debian's
+    ``dataset-fashion-mnist`` install path (:data:`FASHION_MNIST_DIRS`); in each, the folder
+    itself, then its ``fashion-mnist`` and ``FashionMNIST/raw`` sub-folders are tried. The files
+    are the standard ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, plain or ``.gz`` (:func:`read_idx`).
+    Pixels (0..255) are scaled to ``[0, 1]``, then standardized with the training part's mean
+    and std. ``num_train`` / ``num_test``: a class-stratified random subset of that size,
+    drawn with ``seed`` (the seed has no effect on the full sets). Cached per folder and
+    arguments.
+
+    Raises:
+        DatasetNotFoundError: (a ``FileNotFoundError``) the files are in none of the folders;
+            the message names the install command.
+        ValueError: a file is not an IDX file, or a subset size is out of range.
+
+    Example:
+        >>> data = load_fashion_mnist(num_train=1000, num_test=500)  # doctest: +SKIP
+        >>> data.x_train.shape, data.x_test.shape, data.num_classes  # doctest: +SKIP
+        ((1000, 28, 28, 1), (500, 28, 28, 1), 10)
+    """
+    return _fashion_mnist(_fashion_mnist_folder(data_dir).resolve(), int(seed), num_train, num_test)
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "digits": load_digits,
+    "mnist1d": load_mnist1d,
+    "fashion-mnist": load_fashion_mnist,
+}
+"""Loaders by name; each takes a ``seed`` keyword argument (and its own options, e.g. ``data_dir``)."""
+
+
+def load_dataset(name: str, *, seed: int = 0, **options: Any) -> Dataset:
+    """Load a data set by name (``"digits"``, ``"mnist1d"`` or ``"fashion-mnist"``).
 
     Args:
         name: one of :data:`DATASETS`.
-        seed: passed to the loader (split seed for digits, generation seed for MNIST-1D).
+        seed: passed to the loader (split seed for digits, generation seed for MNIST-1D,
+            subset seed for Fashion-MNIST).
+        **options: the loader's own keyword arguments, e.g. ``data_dir`` and ``num_train``
+            of :func:`load_fashion_mnist`.
 
     Raises:
         ValueError: if ``name`` is not a known data set.
+        TypeError: if an option is not one of that loader's.
 
     Example:
         >>> load_dataset("mnist1d").image_shape
@@ -217,7 +389,14 @@ def load_dataset(name: str, *, seed: int = 0) -> Dataset:
     except (KeyError, TypeError):
         valid = ", ".join(repr(n) for n in DATASETS)
         raise ValueError(f"name must be one of {valid}, got {name!r}") from None
-    return loader(seed=seed)
+    accepted = set(inspect.signature(loader).parameters) - {"seed"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(
+            f"load_dataset({name!r}) got unknown option(s) {', '.join(unknown)}; "
+            f"it accepts {', '.join(sorted(accepted)) or 'only seed'}"
+        )
+    return loader(seed=seed, **options)
 
 
 # --------------------------------------------------------------------------- synthetic sequence tasks
