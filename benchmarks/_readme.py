@@ -55,12 +55,12 @@ FUSE = "datasets/{d}/{k}/"
 ROWS: list[tuple[str, str, str]] = [
     (
         "mimetic self-attention",
-        "ViT on digits "
-        + final("training", "datasets/digits/main")
-        + ", on MNIST-1D "
-        + final("training", "datasets/mnist1d/main")
-        + "; wider ViT "
-        + final("training_wide", "datasets/digits/main"),
+        "ViT on Fashion-MNIST, end: `exact` "
+        + paired("fashion_mnist_vit", "results/acc/exact", "results/acc/default")
+        + ", `fast` "
+        + paired("fashion_mnist_vit", "results/acc/fast", "results/acc/default")
+        + "; on digits "
+        + final("training", "datasets/digits/main"),
         "`fast`: ViT-B/16 "
         + ratio("init_cost", "ViT-B/16", "fast")
         + ", GPT-2-medium "
@@ -73,14 +73,10 @@ ROWS: list[tuple[str, str, str]] = [
     ),
     (
         "covariance depthwise filters",
-        "ConvMixer on digits, step 133: "
-        + paired("conv_training_400steps_10seeds", CONV + "covariance", CONV + "default", 0)
-        + ", step 400: "
-        + paired("conv_training_400steps_10seeds", CONV + "covariance", CONV + "default")
-        + "; frozen filters, step 400: "
-        + paired(
-            "conv_training_400steps_10seeds", CONV + "covariance, frozen filters", CONV + "default, frozen filters"
-        ),
+        "ConvMixer on Fashion-MNIST, end: "
+        + paired("fashion_mnist_convmixer", "results/acc/covariance", "results/acc/default")
+        + "; frozen filters "
+        + paired("fashion_mnist_convmixer", "results/acc/covariance, frozen", "results/acc/default, frozen"),
         "18 ConvNeXt-T layers: {fig}`conv_init_cost:layers/covariance/median_s~div:layers/default/median_s#.2f`× (CPU), "
         "{fig}`conv_init_cost.gpu:layers/covariance/median_s~div:layers/default/median_s#.2f`× (H200)",
     ),
