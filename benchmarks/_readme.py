@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _figures as figures  # noqa: E402
+import _figures as figures
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -478,7 +478,7 @@ class Run:
             body = f"**{msg}**\n\nPartial results below.\n\n"
             try:
                 body += self.partial_markdown() if self.partial_markdown else ""
-            except Exception as e:  # noqa: BLE001 - the partial table is best effort
+            except Exception as e:  # the partial table is best effort
                 body += f"(partial table unavailable: {e!r})"
             write_results(
                 self.name, self.quick, self.machine, data, self.title, body, wall_s=time.perf_counter() - self.t0

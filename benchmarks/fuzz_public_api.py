@@ -66,7 +66,7 @@ class Case:
 # --------------------------------------------------------------------------- the cases
 
 
-def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped by module
+def build_cases() -> list[Case]:  # one flat list of cases, grouped by module
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -242,7 +242,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda: call(jnp.asarray(np.full(base.shape, 1e30, np.float32))),
             "either",
             names,
-        )  # noqa: E501
+        )
 
     def finite_dtype_check(want):
         return out_dtype(want)
@@ -270,21 +270,21 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda fn=fn: fn(num_heads=3, num_kv_heads=2),
             "bad",
             "num_kv_heads",
-        )  # noqa: E501
+        )
         add(
             name,
             "d_in×heads×head_dim huge",
             lambda fn=fn: fn(d_in=2**20, num_heads=2**14, head_dim=2**10),
             "bad",
             ("d_in", "elements"),
-        )  # noqa: E501
+        )
         add(
             name,
             "d_in=2**31-1 (allocates d×d)",
             lambda fn=fn: fn(d_in=2**31 - 1, head_dim=1),
             "bad",
             ("d_in", "elements"),
-        )  # noqa: E501
+        )
         for arg in ("alpha", "beta"):
             reals(name, arg, lambda v, fn=fn, arg=arg: fn(**{arg: v}), either=(0.0, -1.0, 1e-300), bad=(1e300, 1e39))
             for m in ("exact", "fast"):
@@ -294,28 +294,28 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                     lambda fn=fn, arg=arg, m=m: fn(**{arg: 1e12}, dtype=jnp.float16, method=m),
                     "bad",
                     (arg, "float16"),
-                )  # noqa: E501
+                )
                 add(
                     name,
                     f"{arg}=1e8 float16 {m}",
                     lambda fn=fn, arg=arg, m=m: fn(**{arg: 1e8}, dtype=jnp.float16, method=m),
                     "either",
                     (arg, "float16"),
-                )  # noqa: E501
+                )
                 add(
                     name,
                     f"{arg}=1e30 float32 {m}",
                     lambda fn=fn, arg=arg, m=m: fn(**{arg: 1e30}, method=m),
                     "either",
                     (arg, "float32"),
-                )  # noqa: E501
+                )
                 add(
                     name,
                     f"{arg}=1e30 bfloat16 {m}",
                     lambda fn=fn, arg=arg, m=m: fn(**{arg: 1e30}, dtype=jnp.bfloat16, method=m),
                     "either",
                     (arg, "bfloat16"),
-                )  # noqa: E501
+                )
         add(name, "distribution='gauss'", lambda fn=fn: fn(distribution="gauss"), "bad", "distribution")
         add(name, "method='svd'", lambda fn=fn: fn(method="svd"), "bad", "method")
         add(name, "method=None", lambda fn=fn: fn(method=None), "bad", "method")
@@ -345,8 +345,8 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda arg=arg: qkv(**{arg: 1e12}, dtype=jnp.float16),
             "bad",
             (arg, "float16"),
-        )  # noqa: E501
-        add("qkv_init", f"{arg}=1e12 bfloat16", lambda arg=arg: qkv(**{arg: 1e12}, dtype=jnp.bfloat16), "either", arg)  # noqa: E501
+        )
+        add("qkv_init", f"{arg}=1e12 bfloat16", lambda arg=arg: qkv(**{arg: 1e12}, dtype=jnp.bfloat16), "either", arg)
     for label, shp in (
         ("rank 3", (8, 3, 8)),
         ("wrong width", (8, 23)),
@@ -357,7 +357,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("int", 24),
         ("None", None),
         ("floats", (8.0, 24.0)),
-    ):  # noqa: E501
+    ):
         add("qkv_init", f"shape {label}", lambda s=shp: qkv(shape=s), "bad", "shape")
     dtypes("qkv_init", lambda d: qkv(dtype=d), check=out_dtype)
     add("qkv_init", "dtype None (float32)", lambda: qkv(dtype=None), "valid")
@@ -374,7 +374,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda v, fn=fn, s=shape: fn(temperature=v)(None, s),
             bad=(0.0, -1.0, 1e300, 1e-320),
             either=(1e-30, 1e30, 1.0),
-        )  # noqa: E501
+        )
         for label, shp in (
             ("odd width", (16, 7) if name == "sincos_1d" else (1, 16, 6)),
             ("rank 1", (16,)),
@@ -382,7 +382,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             ("zero", (0, 8)),
             ("huge", (2**33, 2**4)),
             ("None", None),
-        ):  # noqa: E501
+        ):
             add(name, f"shape {label}", lambda fn=fn, s=shp: fn()(None, s), "bad", "shape")
         dtypes(name, lambda d, fn=fn, s=shape: fn()(None, s, d), check=out_dtype)
     add("sincos_2d", "grid=(4,4)", lambda: mj.sincos_2d((4, 4))(None, (1, 16, 8)), "valid")
@@ -416,8 +416,8 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(tree)):
                 if getattr(x, "shape", None) != getattr(y, "shape", None) or getattr(x, "dtype", None) != getattr(
                     y, "dtype", None
-                ):  # noqa: E501
-                    return f"leaf changed shape/dtype: {getattr(y, 'shape', None)} {getattr(y, 'dtype', None)} -> {getattr(x, 'shape', None)} {getattr(x, 'dtype', None)}"  # noqa: E501
+                ):
+                    return f"leaf changed shape/dtype: {getattr(y, 'shape', None)} {getattr(y, 'dtype', None)} -> {getattr(x, 'shape', None)} {getattr(x, 'dtype', None)}"
             return None
 
         return check
@@ -442,7 +442,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             ("str", "params"),
             ("list of arrays", [jnp.ones(3)]),
             ("empty dict", {}),
-        ):  # noqa: E501
+        ):
             add(name, f"tree={label}", lambda bad=bad: call(bad, K), "either", ("tree", "found no", "no "))
         for arg, vals in opts_ok.items():
             for v, exp in vals:
@@ -477,7 +477,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             ({"hidden_size": 16}, "bad"),
             ({"num_attention_heads": 0}, "bad"),
             ({"num_attention_heads": 2}, "valid"),
-        ],  # noqa: E501
+        ],
         allow_empty=[("no", "either"), (True, "valid")],
     )
     transform_common("mimetic_attention", attn_call, MHA, att_opts)
@@ -487,23 +487,23 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: mj.mimetic_attention(FLAT, K, num_heads=0),
         "bad",
         "num_heads",
-    )  # noqa: E501
+    )
     add(
         "mimetic_attention",
         "flat q/k/v/o with num_heads=3",
         lambda: mj.mimetic_attention(FLAT, K, num_heads=3),
         "bad",
         "num_heads",
-    )  # noqa: E501
+    )
     add(
         "mimetic_attention",
         "flat q/k/v/o with num_heads=4",
         lambda: mj.mimetic_attention(FLAT, K, num_heads=4),
         "valid",
-    )  # noqa: E501
+    )
     add(
         "mimetic_attention", "flat q/k/v/o without num_heads", lambda: mj.mimetic_attention(FLAT, K), "bad", "num_heads"
-    )  # noqa: E501
+    )
     bad_shapes = {"attn": {**FLAT["attn"], "k_proj": {"kernel": jnp.ones((16, 12))}}}
     add(
         "mimetic_attention",
@@ -511,7 +511,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: mj.mimetic_attention(bad_shapes, K, num_heads=4),
         "bad",
         ("k_proj", "shape", "kernel"),
-    )  # noqa: E501
+    )
     missing = {"attn": {n: v for n, v in FLAT["attn"].items() if n != "v_proj"}}
     add(
         "mimetic_attention",
@@ -519,7 +519,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: mj.mimetic_attention(missing, K, num_heads=4),
         "bad",
         ("found no", "no attention", "v_proj"),
-    )  # noqa: E501
+    )
     nan_tree = jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(NAN), MHA)
     add(
         "mimetic_attention",
@@ -528,7 +528,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         "either",
         "kernel",
         nonfinite_ok=True,
-    )  # noqa: E501
+    )
     add("mimetic_attention", "ViT variables", lambda: mj.mimetic_attention(VIT, K), "valid", check=same_structure(VIT))
     add("mimetic_attention", "under jit", lambda: jax.jit(lambda t, k: mj.mimetic_attention(t, k))(MHA, K), "valid")
     add(
@@ -536,7 +536,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         "vmapped keys",
         lambda: jax.vmap(lambda k: mj.mimetic_attention(MHA, k))(jax.random.split(K, 2)),
         "valid",
-    )  # noqa: E501
+    )
 
     add("find_attention_blocks", "valid", lambda: mj.find_attention_blocks(MHA), "valid")
     for label, bad in (("None", None), ("int", 3), ("empty", {})):
@@ -551,28 +551,28 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("layouts", None),
         ("layouts", [1]),
         ("config", "cfg"),
-    ):  # noqa: E501
+    ):
         add(
             "find_attention_blocks",
             f"{arg}={v!r}",
             lambda arg=arg, v=v: mj.find_attention_blocks(MHA, **{arg: v}),
             "bad" if arg != "layouts" or v != mj.HF else "either",
             arg,
-        )  # noqa: E501
+        )
     add(
         "find_attention_blocks",
         "flat num_heads=0",
         lambda: mj.find_attention_blocks(FLAT, num_heads=0),
         "bad",
         "num_heads",
-    )  # noqa: E501
+    )
     add("heads_from_config", "valid dict", lambda: mj.heads_from_config({"num_attention_heads": 4}), "valid")
     add(
         "heads_from_config",
         "object",
         lambda: mj.heads_from_config(type("C", (), {"num_attention_heads": 4})()),
         "valid",
-    )  # noqa: E501
+    )
     for label, cfg in (
         ("None", None),
         ("int", 3),
@@ -581,14 +581,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("heads=-1", {"num_heads": -1}),
         ("kv=0", {"num_attention_heads": 4, "num_key_value_heads": 0}),
         ("heads=True", {"num_attention_heads": True}),
-    ):  # noqa: E501
+    ):
         add(
             "heads_from_config",
             f"config {label}",
             lambda cfg=cfg: mj.heads_from_config(cfg),
             "either",
             ("config", "heads"),
-        )  # noqa: E501
+        )
     for label, kw, exp in (
         ("valid", dict(out="o", qkv="qkv"), "valid"),
         ("out=3", dict(out=3, qkv="qkv"), "bad"),
@@ -599,14 +599,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("kernel=None", dict(out="o", qkv="qkv", kernel=None), "bad"),
         ("empty out", dict(out="", qkv="qkv"), "bad"),
         ("query only", dict(out="o", query="q"), "bad"),
-    ):  # noqa: E501
+    ):
         add(
             "AttentionLayout",
             label,
             lambda kw=kw: mj.AttentionLayout(**kw),
             exp,
             ("out", "qkv", "query", "key", "value", "packing", "transposed", "kernel"),
-        )  # noqa: E501
+        )
 
     # nn modules
     def linen_mha(**kw):
@@ -619,7 +619,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: linen_mha(param_dtype=jnp.bfloat16),
         "valid",
         check=out_dtype(jnp.bfloat16),
-    )  # noqa: E501
+    )
     add("nn.MultiHeadDotProductAttention", "param_dtype float16", lambda: linen_mha(param_dtype=jnp.float16), "valid")
     for arg, v in (
         ("alpha", NAN),
@@ -629,7 +629,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("sign", 0),
         ("method", "svd"),
         ("rotate_heads", "y"),
-    ):  # noqa: E501
+    ):
         add("nn.MultiHeadDotProductAttention", f"{arg}={v!r}", lambda arg=arg, v=v: linen_mha(**{arg: v}), "bad", arg)
     add(
         "nn.MultiHeadDotProductAttention",
@@ -637,7 +637,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: linen_mha(alpha=1e12, param_dtype=jnp.float16),
         "bad",
         ("alpha", "float16"),
-    )  # noqa: E501
+    )
     add(
         "nn.MultiHeadDotProductAttention",
         "num_heads=3 for width 16",
@@ -647,7 +647,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         # Flax's own module (our drop-in's base class) rejects its own configuration before our
         # code runs, with the AssertionError plain nn.MultiHeadDotProductAttention gives: not our input.
         passthrough="flax",
-    )  # noqa: E501
+    )
 
     def nnx_mha(**kw):
         return mjnn.MultiHeadAttention(num_heads=2, in_features=16, decode=False, rngs=nnx.Rngs(0), **kw)
@@ -660,7 +660,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("sign", 2),
         ("method", None),
         ("rotate_heads", "y"),
-    ):  # noqa: E501
+    ):
         add("nn.MultiHeadAttention", f"{arg}={v!r}", lambda arg=arg, v=v: nnx_mha(**{arg: v}), "bad", arg)
     add("nn.MultiHeadAttention", "param_dtype float16", lambda: nnx.state(nnx_mha(param_dtype=jnp.float16)), "valid")
     add(
@@ -669,7 +669,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: nnx_mha(alpha=1e12, param_dtype=jnp.float16),
         "bad",
         ("alpha", "float16"),
-    )  # noqa: E501
+    )
 
     # ------------------------------------------------------------------ conv
     cfc = mj.conv_filter_covariance
@@ -682,7 +682,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("()", ()),
         ("(2**17,2**17)", (2**17, 2**17)),
         ("(3.0,3)", (3.0, 3)),
-    ):  # noqa: E501
+    ):
         add("conv_filter_covariance", f"kernel_size={label}", lambda v=v: cfc(v, 1.0), "bad", "kernel_size")
     reals(
         "conv_filter_covariance",
@@ -690,14 +690,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda v: cfc(3, v),
         bad=(0.0, -1.0, 1e200, 1e-200),
         either=(1e-3, 1e3, 1e100),
-    )  # noqa: E501
+    )
     reals(
         "conv_filter_covariance",
         "scale",
         lambda v: cfc(3, 1.0, scale=v),
         bad=(1e200, 1e-200),
         either=(0.0, -1.0, 1e-3, 1e3),
-    )  # noqa: E501
+    )
     add("conv_filter_covariance", "displacement=3", lambda: cfc(3, 1.0, displacement=3), "bad", "displacement")
     add(
         "conv_filter_covariance",
@@ -705,14 +705,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: cfc(3, 1.0, displacement=lambda d, s: jnp.full(d.shape[:-1] if d.ndim > 2 else d.shape, NAN)),
         "bad",
         "displacement",
-    )  # noqa: E501
+    )
     add(
         "conv_filter_covariance",
         "displacement not PSD",
         lambda: cfc(3, 1.0, displacement=lambda *a: -jnp.eye(9)),
         "bad",
         "displacement",
-    )  # noqa: E501
+    )
     add(
         "conv_filter_covariance",
         "displacement raises",
@@ -720,7 +720,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         "either",
         "displacement",
         passthrough="user",  # the user's ZeroDivisionError, unchanged, with a note naming displacement
-    )  # noqa: E501
+    )
 
     COV = np.asarray(cfc(3, 1.0))
     COV5 = np.asarray(cfc(5, 1.0))
@@ -736,7 +736,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         "valid 1-D (5,1,3)",
         lambda: dwi(shape=(5, 1, 3), covariance=np.asarray(cfc(5, 1.0))[:5, :5] if False else None),
         "valid",
-    )  # noqa: E501
+    )
     keys("depthwise_conv_init", lambda k: dwi(key=k))
     sizes("depthwise_conv_init", "num_layers", lambda v: dwi(num_layers=v))
     for v, exp in ((-1, "bad"), (2, "bad"), (1.0, "bad"), (None, "bad"), (True, "bad")):
@@ -750,14 +750,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: dwi(scale=1e4, dtype=jnp.float16),
         "bad",
         ("scale", "float16"),
-    )  # noqa: E501
+    )
     add(
         "depthwise_conv_init",
         "scale=1e-6 float16",
         lambda: dwi(scale=1e-6, dtype=jnp.float16),
         "bad",
         ("scale", "float16"),
-    )  # noqa: E501
+    )
     arrays(
         "depthwise_conv_init", "covariance", COV, lambda c: dwi(covariance=c), half="valid", empty="bad", none="either"
     )
@@ -768,21 +768,21 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: dwi(covariance=np.triu(np.ones((9, 9)))),
         "bad",
         "covariance",
-    )  # noqa: E501
+    )
     add(
         "depthwise_conv_init",
         "covariance wrong size for kernel",
         lambda: dwi(covariance=np.eye(4)),
         "bad",
         ("covariance", "shape"),
-    )  # noqa: E501
+    )
     add(
         "depthwise_conv_init",
         "covariance traced",
         lambda: jax.jit(lambda c: dwi(covariance=c))(COV),
         "bad",
         "covariance",
-    )  # noqa: E501
+    )
     for label, shp in (
         ("rank 2", (3, 4)),
         ("not depthwise (3,3,2,4)", (3, 3, 2, 4)),
@@ -790,7 +790,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("huge", (2**20, 2**20, 1, 2**10)),
         ("None", None),
         ("rank 5", (1, 3, 3, 1, 4)),
-    ):  # noqa: E501
+    ):
         add("depthwise_conv_init", f"shape {label}", lambda s=shp: dwi(shape=s), "bad", "shape")
     dtypes("depthwise_conv_init", lambda d: dwi(dtype=d), check=out_dtype)
     add("depthwise_conv_init", "displacement=None", lambda: dwi(displacement=None), "bad", "displacement")
@@ -802,10 +802,10 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         "valid 1 filter uncentered",
         lambda: mj.filter_covariance(W[..., :1], center=False),
         "valid",
-    )  # noqa: E501
+    )
     add(
         "filter_covariance", "1 filter centered", lambda: mj.filter_covariance(W[..., :1]), "bad", ("kernel", "filters")
-    )  # noqa: E501
+    )
     arrays(
         "filter_covariance",
         "kernel",
@@ -822,7 +822,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: mj.filter_covariance(np.ones((3, 3, 2, 4))),
         "bad",
         "kernel",
-    )  # noqa: E501
+    )
     add("filter_covariance", "center='yes'", lambda: mj.filter_covariance(W, center="yes"), "bad", "center")
     add("filter_covariance", "traced kernel", lambda: jax.jit(mj.filter_covariance)(W), "valid")
 
@@ -838,14 +838,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: mj.resize_covariance(COV, 4, 5),
         "bad",
         ("kernel_size", "covariance"),
-    )  # noqa: E501
+    )
     add(
         "resize_covariance",
         "new_kernel_size (2**17,2**17)",
         lambda: mj.resize_covariance(COV, 3, (2**17, 2**17)),
         "bad",
         "new_kernel_size",
-    )  # noqa: E501
+    )
     add("resize_covariance", "not PSD", lambda: mj.resize_covariance(-np.eye(9), 3, 5), "bad", "covariance")
 
     add("transfer_covariances", "valid", lambda: mj.transfer_covariances([COV, COV], 3), "valid")
@@ -854,7 +854,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         "valid resized",
         lambda: mj.transfer_covariances([COV], 2, kernel_size=3, new_kernel_size=5),
         "valid",
-    )  # noqa: E501
+    )
     sizes("transfer_covariances", "num_layers", lambda v: mj.transfer_covariances([COV], v))
     arrays(
         "transfer_covariances",
@@ -864,7 +864,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         half="valid",
         empty="bad",
         names=("covariances",),
-    )  # noqa: E501
+    )
     for label, v in (("[]", []), ("None", None), ("one array", COV), ("int", 3), ("mixed sizes", [COV, np.eye(4)])):
         add(
             "transfer_covariances",
@@ -872,21 +872,21 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda v=v: mj.transfer_covariances(v, 2),
             "bad" if label not in ("one array", "mixed sizes") else "either",
             "covariances",
-        )  # noqa: E501
+        )
     add(
         "transfer_covariances",
         "only kernel_size",
         lambda: mj.transfer_covariances([COV], 2, kernel_size=3),
         "bad",
         ("kernel_size", "new_kernel_size"),
-    )  # noqa: E501
+    )
     add(
         "transfer_covariances",
         "new_kernel_size=0",
         lambda: mj.transfer_covariances([COV], 2, kernel_size=3, new_kernel_size=0),
         "bad",
         "new_kernel_size",
-    )  # noqa: E501
+    )
 
     CM = ConvMixer(10, width=8, depth=2).init(K, jnp.zeros((1, 8, 8, 1)))
 
@@ -909,7 +909,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             ([COV5, np.full((25, 25), NAN)], "bad"),
             (COV, "either"),
             (3, "bad"),
-        ],  # noqa: E501
+        ],
         displacement=[(3, "bad"), (None, "bad")],
         allow_empty=[(True, "valid")],
     )
@@ -920,12 +920,12 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: mj.mimetic_conv(jax.tree.map(lambda x: x.astype(jnp.float16), CM), K, scale=1e4),
         "bad",
         ("scale", "float16"),
-    )  # noqa: E501
+    )
     for fname, fn in (
         ("find_depthwise_convs", mj.find_depthwise_convs),
         ("filter_covariances", mj.filter_covariances),
         ("freeze_mask", mj.freeze_mask),
-    ):  # noqa: E501
+    ):
         add(fname, "valid", lambda fn=fn: fn(CM), "valid", nonfinite_ok=True)
         for label, bad in (("None", None), ("int", 3), ("empty", {})):
             add(fname, f"tree={label}", lambda fn=fn, bad=bad: fn(bad), "either", "tree")
@@ -942,7 +942,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 lambda fn=fn, arg=arg, v=v: fn(CM, **{arg: v}),
                 "either" if v is None else "bad",
                 arg,
-            )  # noqa: E501
+            )
     add("filter_covariances", "center=2", lambda: mj.filter_covariances(CM, center=2), "bad", "center")
     add(
         "filter_covariances",
@@ -950,14 +950,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: mj.filter_covariances(jax.tree.map(lambda x: x.astype(jnp.int32), CM)),
         "bad",
         ("kernel", "dtype"),
-    )  # noqa: E501
+    )
     add(
         "filter_covariances",
         "NaN tree",
         lambda: mj.filter_covariances(jax.tree.map(lambda x: x * NAN, CM)),
         "bad",
         "kernel",
-    )  # noqa: E501
+    )
 
     # ------------------------------------------------------------------ mlp
     def msi(mean=0.1, key=K, shape=(4, 6), dtype=jnp.float32, **kw):
@@ -976,7 +976,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("huge", (2**30, 2**30)),
         ("None", None),
         ("negative", (4, -6)),
-    ):  # noqa: E501
+    ):
         add("mean_shift_init", f"shape {label}", lambda s=shp: msi(shape=s), "bad", "shape")
     dtypes("mean_shift_init", lambda d: msi(dtype=d), check=out_dtype)
     add("mean_shift_init", "base=None", lambda: msi(base=None), "bad", "base")
@@ -987,21 +987,21 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         "either",
         "base",
         nonfinite_ok=True,
-    )  # noqa: E501
+    )
     add(
         "mean_shift_init",
         "base returns wrong shape",
         lambda: msi(base=lambda k, s, d=jnp.float32: jnp.zeros((2,), d)),
         "bad",
         ("base", "shape"),
-    )  # noqa: E501
+    )
 
     MLP = {
         "block": {
             "mlp_in": {"kernel": jnp.ones((4, 8)) * 0.1, "bias": jnp.zeros(8)},
             "mlp_out": {"kernel": jnp.ones((8, 4))},
         }
-    }  # noqa: E501
+    }
 
     def mlp_call(tree, key, **kw):
         return mj.mimetic_mlp(tree, **kw)
@@ -1017,7 +1017,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             (1e300, "bad"),
         ],
         "allow_empty": [(True, "valid")],
-    }  # noqa: E501
+    }
     transform_common("mimetic_mlp", mlp_call, MLP, mlp_opts, key=False)
     add(
         "mimetic_mlp",
@@ -1025,7 +1025,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: mj.mimetic_mlp(jax.tree.map(lambda x: x.astype(jnp.float16), MLP), mean=7e4),
         "bad",
         ("mean", "float16"),
-    )  # noqa: E501
+    )
     add("mimetic_mlp", "under jit", lambda: jax.jit(lambda t: mj.mimetic_mlp(t))(MLP), "valid")
     add("find_mlp_layers", "valid", lambda: mj.find_mlp_layers(MLP), "valid")
     for label, bad in (("None", None), ("int", 3), ("empty", {})):
@@ -1051,7 +1051,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda s=shp: ali(shape=s),
             "either" if label == "rank 0" else "bad",
             "shape",
-        )  # noqa: E501
+        )
     dtypes("a_log_init", lambda d: ali(dtype=d), check=out_dtype)
 
     def dbi(delta=1.0, shape=(8,), dtype=jnp.float32):
@@ -1063,7 +1063,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
     add("dt_bias_init", "delta=7e4 float16", lambda: dbi(delta=7e4, dtype=jnp.float16), "bad", ("delta", "float16"))
     add(
         "dt_bias_init", "delta=1e-8 float16", lambda: dbi(delta=1e-8, dtype=jnp.float16), "either", ("delta", "float16")
-    )  # noqa: E501
+    )
     for label, shp in (("zero", (0,)), ("huge", (2**40,)), ("None", None), ("negative", (-4,))):
         add("dt_bias_init", f"shape {label}", lambda s=shp: dbi(shape=s), "bad", "shape")
     dtypes("dt_bias_init", lambda d: dbi(dtype=d), check=out_dtype)
@@ -1078,7 +1078,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("zero", (0, 1, 8)),
         ("huge", (2**20, 1, 2**20)),
         ("None", None),
-    ):  # noqa: E501
+    ):
         add("identity_conv_init", f"shape {label}", lambda s=shp: ici(shape=s), "bad", "shape")
     dtypes("identity_conv_init", lambda d: ici(dtype=d), check=out_dtype)
 
@@ -1104,7 +1104,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: bck(d_in=2**12, num_groups=2**21),
         "bad",
         ("num_groups", "elements"),
-    )  # noqa: E501
+    )
     for arg in ("alpha", "beta"):
         reals("bc_kernels", arg, lambda v, arg=arg: bck(**{arg: v}), either=(0.0, -1.0), bad=(1e300,))
         add(
@@ -1113,7 +1113,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda arg=arg: bck(**{arg: 1e12}, dtype=jnp.float16),
             "bad",
             (arg, "float16"),
-        )  # noqa: E501
+        )
     add("bc_kernels", "distribution='x'", lambda: bck(distribution="x"), "bad", "distribution")
     add("bc_kernels", "method='x'", lambda: bck(method="x"), "bad", "method")
     dtypes("bc_kernels", lambda d: bck(dtype=d), check=out_dtype)
@@ -1141,7 +1141,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         empty="bad",
         rank=False,
         ints="either",
-    )  # noqa: E501
+    )
     reals(
         "min_retention",
         "delta",
@@ -1154,14 +1154,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         add("min_retention", f"length={v!r}", lambda v=v: mj.min_retention(A, 1.0, v), exp, "length")
     add(
         "min_retention", "a_log > 0", lambda: mj.min_retention(np.full(8, 50.0, np.float32), 1.0, 64), "either", "a_log"
-    )  # noqa: E501
+    )
     add(
         "min_retention",
         "delta shape mismatch",
         lambda: mj.min_retention(A, np.ones(3, np.float32), 64),
         "either",  # documented: the largest step is used
         ("delta", "a_log", "shape"),
-    )  # noqa: E501
+    )
 
     LM = MambaLM(vocab_size=8, d_model=8, n_layer=1, d_state=4).init(K, jnp.zeros((1, 4), jnp.int32))
     LM2 = MambaLM(vocab_size=8, d_model=16, n_layer=1, d_state=4, version=2).init(K, jnp.zeros((1, 4), jnp.int32))
@@ -1181,7 +1181,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             ("x", "bad"),
             ((-8.0, 1e300), "bad"),  # named as high
             ((-2.0, -1.0), "valid"),
-        ],  # noqa: E501
+        ],
         delta=[(0.0, "bad"), (-1.0, "bad"), (NAN, "bad"), (1e300, "bad"), (2.0, "valid")],
         transition=[("y", "either"), (False, "valid")],
         bc=[(False, "valid")],
@@ -1207,7 +1207,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ),
         "bad",
         ("delta", "float16"),
-    )  # noqa: E501
+    )
     add("find_ssm_blocks", "valid", lambda: mj.find_ssm_blocks(LM), "valid")
     for label, bad in (("None", None), ("int", 3), ("empty", {})):
         add("find_ssm_blocks", f"tree={label}", lambda bad=bad: mj.find_ssm_blocks(bad), "either", "tree")
@@ -1230,7 +1230,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("x", "bad"),
         (1.5, "bad"),
         (True, "bad"),
-    ):  # noqa: E501
+    ):
         add("emergence_factors", f"pivot={v!r}", lambda v=v: ef(4, 1.1, v), exp, "pivot")
 
     def ei(base=LECUN, layer=0, num_layers=2, alpha=1.1, key=K, shape=(4, 4), dtype=jnp.float32, **kw):
@@ -1248,7 +1248,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: ei(alpha=1e6, layer=1, num_layers=2, pivot=0, dtype=jnp.float16),
         "bad",
         ("alpha", "float16"),
-    )  # noqa: E501
+    )
     add("emergence_init", "base=None", lambda: ei(base=None), "bad", "base")
     add("emergence_init", "pivot=5", lambda: ei(pivot=5), "bad", "pivot")
     dtypes("emergence_init", lambda d: ei(dtype=d), check=out_dtype)
@@ -1269,7 +1269,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             (None, "bad"),
             (2.0, "valid"),
             (1e300, "bad"),
-        ],  # noqa: E501
+        ],
         "pivot": [(5, "bad"), (-1, "bad"), ("x", "bad"), (0, "valid")],
         "order": [
             (["Dense_2", "Dense_1", "Dense_0"], "valid"),
@@ -1277,7 +1277,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             ([], "either"),
             (3, "bad"),
             ([["Dense_0"], ["Dense_1"]], "either"),
-        ],  # noqa: E501
+        ],
         "kernel": [("", "bad"), (3, "bad"), ("weight", "either")],
     }
 
@@ -1294,7 +1294,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 lambda t=t: call(t, K),
                 "bad" if name == "emergence_scale" else "either",
                 ("kernel", "dtype"),
-            )  # noqa: E501
+            )
         for label, bad in (("None", None), ("int", 3), ("empty", {})):
             add(name, f"tree={label}", lambda bad=bad: call(bad, K), "either", "tree")
         for arg, vals in em_opts.items():
@@ -1306,7 +1306,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda: call(jax.tree.map(lambda x: x.astype(jnp.float16), tree), K, alpha=1e6),
             "bad" if name == "emergence_scale" else "either",  # emergence_layers makes no arrays
             ("alpha", "float16"),
-        )  # noqa: E501
+        )
 
     em_common("emergence_scale", em_call, DENSE)
     em_common("emergence_layers", lambda t, k, **kw: mj.emergence_layers(t, **kw), DENSE)
@@ -1327,7 +1327,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: emm([np.ones((1, 1000))] * 121),
         "valid",
         nonfinite_ok=True,
-    )  # noqa: E501
+    )
     arrays(
         "emergence_measure",
         "activations[1]",
@@ -1337,7 +1337,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         names=("activations",),
         empty="bad",
         ints="either",
-    )  # noqa: E501
+    )
     for label, v in (
         ("[]", []),
         ("one layer", ACTS[:1]),
@@ -1361,7 +1361,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         half="either",
         ints="either",
         empty="bad",
-    )  # noqa: E501
+    )
     add("emergence_measure", "adjacency too short", lambda: emm(ACTS, adjacency=ADJ[:1]), "bad", "adjacency")
     add(
         "emergence_measure",
@@ -1369,7 +1369,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: jax.jit(lambda a: emm([a, a]))(jnp.ones((2, 3))),
         "bad",
         "activations",
-    )  # noqa: E501
+    )
 
     class Net(nn.Module):
         @nn.compact
@@ -1385,14 +1385,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: mj.forward_order(Net(), jnp.ones((1, 3, 3, 3, 3))),
         "either",
         ("model", "input"),
-    )  # noqa: E501
+    )
     add(
         "forward_order",
         "method='nope'",
         lambda: mj.forward_order(Net(), jnp.ones((1, 3)), method="nope"),
         "bad",
         "method",
-    )  # noqa: E501
+    )
 
     # ------------------------------------------------------------------ fuse
     w1, b1 = g.standard_normal((3, 4)).astype(np.float32) / 2, np.zeros(4, np.float32)
@@ -1414,7 +1414,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("dense_dense", mj.dense_dense, False),
         ("fusion_mse", mj.fusion_mse, False),
         ("dense_dense_from_data", mj.dense_dense_from_data, True),
-    ):  # noqa: E501
+    ):
         add(fname, "valid", lambda fn=fn, data=data: dd(fn, data), "valid")
         add(fname, "valid identity", lambda fn=fn, data=data: dd(fn, data, activation="identity"), "valid")
         for arg, base in DEN.items():
@@ -1426,14 +1426,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 empty="bad",
                 half="either",
                 lists="either",
-            )  # noqa: E501
+            )
         add(
             fname,
             "activation='swish'",
             lambda fn=fn, data=data: dd(fn, data, activation="swish"),
             "bad" if not data else "either",
             "activation",
-        )  # noqa: E501
+        )
         add(fname, "activation=3", lambda fn=fn, data=data: dd(fn, data, activation=3), "bad", "activation")
         add(
             fname,
@@ -1441,7 +1441,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda fn=fn, data=data: dd(fn, data, w2=np.ones((5, 2), np.float32)),
             "bad",
             ("w2", "w1"),
-        )  # noqa: E501
+        )
         if data:
             arrays(fname, "x", X, lambda x, fn=fn: dd(fn, True, x=x), empty="bad", half="either", grow="either")
             reals(fname, "ridge", lambda v, fn=fn: dd(fn, True, ridge=v), bad=(-1.0,), either=(0.0, 1e30))
@@ -1457,14 +1457,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 lambda fn=fn: dd(fn, True, activation=lambda z: z * NAN),
                 "bad",
                 "activation",
-            )  # noqa: E501
+            )
             add(
                 fname,
                 "collinear x (ridge=0)",
                 lambda fn=fn: dd(fn, True, x=np.ones((16, 3), np.float32), ridge=0.0),
                 "either",
                 ("x", "ridge"),
-            )  # noqa: E501
+            )
         else:
             arrays(fname, "mean", MEAN, lambda m, fn=fn: dd(fn, mean=m), empty="bad", half="either", rank=False)
             arrays(fname, "cov", CV, lambda c, fn=fn: dd(fn, cov=c), empty="bad", half="either")
@@ -1490,7 +1490,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: Moments.zeros(3).mean_cov(),
         "bad",
         ("count", "no rows", "Moments", "empty"),
-    )  # noqa: E501
+    )
     arrays(
         "Moments",
         "z",
@@ -1501,7 +1501,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ints="either",  # the moments of integer rows are well defined ("z: finite, real"); bool is rejected
         names=("z",),
         grow="either",
-    )  # noqa: E501
+    )
     add("Moments", "update jitted", lambda: jax.jit(lambda z: Moments.zeros(3).update(z))(X).mean_cov(), "valid")
     add("Moments", "update with 1 row", lambda: Moments.zeros(3).update(X[:1]).mean_cov(), "either", "z")
 
@@ -1531,7 +1531,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 empty="bad",
                 half="either",
                 grow="either" if arg in ("k1", "k2") else "bad",  # a taller kernel is another valid layer
-            )  # noqa: E501
+            )
         for label, v in (
             ("(0,1)", (0, 1)),
             ("(-1,1)", (-1, 1)),
@@ -1539,35 +1539,35 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             ("None", None),
             ("(2**40,1)", (2**40, 1)),
             ("('a',1)", ("a", 1)),
-        ):  # noqa: E501
+        ):
             add(
                 fname,
                 f"strides={label}",
                 lambda fn=fn, data=data, v=v: cc(fn, data, strides=v),
                 "either" if label == "1" else "bad",
                 "strides",
-            )  # noqa: E501
+            )
         for label, v in (
             ("('X','VALID')", ("X", "VALID")),
             ("None", None),
             ("'VALID'", "VALID"),
             ("((-1,0),...)", (((-1, 0), (0, 0)), "VALID")),
             ("huge", (((2**40, 0), (0, 0)), "VALID")),
-        ):  # noqa: E501
+        ):
             add(
                 fname,
                 f"padding={label}",
                 lambda fn=fn, data=data, v=v: cc(fn, data, padding=v),
                 "either" if label == "'VALID'" else "bad",
                 "padding",
-            )  # noqa: E501
+            )
         add(
             fname,
             "activation='swish'",
             lambda fn=fn, data=data: cc(fn, data, activation="swish"),
             "bad" if not data else "either",
             "activation",
-        )  # noqa: E501
+        )
         add(fname, "pool avg", lambda fn=fn, data=data: cc(fn, data, pool=Pool("avg", 2, 1)), "either", "pool")
         add(
             fname,
@@ -1575,14 +1575,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda fn=fn, data=data: cc(fn, data, pool=Pool("max", 2, 1)),
             "either" if not data else "valid",
             "pool",
-        )  # noqa: E501
+        )
         for label, p in (
             ("kind", Pool("min", 2, 1)),
             ("window 0", Pool("avg", 0, 1)),
             ("strides -1", Pool("avg", 2, -1)),
             ("int", 3),
             ("window huge", Pool("avg", 2**40, 1)),
-        ):  # noqa: E501
+        ):
             add(fname, f"pool {label}", lambda fn=fn, data=data, p=p: cc(fn, data, pool=p), "bad", "pool")
         add(
             fname,
@@ -1590,7 +1590,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda fn=fn, data=data: cc(fn, data, k2=np.ones((2, 2, 3, 2), np.float32)),
             "bad",
             ("k2", "k1"),
-        )  # noqa: E501
+        )
         if data:
             arrays(fname, "x", XC, lambda x, fn=fn: cc(fn, True, x=x), empty="bad", half="either", grow="either")
             add(fname, "x smaller than the window", lambda fn=fn: cc(fn, True, x=XC[:, :2, :2]), "bad", ("x", "fit"))
@@ -1610,7 +1610,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 lambda fn=fn: cc(fn, input_size=(2, 2)),
                 "bad",
                 ("input_size", "fit"),
-            )  # noqa: E501
+            )
             add(fname, "input_size=(0,5)", lambda fn=fn: cc(fn, input_size=(0, 5)), "bad", "input_size")
             add(fname, "input_size=(2**40,5)", lambda fn=fn: cc(fn, input_size=(2**40, 5)), "bad", "input_size")
             add(fname, "strides (2**20,2**20)", lambda fn=fn: cc(fn, strides=(2**20, 2**20)), "either", "strides")
@@ -1629,7 +1629,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
     for fname, fn, data in (
         ("conv_dense", mj.conv_dense, False),
         ("conv_dense_from_data", mj.conv_dense_from_data, True),
-    ):  # noqa: E501
+    ):
         add(fname, "valid", lambda fn=fn, data=data: cd(fn, data), "valid")
         for arg, base in CD.items():
             arrays(
@@ -1639,7 +1639,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 lambda a, fn=fn, data=data, arg=arg: cd(fn, data, **{arg: a}),
                 empty="bad",
                 half="either",
-            )  # noqa: E501
+            )
         for label, v in (("0", 0), ("-1", -1), ("2**40", 2**40), ("None", None), ("'x'", "x"), ("(1,2,3)", (1, 2, 3))):
             add(
                 fname,
@@ -1647,7 +1647,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 lambda fn=fn, data=data, v=v: cd(fn, data, strides=v),
                 "bad",
                 ("strides", "w2"),
-            )  # noqa: E501
+            )
         for label, v in (("'X'", "X"), ("None", None), ("-1", -1), ("huge", 2**40)):
             add(
                 fname,
@@ -1655,14 +1655,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 lambda fn=fn, data=data, v=v: cd(fn, data, padding=v),
                 "bad",
                 ("padding", "w2"),
-            )  # noqa: E501
+            )
         add(
             fname,
             "activation='swish'",
             lambda fn=fn, data=data: cd(fn, data, activation="swish"),
             "bad" if not data else "either",
             "activation",
-        )  # noqa: E501
+        )
         if data:
             arrays(fname, "x", XC, lambda x, fn=fn: cd(fn, True, x=x), empty="bad", half="either", grow="either")
             reals(fname, "ridge", lambda v, fn=fn: cd(fn, True, ridge=v), bad=(-1.0,), either=(0.0,))
@@ -1676,14 +1676,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
                 ("None", None),
                 ("(1,1,1)", (1, 1, 1)),
                 ("(6,6,1)", (6, 6, 1)),
-            ):  # noqa: E501
+            ):
                 add(
                     fname,
                     f"input_shape={label}",
                     lambda fn=fn, v=v: cd(fn, input_shape=v),
                     "bad",
                     ("input_shape", "w2", "k1"),
-                )  # noqa: E501
+                )
             add(fname, "mean NaN", lambda fn=fn: cd(fn, mean=NAN), "bad", "mean")
             add(fname, "cov -1", lambda fn=fn: cd(fn, cov=-1.0), "bad", "cov")
             add(fname, "cov (25,25) full", lambda fn=fn: cd(fn, cov=np.eye(25, dtype=np.float32)), "valid")
@@ -1696,7 +1696,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         "valid input side",
         lambda: mj.fold_batchnorm(w1, b1, mean=np.zeros(3), var=np.ones(3), side="input"),
         "valid",
-    )  # noqa: E501
+    )
     for arg, base in FB.items():
         arrays(
             "fold_batchnorm",
@@ -1707,7 +1707,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             half="either",
             rank=arg != "kernel",  # a kernel of another rank or width is another valid layer
             none="either" if arg == "bias" else "bad",  # bias=None: no bias
-        )  # noqa: E501
+        )
     for arg in ("mean", "var", "scale", "offset"):
         base = np.ones(4, np.float32)
         arrays(
@@ -1719,40 +1719,40 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             half="either",
             rank=False,
             none="either",  # None: the identity statistic
-        )  # noqa: E501
+        )
     add(
         "fold_batchnorm",
         "var negative",
         lambda: mj.fold_batchnorm(w1, b1, mean=np.zeros(4), var=-np.ones(4)),
         "bad",
         "var",
-    )  # noqa: E501
+    )
     add(
         "fold_batchnorm",
         "var + epsilon = 0",
         lambda: mj.fold_batchnorm(w1, b1, mean=np.zeros(4), var=np.zeros(4), epsilon=0.0),
         "bad",
         ("var", "epsilon"),
-    )  # noqa: E501
+    )
     reals(
         "fold_batchnorm",
         "epsilon",
         lambda v: mj.fold_batchnorm(w1, b1, mean=np.zeros(4), var=np.ones(4), epsilon=v),
         bad=(-1.0,),
         either=(0.0, 1e30),
-    )  # noqa: E501
+    )
     add(
         "fold_batchnorm",
         "side='x'",
         lambda: mj.fold_batchnorm(w1, b1, mean=np.zeros(4), var=np.ones(4), side="x"),
         "bad",
         "side",
-    )  # noqa: E501
+    )
 
     DEEP = {
         "Dense_0": {"kernel": jnp.asarray(w1), "bias": jnp.asarray(b1)},
         "Dense_1": {"kernel": jnp.asarray(w2), "bias": jnp.asarray(b2)},
-    }  # noqa: E501
+    }
     SHALLOW = {"Dense_0": {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros(2)}}
     fp = mj.fuse_params
     add(
@@ -1761,7 +1761,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: fp(DEEP, SHALLOW, 0, mean=0.0, cov=1.0),
         "valid",
         check=same_structure(SHALLOW),
-    )  # noqa: E501
+    )
     add("fuse_params", "valid data", lambda: fp(DEEP, SHALLOW, 0, inputs=X), "valid", check=same_structure(SHALLOW))
     for v, exp in ((1, "bad"), (-1, "bad"), (1.0, "bad"), (None, "bad"), (True, "bad"), (10**12, "bad")):
         add("fuse_params", f"index={v!r}", lambda v=v: fp(DEEP, SHALLOW, v, mean=0.0, cov=1.0), exp, "index")
@@ -1773,7 +1773,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         lambda: fp(DEEP, SHALLOW, 0, inputs=X, mean=0.0, cov=1.0),
         "either",
         ("inputs", "mean"),
-    )  # noqa: E501
+    )
     arrays(
         "fuse_params",
         "inputs",
@@ -1783,7 +1783,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         half="either",
         names=("inputs", "x"),
         grow="either",
-    )  # noqa: E501
+    )
     for label, t in (
         ("None", None),
         ("int", 3),
@@ -1791,62 +1791,62 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("int32 deep", jax.tree.map(lambda x: x.astype(jnp.int32), DEEP)),
         ("NaN deep", jax.tree.map(lambda x: x * NAN, DEEP)),
         ("one layer", {"Dense_0": DEEP["Dense_0"]}),
-    ):  # noqa: E501
+    ):
         add(
             "fuse_params",
             f"deep={label}",
             lambda t=t: fp(t, SHALLOW, 0, mean=0.0, cov=1.0),
             "bad",
             ("deep", "w1", "w2", "b1", "b2", "kernel"),
-        )  # noqa: E501
+        )
     for label, t in (
         ("None", None),
         ("empty", {}),
         ("wrong shape", {"Dense_0": {"kernel": jnp.zeros((3, 5)), "bias": jnp.zeros(5)}}),
         ("int32", jax.tree.map(lambda x: x.astype(jnp.int32), SHALLOW)),
-    ):  # noqa: E501
+    ):
         add(
             "fuse_params",
             f"shallow={label}",
             lambda t=t: fp(DEEP, t, 0, mean=0.0, cov=1.0),
             "bad",
             ("shallow", "kernel"),
-        )  # noqa: E501
+        )
     add(
         "fuse_params",
         "shallow bfloat16",
         lambda: fp(DEEP, jax.tree.map(lambda x: x.astype(jnp.bfloat16), SHALLOW), 0, mean=0.0, cov=1.0),
         "either",
         "shallow",
-    )  # noqa: E501
+    )
     add(
         "fuse_params",
         "deep_layers unknown",
         lambda: fp(DEEP, SHALLOW, 0, mean=0.0, cov=1.0, deep_layers=["nope", "Dense_1"]),
         "bad",
         ("deep_layers", "nope"),
-    )  # noqa: E501
+    )
     add(
         "fuse_params",
         "deep_layers=3",
         lambda: fp(DEEP, SHALLOW, 0, mean=0.0, cov=1.0, deep_layers=3),
         "bad",
         "deep_layers",
-    )  # noqa: E501
+    )
     add(
         "fuse_params",
         "shallow_layers unknown",
         lambda: fp(DEEP, SHALLOW, 0, mean=0.0, cov=1.0, shallow_layers=["x"]),
         "bad",
         ("shallow_layers", "x"),
-    )  # noqa: E501
+    )
     add(
         "fuse_params",
         "activation='swish'",
         lambda: fp(DEEP, SHALLOW, 0, mean=0.0, cov=1.0, activation="swish"),
         "bad",
         "activation",
-    )  # noqa: E501
+    )
     add("fuse_params", "ridge=-1", lambda: fp(DEEP, SHALLOW, 0, inputs=X, ridge=-1.0), "bad", "ridge")
     add("fuse_params", "batch_size=0", lambda: fp(DEEP, SHALLOW, 0, inputs=X, batch_size=0), "bad", "batch_size")
     add("fuse_params", "cov NaN", lambda: fp(DEEP, SHALLOW, 0, mean=0.0, cov=NAN), "bad", "cov")
@@ -1860,7 +1860,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda p=preset, t=tree: mj.mimetic(t, K, preset=p),
             "valid",
             check=same_structure(tree),
-        )  # noqa: E501
+        )
         add("mimetic_plan", f"preset {preset}", lambda p=preset, t=tree: mj.mimetic_plan(t, preset=p), "valid")
     keys("mimetic", lambda k: mj.mimetic(VIT, k, preset="vit"))
     for label, kw, exp, names in (
@@ -1897,8 +1897,8 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             lambda t=t: mj.mimetic(t, K, preset="vit"),
             "bad" if "int32" in label else "either",
             ("tree", "kernel", "dtype"),
-        )  # noqa: E501
-        add("mimetic_plan", f"tree={label}", lambda t=t: mj.mimetic_plan(t, preset="vit"), "either", ("tree", "kernel"))  # noqa: E501
+        )
+        add("mimetic_plan", f"tree={label}", lambda t=t: mj.mimetic_plan(t, preset="vit"), "either", ("tree", "kernel"))
     for label, kw, exp in (
         ("valid", dict(scheme="attention"), "valid"),
         ("scheme 'x'", dict(scheme="x"), "bad"),
@@ -1906,7 +1906,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("options 3", dict(scheme="conv", options=3), "bad"),
         ("include 3", dict(scheme="mlp", include=3), "bad"),
         ("options list", dict(scheme="mlp", options=[("mean", 0.1)]), "valid"),
-    ):  # noqa: E501
+    ):
         add("Rule", label, lambda kw=kw: mj.Rule(**kw), exp, ("scheme", "options", "include"))
 
     for label, t, exp in (
@@ -1919,7 +1919,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("empty", {}, "either"),
         ("int32 tree", jax.tree.map(lambda x: x.astype(jnp.int32), VIT), "either"),
         ("NaN tree", jax.tree.map(lambda x: x * NAN, MHA), "either"),
-    ):  # noqa: E501
+    ):
         add(
             "analyze",
             f"tree={label}",
@@ -1927,7 +1927,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
             exp,
             ("tree", "kernel", "dtype"),
             nonfinite_ok=label == "NaN tree",
-        )  # noqa: E501
+        )
     for arg, v in (
         ("num_heads", 0),
         ("num_heads", 3),
@@ -1942,14 +1942,14 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list of cases, grouped
         ("layouts", 3),
         ("ssm_layouts", 3),
         ("config", "cfg"),
-    ):  # noqa: E501
+    ):
         add(
             "analyze",
             f"{arg}={v!r}",
             lambda arg=arg, v=v: mj.analyze(VIT, **{arg: v}),
             "either" if (arg, v) == ("length", 10**12) else "bad",
             (arg, arg.split("_")[-1]),  # mlp_include is checked as an include, ssm_layouts as layouts
-        )  # noqa: E501
+        )
     AN = mj.analyze(VIT)
     add("plot_analysis", "valid", lambda: mj.plot_analysis(AN), "either", ("matplotlib",), nonfinite_ok=True)
     add("plot_analysis", "analysis=None", lambda: mj.plot_analysis(None), "bad", "analysis")
@@ -1968,7 +1968,7 @@ def _nonfinite(out) -> bool:
 
     try:
         leaves = jax.tree.leaves(out)
-    except Exception:  # noqa: BLE001
+    except Exception:
         leaves = [out]
     for x in leaves:
         if isinstance(x, (float, np.floating)) and not math.isfinite(float(x)):
@@ -1978,7 +1978,7 @@ def _nonfinite(out) -> bool:
                 if np.issubdtype(np.dtype(x.dtype), np.inexact) or str(x.dtype) == "bfloat16":
                     if not np.all(
                         np.isfinite(np.asarray(x, dtype=np.float64 if str(x.dtype) != "bfloat16" else np.float32))
-                    ):  # noqa: E501
+                    ):
                         return True
             except TypeError:
                 continue
@@ -2001,7 +2001,7 @@ def classify(case: Case) -> tuple[str, str]:
     try:
         out = case.thunk()
         _materialize(out)
-    except Exception as err:  # noqa: BLE001 - the fuzz records every failure
+    except Exception as err:  # the fuzz records every failure
         msg = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         tb = traceback.extract_tb(err.__traceback__)
         where = tb[-1].filename if tb else ""
@@ -2052,7 +2052,7 @@ def worker(start: int, memory_gib: float) -> None:
         print(
             json.dumps({"i": i, "outcome": outcome, "detail": detail, "s": round(time.perf_counter() - t, 3)}),
             flush=True,
-        )  # noqa: E501
+        )
 
 
 def run_all(timeout: float, memory_gib: float, limit: int | None) -> list[dict]:
@@ -2101,7 +2101,7 @@ def run_all(timeout: float, memory_gib: float, limit: int | None) -> list[dict]:
                 f"[{rec['i'] + 1}/{n}] {rec['outcome']:8s} {cases[rec['i']].func}: {cases[rec['i']].label}",
                 file=sys.stderr,
                 flush=True,
-            )  # noqa: E501
+            )
             start = rec["i"] + 1
             if start >= n:
                 proc.kill()
@@ -2113,7 +2113,7 @@ def run_all(timeout: float, memory_gib: float, limit: int | None) -> list[dict]:
             "label": c.label,
             "expect": c.expect,
             **results.get(i, {"outcome": "crash", "detail": "never ran"}),
-        }  # noqa: E501
+        }
         for i, c in enumerate(cases[:n])
     ]
 

@@ -29,9 +29,9 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import time  # noqa: E402
+import time
 
-import _report  # noqa: E402
+import _report
 
 GIB = 2**30
 ATTENTION = {

@@ -38,7 +38,7 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(DOCS / "_ext"))
 sys.path.insert(0, str(ROOT))
 
-import mimetic_jax  # noqa: E402
+import mimetic_jax
 
 project = "mimetic_jax"
 author = "mimetic_jax developers"

@@ -30,7 +30,7 @@ Public API (see the README for a table and the papers):
 
 from mimetic_jax import (
     fuse,
-    nn,  # noqa: E402 - drop-in modules, after the transforms they use
+    nn,
 )
 from mimetic_jax._kernels import KernelSite
 from mimetic_jax.analysis import Analysis, AttentionScores, ConvScores, MLPScores, SSMScores, analyze, plot_analysis

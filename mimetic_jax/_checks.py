@@ -135,7 +135,7 @@ def shape_of(name: str, shape: Any, ranks: Sequence[int]) -> tuple[int, ...]:
 def array_shape(name: str, value: Any, shape: Sequence[int | None]) -> tuple[int, ...]:
     """Raise unless ``value`` has ``len(shape)`` axes matching ``shape`` (``None``: any size)."""
     got = tuple(np.shape(value))
-    if len(got) != len(shape) or any(w is not None and g != w for g, w in zip(got, shape)):
+    if len(got) != len(shape) or any(w is not None and g != w for g, w in zip(got, shape, strict=True)):
         want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got shape {got}")
     return got
@@ -148,7 +148,7 @@ def psd_matrix(name: str, value: Any, rtol: float = 1e-5) -> None:
     """
     try:
         m = np.asarray(value, dtype=np.float64)
-    except Exception:  # noqa: BLE001 - a tracer: nothing to check at trace time
+    except Exception:  # a tracer: nothing to check at trace time
         return
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"{name} must be a square matrix, got shape {m.shape}")
@@ -212,7 +212,7 @@ def _device_memory(backend: str) -> int | None:
     for d in jax.devices(backend):
         try:
             stats = d.memory_stats() if d.platform != "cpu" else None
-        except Exception:  # noqa: BLE001 - a backend without memory statistics: use the host's
+        except Exception:  # a backend without memory statistics: use the host's
             return None
         if not stats or "bytes_limit" not in stats:
             return None

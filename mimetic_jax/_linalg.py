@@ -129,7 +129,9 @@ def cpu_sequential(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @wrapped.def_vmap
     def _rule(axis_size, in_batched, *args):
-        batched = [a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip(args, in_batched)]
+        batched = [
+            a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip(args, in_batched, strict=True)
+        ]
         out = jax.lax.platform_dependent(
             *batched,
             cpu=lambda *xs: jax.lax.map(lambda ys: wrapped(*ys), xs),

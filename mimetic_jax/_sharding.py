@@ -81,7 +81,7 @@ def target_of(leaf: Any, given: Any = None) -> NamedSharding | None:
     if _checks.is_traced(leaf):
         try:
             sharding = jax.typeof(leaf).sharding
-        except Exception:  # noqa: BLE001 - an abstract value without a sharding
+        except Exception:  # an abstract value without a sharding
             return None
         named = _named(sharding)
         return named if named is not None and is_explicit(named) else None
@@ -110,7 +110,7 @@ class Work:
     def size(self) -> int:
         if not self.axes:
             return 1
-        return math.prod(dict(zip(self.mesh.axis_names, self.mesh.axis_sizes))[a] for a in self.axes)
+        return math.prod(dict(zip(self.mesh.axis_names, self.mesh.axis_sizes, strict=True))[a] for a in self.axes)
 
     def _put(self, x: Array, spec: P) -> Array:
         mesh = jax.sharding.get_abstract_mesh()
@@ -156,7 +156,7 @@ def work_for(targets: Sequence[NamedSharding | None], sizes: Sequence[int], skip
         for entry in tuple(t.spec)[skip:]:
             used.update(_axes(entry))
     axes = [a for a in mesh.axis_names if a in used]
-    sizes_by_name = dict(zip(mesh.axis_names, mesh.axis_sizes))
+    sizes_by_name = dict(zip(mesh.axis_names, mesh.axis_sizes, strict=True))
     while axes and any(n % math.prod(sizes_by_name[a] for a in axes) for n in sizes):
         axes.pop()
     return Work(mesh, tuple(axes)) if axes else Work()
@@ -175,8 +175,8 @@ def context_work(leaves: Sequence[Any], sizes: Sequence[int]) -> Work:
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or math.prod(mesh.axis_sizes) <= 1:
         return Work()
-    axes = [n for n, size in zip(mesh.axis_names, mesh.axis_sizes) if size > 1]
-    sizes_by_name = dict(zip(mesh.axis_names, mesh.axis_sizes))
+    axes = [n for n, size in zip(mesh.axis_names, mesh.axis_sizes, strict=True) if size > 1]
+    sizes_by_name = dict(zip(mesh.axis_names, mesh.axis_sizes, strict=True))
     while axes and any(n % math.prod(sizes_by_name[a] for a in axes) for n in sizes):
         axes.pop()
     return Work(mesh, tuple(axes)) if axes else Work()
@@ -199,7 +199,9 @@ def run_auto(fn: Callable[..., dict], out_shardings: dict[Any, Any], *args: Any)
         result = fn(*args)
         return {n: constrain(x, out_shardings.get(n)) for n, x in result.items()}
     mesh = explicit[0].mesh
-    axes = tuple(n for n, t in zip(mesh.axis_names, mesh.axis_types) if t == jax.sharding.AxisType.Explicit)
+    axes = tuple(
+        n for n, t in zip(mesh.axis_names, mesh.axis_types, strict=True) if t == jax.sharding.AxisType.Explicit
+    )
     specs = {n: P() if s is None else s.spec for n, s in out_shardings.items()}
     call: Any = jax.sharding.auto_axes(fn, axes=axes, out_sharding=specs)  # typed as a decorator factory too
     current = jax.sharding.get_abstract_mesh()

@@ -194,7 +194,7 @@ def module_at(tree: Any, path: Path) -> Any:
             except (AttributeError, TypeError):
                 try:
                     obj = obj[name]
-                except Exception:  # noqa: BLE001 - any container that does not hold it
+                except Exception:  # any container that does not hold it
                     return None
         if obj is None:
             return None

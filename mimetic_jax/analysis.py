@@ -427,7 +427,7 @@ def plot_analysis(analysis: Analysis, *, title: str | None = None):
         )
     fig = Figure(figsize=(3.6 * len(panels), 3.0))
     axes = fig.subplots(1, len(panels), squeeze=False)
-    for ax, (name, rows, ref) in zip(axes[0], panels):
+    for ax, (name, rows, ref) in zip(axes[0], panels, strict=True):
         for layer, values in enumerate(rows):
             markers = ["o", "x", "^"] if "corr" in name or "SSM" in name else ["o"] * len(values)
             for j, v in enumerate(values):

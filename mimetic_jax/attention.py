@@ -1332,7 +1332,9 @@ def _merge_fused(old: Any, parts: Sequence[Array | None], block: AttentionBlock)
         return jnp.stack(pieces, axis=2).reshape(shape)
     widths = [h * k, *((n - 1) * [block.num_kv_heads * k])]
     starts = [sum(widths[:i]) for i in range(n)]
-    pieces = [old[:, s : s + wd] if w is None else w.reshape(-1, wd) for s, wd, w in zip(starts, widths, parts)]
+    pieces = [
+        old[:, s : s + wd] if w is None else w.reshape(-1, wd) for s, wd, w in zip(starts, widths, parts, strict=True)
+    ]
     return jnp.concatenate(pieces, axis=1)
 
 
@@ -1360,7 +1362,7 @@ def _write(block: AttentionBlock, old: dict[str, Any], new: tuple, meta: dict[st
             fused_kv = block.to_flax(old[kv_name])
         out[kv_name] = block.to_flax(_merge_fused(fused_kv, new[1:3], block)).astype(dtype)
     elif lay.qkv is None:
-        out = {n: put(w, n) for n, w in zip(lay.names[:3], new[:3])}
+        out = {n: put(w, n) for n, w in zip(lay.names[:3], new[:3], strict=True)}
     else:
         shape, dtype = meta[lay.qkv]
         if all(w is not None for w in new[:3]):
@@ -1469,7 +1471,7 @@ def _reinit_group(
     skip = len(block.stack)
     layers = math.prod(block.stack)
     first = [flat[block.kernel_path(n)] for n in names]
-    meta = {n: (tuple(jnp.shape(a))[skip:], jnp.result_type(a)) for n, a in zip(names, first)}
+    meta = {n: (tuple(jnp.shape(a))[skip:], jnp.result_type(a)) for n, a in zip(names, first, strict=True)}
     layer_targets = {n: _layer_sharding(targets[block.kernel_path(n)], skip) for n in names}
     sizes = [block.d_in, block.d_kv, block.d_out]
     work = work_for(list(layer_targets.values()), sizes)
@@ -1529,8 +1531,8 @@ def mimetic_attention(
     distribution: str = "normal",
     method: str = "exact",
     rotate_heads: bool = False,
-    query_key: bool = True,  # noqa: F811 - option name mirrors the sampler it switches
-    value_output: bool = True,  # noqa: F811
+    query_key: bool = True,  # option name mirrors the sampler it switches
+    value_output: bool = True,
     layouts: Sequence[AttentionLayout] = DEFAULT_LAYOUTS,
     include: str | None = None,
     exclude: str | None = None,

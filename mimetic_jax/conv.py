@@ -464,7 +464,7 @@ def resize_covariance(covariance: Any, kernel_size: int | Sequence[int], new_ker
         raise ValueError(f"kernel_size {old} and new_kernel_size {new} must have the same number of axes")
     cov = _as_covariance("covariance", covariance, math.prod(old))
     m = np.ones((1, 1))
-    for a, b in zip(old, new):
+    for a, b in zip(old, new, strict=True):
         m = np.kron(m, _interpolation(a, b))
     out = m @ cov @ m.T
     return jnp.asarray((out + out.T) / 2, jnp.float32)

@@ -388,7 +388,10 @@ def _layers(
     modules = [p[:-1] for p in _ordered(kernels, obj)]
     units = _auto_units(modules) if order is None else _explicit_units(modules, order)
     factors = emergence_factors(len(units), a, pivot)
-    return [EmergenceLayer(k, tuple((*m, kernel) for m in u), c) for k, (u, c) in enumerate(zip(units, factors))]
+    return [
+        EmergenceLayer(k, tuple((*m, kernel) for m in u), c)
+        for k, (u, c) in enumerate(zip(units, factors, strict=True))
+    ]
 
 
 def emergence_layers(
@@ -614,11 +617,7 @@ def emergence_measure(
     ]
     active = [v > t for v in layers]
     adj = None if adjacency is None else _adjacency(adjacency, [v.shape[1] for v in layers])
-    log_measure = lambda: (
-        _dense_log_measure(active, paths)
-        if adj is None  # noqa: E731
-        else _graph_log_measure(active, adj, paths)
-    )
+    log_measure = lambda: _dense_log_measure(active, paths) if adj is None else _graph_log_measure(active, adj, paths)
     if log:
         return log_measure()
     with np.errstate(over="ignore", invalid="ignore"):

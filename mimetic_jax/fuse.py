@@ -652,7 +652,9 @@ def dense_dense_from_data(
     params = tuple(v.astype(jnp.float32) for v in (w1, b1, w2, b2))
     moments, dx = _stream(_DenseRows(act), params, batches, batch_size, example)
     w, b, mse = _fit(moments, dx, ridge)
-    _no_overflow("the least-squares fit", w, b, mse, inputs=dict(zip(("w1", "b1", "w2", "b2"), params)), data="x")
+    _no_overflow(
+        "the least-squares fit", w, b, mse, inputs=dict(zip(("w1", "b1", "w2", "b2"), params, strict=True)), data="x"
+    )
     out = (w.astype(dtype), b.astype(dtype))
     return out + (mse,) if return_mse else out
 
@@ -736,7 +738,7 @@ def _conv(x: Array, kernel: Array, strides: Sequence[int], pads: Sequence[tuple[
 def _out_size(
     size: Sequence[int], window: Sequence[int], strides: Sequence[int], pads: Sequence[tuple[int, int]]
 ) -> tuple[int, ...]:
-    return tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(size, window, strides, pads))
+    return tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(size, window, strides, pads, strict=True))
 
 
 class FusedConv(NamedTuple):
@@ -779,7 +781,7 @@ def _pool_spec(pool: Any, rank: int, size: tuple | None) -> tuple[str, tuple, tu
     window = _ints("pool.window", pool.window, rank)
     strides = _ints("pool.strides", pool.strides, rank)
     pads = _pads("pool.padding", pool.padding, window, strides, size)
-    if any(lo >= w or hi >= w for (lo, hi), w in zip(pads, window)):
+    if any(lo >= w or hi >= w for (lo, hi), w in zip(pads, window, strict=True)):
         raise ValueError(
             f"pool.padding must be smaller than the pool window {window} on each side (a window of "
             f"padding only has no value), got {pads}"
@@ -831,7 +833,7 @@ def _conv_pair(
         f"the fused kernel (window {tuple(window)} × c_in × c_out, the window from k1, k2 and strides ({s1}, {s2}))",
         math.prod(window) * k1.shape[-2] * k2.shape[-1],
     )
-    for i, (w, (lo, hi)) in enumerate(zip(window, pads)):
+    for i, (w, (lo, hi)) in enumerate(zip(window, pads, strict=True)):
         if max(w, lo + hi) > _checks.MAX_DIM:
             raise ValueError(
                 f"strides/padding make the fused window ({w}) or padding ({lo}, {hi}) of axis {i} larger than "
@@ -848,9 +850,9 @@ def _chain(stages: Sequence[tuple[tuple, tuple, tuple]]) -> tuple[tuple, tuple, 
     """
     w, st, pd = stages[0]
     for wb, sb, pb in stages[1:]:
-        w = tuple(a + s * (b - 1) for a, s, b in zip(w, st, wb))
-        pd = tuple((la + s * lb, ha + s * hb) for (la, ha), s, (lb, hb) in zip(pd, st, pb))
-        st = tuple(a * b for a, b in zip(st, sb))
+        w = tuple(a + s * (b - 1) for a, s, b in zip(w, st, wb, strict=True))
+        pd = tuple((la + s * lb, ha + s * hb) for (la, ha), s, (lb, hb) in zip(pd, st, pb, strict=True))
+        st = tuple(a * b for a, b in zip(st, sb, strict=True))
     return w, st, pd
 
 
@@ -870,11 +872,11 @@ def _avg_kernel(window: tuple, c: int) -> Array:
 def _compose(k1: Array, k2: Array, s1: Sequence[int]) -> Array:
     """``K[s₁t + u] = Σ_c k1[u, :, c] k2[t, c, :]`` (kernels already scaled by ``D``)."""
     w1, w2 = k1.shape[:-2], k2.shape[:-2]
-    size = tuple(a + s * (b - 1) for a, s, b in zip(w1, s1, w2))
+    size = tuple(a + s * (b - 1) for a, s, b in zip(w1, s1, w2, strict=True))
     out = jnp.zeros(size + (k1.shape[-2], k2.shape[-1]), jnp.float32)
     for t in np.ndindex(*w2):
         part = jnp.einsum("...ac,cb->...ab", k1, k2[t], precision=HIGHEST)
-        out = out.at[tuple(slice(s * i, s * i + a) for s, i, a in zip(s1, t, w1))].add(part)
+        out = out.at[tuple(slice(s * i, s * i + a) for s, i, a in zip(s1, t, w1, strict=True))].add(part)
     return out
 
 
@@ -978,8 +980,8 @@ def _conv_conv(
 
 
 def _fused_conv(kernel: Array, bias: Array, s1: tuple, s2: tuple, p1: tuple, p2: tuple, dtype: Any) -> FusedConv:
-    strides = tuple(a * b for a, b in zip(s1, s2))
-    pads = tuple((l1 + s * l2, h1 + s * h2) for (l1, h1), s, (l2, h2) in zip(p1, s1, p2))
+    strides = tuple(a * b for a, b in zip(s1, s2, strict=True))
+    pads = tuple((l1 + s * l2, h1 + s * h2) for (l1, h1), s, (l2, h2) in zip(p1, s1, p2, strict=True))
     return FusedConv(kernel.astype(dtype), bias.astype(dtype), strides, pads)
 
 
@@ -1093,7 +1095,7 @@ def conv_conv_from_data(
             f"x's spatial size {size} is smaller than the fused window {window} with padding "
             f"{fused_padding}: there is no output position to fit"
         )
-    padded = [n + lo + hi for n, (lo, hi) in zip(size, fused_padding)]
+    padded = [n + lo + hi for n, (lo, hi) in zip(size, fused_padding, strict=True)]
     out_pos = math.prod(_out_size(size, window, fused_strides, fused_padding))
     _checks.elements(
         "batch_size × the padded input, batch_size × output positions × patch",
@@ -1104,7 +1106,9 @@ def conv_conv_from_data(
     rows = _ConvConvRows(act, s1, p1, s2, p2, window, fused_strides, fused_padding, spec)
     moments, dx = _stream(rows, params, batches, batch_size, example)
     w, b, mse = _fit(moments, dx, ridge)
-    _no_overflow("the least-squares fit", w, b, mse, inputs=dict(zip(("k1", "b1", "k2", "b2"), params)), data="x")
+    _no_overflow(
+        "the least-squares fit", w, b, mse, inputs=dict(zip(("k1", "b1", "k2", "b2"), params, strict=True)), data="x"
+    )
     # conv_general_dilated_patches orders a patch's features (c0, *window)
     kernel = jnp.moveaxis(w.reshape((c0,) + window + (w.shape[-1],)), 0, -2)
     out = FusedConv(kernel.astype(dtype), b.astype(dtype), fused_strides, fused_padding)
@@ -1207,7 +1211,7 @@ def _conv_dense(
     activation: str,
 ) -> tuple[Array, Array]:
     k1f, full = k1.astype(jnp.float32), math.prod(shape)
-    conv = lambda x: _conv(x, k1f, s1, p1)  # noqa: E731
+    conv = lambda x: _conv(x, k1f, s1, p1)
     m = conv(mean[None])[0] + b1.astype(jnp.float32)
     if full_cov:
         evals, evecs = jnp.linalg.eigh((cov + cov.T) / 2)
@@ -1257,7 +1261,9 @@ def conv_dense_from_data(
     params = tuple(v.astype(jnp.float32) for v in (k1, b1, w2, b2))
     moments, dx = _stream(_ConvDenseRows(act, s1, p1), params, batches, batch_size, shape)
     w, b, mse = _fit(moments, dx, ridge)
-    _no_overflow("the least-squares fit", w, b, mse, inputs=dict(zip(("k1", "b1", "w2", "b2"), params)), data="x")
+    _no_overflow(
+        "the least-squares fit", w, b, mse, inputs=dict(zip(("k1", "b1", "w2", "b2"), params, strict=True)), data="x"
+    )
     out = (w.astype(dtype), b.astype(dtype))
     return out + (mse,) if return_mse else out
 

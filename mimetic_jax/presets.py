@@ -525,7 +525,7 @@ def _trace_rules(
 
         def rebuild(a: Any) -> Any:
             full = list(leaves)
-            for i, x in zip(where, a):
+            for i, x in zip(where, a, strict=True):
                 full[i] = x
             return jax.tree_util.tree_unflatten(treedef, full)
 

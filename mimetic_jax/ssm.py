@@ -509,7 +509,7 @@ def _find(
         layout, paths = matched[parent]
         name = path_name(parent)
         rel = layout.required()
-        full = {r: tuple(jnp.shape(flat[p])) for r, p in zip(rel, paths)}
+        full = {r: tuple(jnp.shape(flat[p])) for r, p in zip(rel, paths, strict=True)}
         try:
             stack = common_stack(f"SSM block {name!r}", list(full.values()), stacked_axes)
             groups = ngroups

@@ -37,7 +37,7 @@ import nbformat
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_notebooks import NOTEBOOKS, execute, write_kernelspec  # noqa: E402
+from test_notebooks import NOTEBOOKS, execute, write_kernelspec
 
 FIGURES = NOTEBOOKS / "figures"
 EXECUTED = NOTEBOOKS / "executed"

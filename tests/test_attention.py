@@ -183,10 +183,10 @@ def regime_diagonals(kind, d, r, method, keys):
     """Per-draw diagonal mean of the query/key product (one head of size ``r``, first ``min`` diagonal) or of the
     value/out product (rank ``r`` in heads of 4)."""
     if kind == "query_key":
-        fn = lambda kk: mj.query_key(kk, d, 1, r, method=method)  # noqa: E731
+        fn = lambda kk: mj.query_key(kk, d, 1, r, method=method)
         w_q, w_k = jax.jit(jax.vmap(fn))(keys)
         return np.array([diag_offdiag(qk_products(q, k))[0][0] for q, k in zip(w_q, w_k)])
-    fn = lambda kk: mj.value_output(kk, d, r // 4, 4, method=method)  # noqa: E731
+    fn = lambda kk: mj.value_output(kk, d, r // 4, 4, method=method)
     w_v, w_o = jax.jit(jax.vmap(fn))(keys)
     return np.array([diag_offdiag(vo_product(v, o))[0] for v, o in zip(w_v, w_o)])
 

@@ -63,7 +63,7 @@ def test_closed_form_is_scaled_kronecker_of_1d_gaussians():
 
 
 def test_displacement_function_is_pluggable():
-    laplace = lambda delta, s: np.exp(-np.abs(delta).sum(-1) / s)  # noqa: E731
+    laplace = lambda delta, s: np.exp(-np.abs(delta).sum(-1) / s)
     cov = np.asarray(conv_filter_covariance(3, 2.0, displacement=laplace))
     assert cov[0, 1] == pytest.approx(np.exp(-0.5), rel=1e-6) and cov[0, 4] == pytest.approx(np.exp(-1.0), rel=1e-6)
     w = depthwise_conv_init(0, 1, sigma_start=2.0, sigma_end=2.0, displacement=laplace)(KEY, (3, 3, 1, 20000))

@@ -142,7 +142,7 @@ def test_outputs_keep_input_dtype_bfloat16():
 
 def test_closed_form_is_jittable_and_deterministic():
     w1, b1, w2, b2 = dense_pair(jax.random.key(12))
-    f = lambda *a: fuse.dense_dense(*a, mean=jnp.zeros(6), cov=jnp.eye(6))  # noqa: E731
+    f = lambda *a: fuse.dense_dense(*a, mean=jnp.zeros(6), cov=jnp.eye(6))
     eager, jitted = f(w1, b1, w2, b2), jax.jit(f)(w1, b1, w2, b2)
     np.testing.assert_allclose(eager[0], jitted[0], atol=1e-6)
 

@@ -129,7 +129,7 @@ test_query_key_valid, test_query_key_valid_slow = prop(
 @given(arg=st.sampled_from(["d_in", "num_heads", "head_dim", "num_kv_heads", "d_kv"]), bad=BAD_SIZES)
 def test_query_key_bad_sizes_name_the_argument(arg, bad):
     kwargs = {"d_in": 8, "num_heads": 1, "head_dim": 4, arg: bad}
-    call = lambda: mj.query_key(jax.random.key(0), **kwargs)  # noqa: E731
+    call = lambda: mj.query_key(jax.random.key(0), **kwargs)
     if arg in ("num_kv_heads", "d_kv") and bad is None:
         call()  # None means the default
         return
@@ -584,9 +584,9 @@ def test_fuse_nonfinite_data_names_x(where, bad, conv):
     x.flat[where % x.size] = bad
     k1, b1 = jnp.ones((2, 2, 1, 2)), jnp.zeros(2)
     if conv:
-        call = lambda: mj.conv_conv_from_data(k1, b1, jnp.ones((2, 2, 2, 2)), jnp.zeros(2), jnp.asarray(x))  # noqa
+        call = lambda: mj.conv_conv_from_data(k1, b1, jnp.ones((2, 2, 2, 2)), jnp.zeros(2), jnp.asarray(x))
     else:
-        call = lambda: mj.conv_dense_from_data(k1, b1, jnp.ones((32, 1)), jnp.zeros(1), jnp.asarray(x))  # noqa: E731
+        call = lambda: mj.conv_dense_from_data(k1, b1, jnp.ones((32, 1)), jnp.zeros(1), jnp.asarray(x))
     raises_naming(ValueError, "x", call)
 
 

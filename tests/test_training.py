@@ -139,7 +139,7 @@ def test_stack_and_unstack():
 def test_train_models_argument_errors():
     data = load_digits()
     params = stack_trees([{"w": jnp.zeros((64, 10))}] * 2)
-    apply_fn = lambda p, x: x.reshape(x.shape[0], -1) @ p["w"]  # noqa: E731
+    apply_fn = lambda p, x: x.reshape(x.shape[0], -1) @ p["w"]
     keys = jax.random.split(jax.random.key(0), 2)
     with pytest.raises(ValueError, match="data_keys"):
         train_models(apply_fn, params, keys[:1], data, steps=10, learning_rate=1e-3)
@@ -152,7 +152,7 @@ def test_train_models_argument_errors():
 def test_linear_model_trains_paired():
     """A generic apply function (no Flax) trains too, and paired models stay paired."""
     data = load_digits()
-    apply_fn = lambda p, x: x.reshape(x.shape[0], -1) @ p["w"] + p["b"]  # noqa: E731
+    apply_fn = lambda p, x: x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
     params = stack_trees([{"w": jnp.zeros((64, 10)), "b": jnp.zeros(10)}] * 2)
     key = jax.random.key(3)
     history = train_models(

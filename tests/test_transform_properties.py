@@ -173,10 +173,10 @@ def test_flat_attention_head_counts_name_the_argument(arg, bad):
 def test_non_float_kernels_are_rejected_with_the_kernel_named(dtype, which):
     if which == "attn":
         tree = jax.tree.map(lambda x: x.astype(dtype), attention_params(2, 2, jnp.float32))
-        call = lambda: mj.mimetic_attention(tree, KEY)  # noqa: E731
+        call = lambda: mj.mimetic_attention(tree, KEY)
     else:
         tree = jax.tree.map(lambda x: x.astype(dtype), convmixer(4, 1, 3, jnp.float32))
-        call = lambda: mj.mimetic_conv(tree, KEY)  # noqa: E731
+        call = lambda: mj.mimetic_conv(tree, KEY)
     raises_naming("kernel", call, TypeError)
 
 
@@ -285,7 +285,7 @@ def test_emergence_scale_multiplies_each_kernel_by_its_factor_only(widths, alpha
         want = np.asarray(tree[name]["kernel"], np.float32) * c
         np.testing.assert_allclose(
             np.asarray(out[name]["kernel"], np.float32), want, rtol=1e-2 if dtype != jnp.float32 else 1e-6
-        )  # noqa: E501
+        )
     assert_trees_equal(jax.jit(lambda t: mj.emergence_scale(t, alpha=alpha))(tree), out)
 
 

@@ -39,7 +39,7 @@ OUT = DOCS / "_generated"
 RESULTS = ROOT / "benchmarks" / "results"
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import _figures as figures  # noqa: E402  (benchmarks/ is scripts, not a package)
+import _figures as figures  # benchmarks/ is scripts, not a package
 
 #: Raw data the tables leave out: timing samples, load averages, spectra, per-layer lists.
 NOISE = re.compile(
@@ -295,7 +295,7 @@ def walk(node: Any, title: str, level: int, steps: list | None) -> str:
             if records:
                 rows = ["step"] if steps is not None and len(steps) == len(records) else None
                 if rows:
-                    records = [{"step": s, **r} for s, r in zip(steps, records)]
+                    records = [{"step": s, **r} for s, r in zip(steps, records, strict=True)]
                 parts.append(heading + record_table(None, records) + "\n")
             for i, r in enumerate(v):  # the parts of records that are not flat (nested lists of records)
                 nested = {

@@ -118,7 +118,7 @@ class ConvMixer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Logits ``(N, num_classes)`` of images ``x`` ``(N, H, W, C)``."""
-        pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)  # noqa: E731
+        pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
         patch, kernel = pair(self.patch_size), pair(self.kernel_size)
         if self.width <= 0 or self.depth < 0 or len(kernel) != 2 or len(patch) != 2 or min(kernel + patch) <= 0:
             raise ValueError(
@@ -183,7 +183,7 @@ class ConvNeXt(nn.Module):
         x = nn.Conv(self.dims[0], p, strides=p, padding="VALID", dtype=self.dtype, name="stem")(x.astype(self.dtype))
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="stem_norm")(x)
         k = (int(self.kernel_size), int(self.kernel_size))
-        for s, (dim, depth) in enumerate(zip(self.dims, self.depths)):
+        for s, (dim, depth) in enumerate(zip(self.dims, self.depths, strict=True)):
             if s > 0:
                 x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=f"down_{s}_norm")(x)
                 x = nn.Conv(dim, (2, 2), strides=(2, 2), padding="SAME", dtype=self.dtype, name=f"down_{s}")(x)

@@ -275,7 +275,7 @@ class Mamba1(nn.Module):
         dense = lambda width, name, **kw: nn.Dense(
             width,
             use_bias=False,
-            kernel_init=torch_linear_init(),  # noqa: E731
+            kernel_init=torch_linear_init(),
             dtype=self.dtype,
             name=name,
             **kw,
