@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -119,14 +117,3 @@ def test_a_missing_corpus_is_one_message_with_the_install_command(tmp_path, monk
     with pytest.raises(CorpusNotFound, match="not installed") as err:
         load_corpus()
     assert INSTALL in str(err.value) and ENV_VAR in str(err.value)
-
-
-def test_the_cli_reports_a_missing_corpus_without_a_traceback(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "mimetic_jax", "compare", "--task", "chars", "--data-dir", str(tmp_path / "none")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 2
-    assert INSTALL in out.stderr and "--data-dir" in out.stderr and "Traceback" not in out.stderr

@@ -26,6 +26,8 @@ import argparse
 import time
 from typing import Any
 
+import numpy as np
+
 from mimetic_jax.experiments._common import UsageError, require, write_outputs
 
 __all__ = ["run_compare_chars"]
@@ -93,7 +95,7 @@ def run_compare_chars(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if bar is not None:
             bar.close()
-    bpc = bits_per_char(history.test_loss)
+    bpc = np.asarray(bits_per_char(history.test_loss))
     results = {
         "task": "chars",
         "title": (

@@ -85,9 +85,9 @@ class History:
     steps: np.ndarray
     test_accuracy: np.ndarray
     train_loss: np.ndarray
+    test_loss: np.ndarray
     params: PyTree
     seconds: float
-    test_loss: np.ndarray | None = None
 
 
 def init_params(model: nn.Module, key: jax.Array, sample_x: jax.Array | np.ndarray) -> PyTree:
@@ -452,7 +452,7 @@ def train_models(
         steps=checkpoints,
         test_accuracy=accuracy,
         train_loss=train_loss,
+        test_loss=test_loss,
         params=params,
         seconds=time.perf_counter() - start_time,
-        test_loss=test_loss,
     )
