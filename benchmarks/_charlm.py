@@ -90,7 +90,7 @@ def train_inits(model, data, inits: Inits, seeds: list[int], cfg: dict) -> dict:
         learning_rate=cfg["lr"],
         batch_size=cfg["batch_size"],
         eval_steps=(0, *checkpoint_steps(cfg["steps"], cfg["checkpoints"])),
-        eval_batch_size=256,
+        eval_batch_size=cfg.get("eval_batch_size", 256),
     )
     n = len(seeds)
     bpc = bits_per_char(history.test_loss)

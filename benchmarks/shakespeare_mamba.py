@@ -61,6 +61,9 @@ def main() -> None:
         "lr": args.lr or 3e-3,
         "checkpoints": args.checkpoints or (2 if q else 5),
         "inits": list(INITS),
+        # validation windows per forward pass: Mamba-1's scan holds (batch, L, d_inner, N) states for
+        # each of the 20 vmapped models; 256 took 14 GB and was killed (OOM) on this 23 GB box
+        "eval_batch_size": 32,
     }
     run = _report.Run("shakespeare_mamba", "Shakespeare characters: Mamba LM, default vs mimetic_ssm", args)
     data, info = _charlm.load_data(args, cfg["context"], cfg["steps"] * cfg["batch_size"])

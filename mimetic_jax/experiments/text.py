@@ -32,7 +32,7 @@ Example:
     (15, 'to be')
     >>> data = char_dataset(corpus, context=16, num_train=8, num_valid=4, seed=0)
     >>> data.x_train.shape, data.x_test.shape, data.num_classes
-    ((8, 16), (4, 16), 17)
+    ((8, 16), (4, 16), 15)
 """
 
 from __future__ import annotations
