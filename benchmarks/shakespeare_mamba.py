@@ -64,6 +64,8 @@ def main() -> None:
         # validation windows per forward pass: Mamba-1's scan holds (batch, L, d_inner, N) states for
         # each of the 20 vmapped models; 256 took 14 GB and was killed (OOM) on this 23 GB box
         "eval_batch_size": 32,
+        # and training all 20 in one program held 8.6 GB: two programs of 5 seeds (10 models) each
+        "seeds_per_program": 5,
     }
     run = _report.Run("shakespeare_mamba", "Shakespeare characters: Mamba LM, default vs mimetic_ssm", args)
     data, info = _charlm.load_data(args, cfg["context"], cfg["steps"] * cfg["batch_size"])
