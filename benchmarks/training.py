@@ -124,6 +124,8 @@ def paired_stats(default: np.ndarray, mimetic: np.ndarray) -> dict:
         "diff_std": float(diff.std(ddof=1)) if n > 1 else 0.0,
         "t": None if t is None else float(t.statistic),
         "p": None if t is None else float(t.pvalue),
+        # 95 % confidence interval of the mean paired difference (Student t, n - 1 dof)
+        "ci95": None if t is None else [float(v) for v in t.confidence_interval(0.95)],
         "wins": int((diff > 0).sum()),
         "ties": int((diff == 0).sum()),
         "losses": int((diff < 0).sum()),

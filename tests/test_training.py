@@ -159,3 +159,13 @@ def test_linear_model_trains_paired():
         apply_fn, params, jnp.stack([key, key]), data, steps=30, learning_rate=1e-2, batch_size=32, eval_steps=(30,)
     )
     assert history.test_accuracy[0, 0] == history.test_accuracy[1, 0] > 0.8
+
+
+def test_test_loss_at_init_is_the_mean_cross_entropy_of_the_model(run):
+    history, params, _ = run
+    data = load_digits()
+    model = ViT(num_classes=10, width=32, depth=1, num_heads=2)
+    expected = float(cross_entropy(model.apply(params, jnp.asarray(data.x_test)), jnp.asarray(data.y_test)))
+    assert history.test_loss.shape == (3, 3)
+    np.testing.assert_allclose(history.test_loss[:, 0], expected, rtol=1e-5)
+    assert (history.test_loss[:, -1] < history.test_loss[:, 0]).all()  # training lowers it

@@ -75,15 +75,23 @@ def summarize(acc: np.ndarray) -> dict[str, Any]:
     return {"per_seed": acc.tolist(), "mean": acc.mean(axis=0).tolist(), "std": std}
 
 
-def _cell(values: np.ndarray, sign: bool = False) -> str:
-    mean = f"{100 * values.mean():+.2f}" if sign else f"{100 * values.mean():.2f}"
-    return f"{mean} ± {100 * values.std(ddof=1):.2f}" if values.shape[0] >= 2 else mean
+def _scale(unit: str) -> tuple[float, str, int]:
+    """(factor, unit of a difference, decimals) of a metric in ``unit``: fractions shown in %, others as they are."""
+    return (100.0, "pp", 2) if unit == "%" else (1.0, unit, 4)
 
 
-def format_table(steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray) -> str:
+def _cell(values: np.ndarray, sign: bool = False, unit: str = "%") -> str:
+    f, _, d = _scale(unit)
+    mean = f"{f * values.mean():+.{d}f}" if sign else f"{f * values.mean():.{d}f}"
+    return f"{mean} ± {f * values.std(ddof=1):.{d}f}" if values.shape[0] >= 2 else mean
+
+
+def format_table(steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray, unit: str = "%") -> str:
     """Markdown table of test accuracy (%) per checkpoint and the paired difference mimetic − default.
 
     Each cell is the mean over seeds, with ``± std`` (ddof=1) only when there are at least two seeds.
+    ``unit``: ``"%"`` (values are fractions, shown ×100, differences in percentage points) or
+    another unit (e.g. ``"bits/char"``), shown as given.
 
     Example:
         >>> print(format_table(np.array([10]), np.array([[0.5]]), np.array([[0.75]])))
@@ -93,9 +101,11 @@ def format_table(steps: np.ndarray, default: np.ndarray, mimetic: np.ndarray) ->
     """
     default, mimetic = np.asarray(default), np.asarray(mimetic)
     diff = mimetic - default
-    lines = ["| step | default (%) | mimetic (%) | mimetic − default (pp) |", "|---:|---:|---:|---:|"]
+    du = _scale(unit)[1]
+    lines = [f"| step | default ({unit}) | mimetic ({unit}) | mimetic − default ({du}) |", "|---:|---:|---:|---:|"]
     lines += [
-        f"| {int(s)} | {_cell(default[:, i])} | {_cell(mimetic[:, i])} | {_cell(diff[:, i], sign=True)} |"
+        f"| {int(s)} | {_cell(default[:, i], unit=unit)} | {_cell(mimetic[:, i], unit=unit)} | "
+        f"{_cell(diff[:, i], sign=True, unit=unit)} |"
         for i, s in enumerate(steps)
     ]
     return "\n".join(lines)
@@ -140,7 +150,8 @@ def write_outputs(
     """Print the table and write ``results.json``, ``results.md`` and ``compare.png`` to ``out``.
 
     ``results`` holds ``title``, ``metric``, ``budget`` (text), ``steps``, ``seeds``, ``config``,
-    ``train_seconds``; the summaries, the machine and the output paths are added here.
+    ``train_seconds``, optionally ``unit`` (default ``"%"``: fractions shown in percent; e.g.
+    ``"bits/char"``); the summaries, the machine and the output paths are added here.
     ``init_panel(spec)`` draws the init-structure panel (see :func:`plot_comparison`); ``start``
     is the ``time.perf_counter()`` of the run's start (for ``total_seconds``).
     """
@@ -152,12 +163,14 @@ def write_outputs(
     results["machine"] = _machine()
     results["outputs"] = {"json": "results.json", "table": "results.md", "figure": "compare.png"}
     n = len(results["seeds"])
+    unit = results.get("unit", "%")
+    du = "percentage points" if unit == "%" else unit
     caption = (
-        f"{results['metric'].capitalize()} (%) at each checkpoint; {_seeds_text(n)}; mimetic − default is "
-        f"the paired difference per seed in percentage points. {results['budget']}. Measured on "
+        f"{results['metric'].capitalize()} ({unit}) at each checkpoint; {_seeds_text(n)}; mimetic − default is "
+        f"the paired difference per seed in {du}. {results['budget']}. Measured on "
         f"{_machine_text(results['machine'])} ({results['train_seconds']:.0f} s of training)."
     )
-    table = format_table(steps, default, mimetic)
+    table = format_table(steps, default, mimetic, unit)
     print(f"{results['title']}\n\n{caption}\n\n{table}\n")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(f"## {results['title']}\n\n{caption}\n\n{table}\n")
@@ -168,8 +181,9 @@ def write_outputs(
         mimetic,
         title=results["title"],
         subtitle=f"{_seeds_text(n)}; {results['budget']}; {_machine_text(results['machine'])}",
-        ylabel=f"{results['metric']} (%)",
+        ylabel=f"{results['metric']} ({unit})",
         init_panel=init_panel,
+        unit=unit,
     )
     results["total_seconds"] = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -190,17 +204,20 @@ def plot_comparison(
     subtitle: str,
     ylabel: str,
     init_panel: Callable[[Any], None] | None = None,
+    unit: str = "%",
 ) -> None:
     """Write the figure: accuracy curves (mean, ± std band from 2 seeds), paired differences, init panel.
 
     ``init_panel(subfigure)`` draws into the right third of the figure (a matplotlib ``SubFigure``).
+    ``unit``: as in :func:`format_table`.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    default, mimetic = 100 * np.asarray(default), 100 * np.asarray(mimetic)
+    factor, diff_unit, _ = _scale(unit)
+    default, mimetic = factor * np.asarray(default), factor * np.asarray(mimetic)
     n = default.shape[0]
     fig = plt.figure(figsize=(14.0 if init_panel else 9.0, 4.6), layout="constrained")
     if init_panel is not None:
@@ -214,7 +231,8 @@ def plot_comparison(
         if n > 1:
             std = acc.std(axis=0, ddof=1)
             ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
-    ax.set(xlabel="training step", ylabel=ylabel, title="test accuracy" + (" (band: ± std)" if n > 1 else ""))
+    what = "test accuracy" if unit == "%" else ylabel.split(" (")[0]
+    ax.set(xlabel="training step", ylabel=ylabel, title=what + (" (band: ± std)" if n > 1 else ""))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     diff = mimetic - default
@@ -224,7 +242,7 @@ def plot_comparison(
     dax.axhline(0.0, color="tab:red", lw=0.8, ls="--")
     dax.set(
         xlabel="training step",
-        ylabel="mimetic − default (percentage points)",
+        ylabel="mimetic − default (" + ("percentage points" if unit == "%" else diff_unit) + ")",
         title="paired difference (same init draw and data order)",
     )
     dax.grid(alpha=0.3)

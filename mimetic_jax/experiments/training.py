@@ -75,6 +75,9 @@ class History:
             ``(M, C)``.
         train_loss: mean training loss of each model over the steps since the previous
             checkpoint, ``(M, C)`` (NaN at a checkpoint at step 0).
+        test_loss: mean test cross-entropy (nats; sequence tasks: over the positions
+            with a label) of each model at each checkpoint, ``(M, C)``; for a character
+            language model, ``test_loss / ln 2`` is bits per character.
         params: the final parameters, stacked along a leading model axis.
         seconds: wall time of training and evaluation, compilation included.
     """
@@ -82,6 +85,7 @@ class History:
     steps: np.ndarray
     test_accuracy: np.ndarray
     train_loss: np.ndarray
+    test_loss: np.ndarray
     params: PyTree
     seconds: float
 
@@ -312,20 +316,33 @@ def _make_train_chunk(
 
 
 def _make_evaluate(apply_fn: ApplyFn, x_test: np.ndarray, eval_batch_size: int) -> Callable:
-    """Jitted ``(params_stack, x, y) -> accuracy (M,)`` over the test set, in batches."""
+    """Jitted ``(params_stack, x, y) -> (accuracy (M,), mean cross-entropy (M,))`` over the test set, in batches."""
     n = x_test.shape[0]
     batch = min(eval_batch_size, n)
     num_batches = -(-n // batch)
     pad = num_batches * batch - n
 
+    def one_batch(params, xi):
+        logits = apply_fn(params, xi).astype(jnp.float32)
+        return jnp.argmax(logits, axis=-1), jax.nn.log_softmax(logits, axis=-1)
+
     def one_model(params, x, y):
         xb = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape((num_batches, batch) + x.shape[1:])
-        preds = jax.lax.map(lambda xi: jnp.argmax(apply_fn(params, xi), axis=-1), xb)
+        yb = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1)).reshape((num_batches, batch) + y.shape[1:])
+
+        def per_batch(xy):
+            preds, logp = one_batch(params, xy[0])
+            nll = -jnp.take_along_axis(logp, jnp.maximum(xy[1], 0)[..., None], axis=-1)[..., 0]
+            return preds, nll
+
+        preds, nll = jax.lax.map(per_batch, (xb, yb))
         preds = preds.reshape((-1,) + preds.shape[2:])[:n]
+        nll = nll.reshape((-1,) + nll.shape[2:])[:n]
         if y.ndim == 1:
-            return jnp.mean((preds == y).astype(jnp.float32))
-        valid = y >= 0  # sequence task: accuracy over the answer positions
-        return jnp.sum((preds == y) & valid) / jnp.maximum(jnp.sum(valid), 1)
+            return jnp.mean((preds == y).astype(jnp.float32)), jnp.mean(nll)
+        valid = y >= 0  # sequence task: accuracy and loss over the answer positions
+        count = jnp.maximum(jnp.sum(valid), 1)
+        return jnp.sum((preds == y) & valid) / count, jnp.sum(jnp.where(valid, nll, 0.0)) / count
 
     return jax.jit(jax.vmap(one_model, in_axes=(0, None, None)))
 
@@ -413,6 +430,7 @@ def train_models(
         params_stack, data_keys
     )
     accuracy = np.zeros((num_models, checkpoints.size), np.float32)
+    test_loss = np.zeros((num_models, checkpoints.size), np.float32)
     train_loss = np.full((num_models, checkpoints.size), np.nan, np.float32)
     step, loss_sum, since = 0, np.zeros(num_models, np.float64), 0
     for stop in sorted(set(checkpoints.tolist()) | {steps}):
@@ -428,12 +446,13 @@ def train_models(
             c = int(np.searchsorted(checkpoints, stop))
             if since:
                 train_loss[:, c] = loss_sum / since
-            accuracy[:, c] = np.asarray(evaluate(params, x_test, y_test))
+            accuracy[:, c], test_loss[:, c] = (np.asarray(a) for a in evaluate(params, x_test, y_test))
             loss_sum, since = np.zeros(num_models, np.float64), 0
     return History(
         steps=checkpoints,
         test_accuracy=accuracy,
         train_loss=train_loss,
+        test_loss=test_loss,
         params=params,
         seconds=time.perf_counter() - start_time,
     )

@@ -52,17 +52,21 @@ class EncoderBlock(nn.Module):
         num_heads: number of attention heads ``H``; the head size is ``width / H``.
         mlp_dim: hidden width of the MLP.
         dtype: computation dtype (parameters stay float32).
+        causal: token ``t`` attends to tokens ``<= t`` only (a decoder block, as in
+            :class:`~mimetic_jax.experiments.models.DecoderLM`).
     """
 
     num_heads: int
     mlp_dim: int
     dtype: Dtype = jnp.float32
+    causal: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Map tokens ``(N, T, d)`` to tokens ``(N, T, d)``."""
         y = nn.LayerNorm(dtype=self.dtype, name="ln_attn")(x)
-        y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype, name="attn")(y)
+        mask = nn.make_causal_mask(x[..., 0]) if self.causal else None
+        y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype, name="attn")(y, mask=mask)
         x = x + y
         y = nn.LayerNorm(dtype=self.dtype, name="ln_mlp")(x)
         y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in")(y)
