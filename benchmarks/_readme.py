@@ -36,6 +36,12 @@ def final(stem: str, part: str, what: str = "final") -> str:
     return f"{{fig}}`{p}diff_mean#%+.1f±` pp (n {{fig}}`{p}n`, p {{fig}}`{p}p#.2g`)"
 
 
+def bits(stem: str, config: str, i: int) -> str:
+    """A language benchmark's paired difference of validation bits per character (mimetic − default) at checkpoint ``i``."""
+    p = f"{stem}:results/{config}/paired_vs_default/mimetic/[{i}]/"
+    return f"{{fig}}`{p}diff_mean#+.3f±` (n {{fig}}`{p}n`, p {{fig}}`{p}p#.2g`)"
+
+
 def emergence(alpha: str) -> str:
     p = f"emergence:summary/paired_vs_alpha1/{alpha}/final/"
     return f"{{fig}}`{p}mean#%+.1f` pp (n {{fig}}`{p}n`, p {{fig}}`{p}p#.2g`)"
@@ -60,7 +66,11 @@ ROWS: list[tuple[str, str, str]] = [
         + ", `fast` "
         + paired("fashion_mnist_vit", "results/acc/fast", "results/acc/default")
         + "; on digits "
-        + final("training", "datasets/digits/main"),
+        + final("training", "datasets/digits/main")
+        + "; Shakespeare characters, bits/char at step 60: "
+        + bits("shakespeare_transformer", "DecoderLM d 64, 2 blocks, context 64, 300 steps", 1)
+        + ", end: "
+        + bits("shakespeare_transformer", "DecoderLM d 64, 2 blocks, context 64, 300 steps", -1),
         "`fast`: ViT-B/16 "
         + ratio("init_cost", "ViT-B/16", "fast")
         + ", GPT-2-medium "
@@ -94,7 +104,11 @@ ROWS: list[tuple[str, str, str]] = [
     ),
     (
         "mimetic SSM (Mamba)",
-        "copying 16 tokens, Mamba-1 "
+        "Shakespeare characters, bits/char at the end: Mamba-1 "
+        + bits("shakespeare_mamba", "Mamba-1 d 64, 2 layers, context 64, 250 steps", -1)
+        + ", Mamba-2 "
+        + bits("shakespeare_mamba", "Mamba-2 d 64, 2 layers, context 64, 250 steps", -1)
+        + "; copying 16 tokens, Mamba-1 "
         + final("ssm_recall.gpu", "results/Mamba-1, copying 16 tokens, N 8, 800 steps/paired_vs_default", "mimetic")
         + ", Mamba-2 "
         + final("ssm_recall.gpu", "results/Mamba-2, copying 16 tokens, N 8, 800 steps/paired_vs_default", "mimetic")
