@@ -24,7 +24,7 @@ def test_chars_gets_its_own_defaults_and_rejects_other_tasks_options():
         (["--task", "chars", "--state", "4"], "--state"),
         (["--task", "chars", "--dataset", "digits"], "--dataset"),
         (["--context", "32"], "--context is an option of --task chars only"),
-        (["--task", "mqar", "--data-dir", "x"], "--data-dir is an option of --task chars only"),
+        (["--task", "mqar", "--data-dir", "x"], "--data-dir is an option of --task image, chars only"),
     ):
         with pytest.raises(ValueError, match=flag):
             resolve_options(parser.parse_args(["compare", *argv]))
