@@ -24,6 +24,7 @@ __all__ = [
     "HARNESS_PACKAGES",
     "MissingExtra",
     "UsageError",
+    "config_of",
     "format_table",
     "plot_comparison",
     "require",
@@ -44,6 +45,15 @@ class UsageError(ValueError):
 
 class MissingExtra(ImportError):
     """A package of the ``experiments`` extra is not installed; the message names it and the install command."""
+
+
+def config_of(args: Any) -> dict[str, Any]:
+    """The options a ``compare`` run used, for its ``results.json`` (unset ones left out, paths as text)."""
+    return {
+        k: (str(v) if isinstance(v, os.PathLike) else v)
+        for k, v in vars(args).items()
+        if k not in ("command", "no_progress") and v is not None
+    }
 
 
 def require(*modules: str, why: str) -> None:

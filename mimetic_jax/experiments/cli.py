@@ -56,6 +56,7 @@ from mimetic_jax.experiments._common import (
     HARNESS_PACKAGES,
     MissingExtra,
     UsageError,
+    config_of,
     format_table,
     plot_comparison,
     require,
@@ -535,7 +536,7 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
         "title": title,
         "metric": "test accuracy",
         "budget": _budget_text(args),
-        "config": _config(args) | {"patch": list(patch), "schemes": list(schemes)},
+        "config": config_of(args) | {"patch": list(patch), "schemes": list(schemes)},
         "steps": history.steps.tolist(),
         "seeds": list(range(args.seeds)),
         "train_seconds": history.seconds,
@@ -545,15 +546,6 @@ def run_compare(args: argparse.Namespace) -> dict[str, Any]:
 
 def _budget_text(args: argparse.Namespace) -> str:
     return f"{args.steps} steps, batch {args.batch_size}, AdamW lr {args.lr:g}"
-
-
-def _config(args: argparse.Namespace) -> dict[str, Any]:
-    """The options the task used (the ones it does not use are left out)."""
-    return {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in vars(args).items()
-        if k not in ("command", "no_progress") and v is not None
-    }
 
 
 def _progress(args: argparse.Namespace):

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mimetic_jax.experiments._common import UsageError, require, write_outputs
+from mimetic_jax.experiments._common import UsageError, config_of, require, write_outputs
 
 __all__ = ["run_compare_chars"]
 
@@ -105,11 +105,7 @@ def run_compare_chars(args: argparse.Namespace) -> dict[str, Any]:
         "metric": "validation bits per character",
         "unit": "bits/char",
         "budget": f"{args.steps} steps, batch {args.batch_size}, AdamW lr {args.lr:g}",
-        "config": {
-            k: (str(v) if k == "out" else v)
-            for k, v in vars(args).items()
-            if k not in ("command", "no_progress") and v is not None
-        }
+        "config": config_of(args)
         | {
             "vocab_size": corpus.vocab_size,
             "train_chars": int(corpus.train.size),

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mimetic_jax.experiments._common import UsageError, require, write_outputs
+from mimetic_jax.experiments._common import UsageError, config_of, require, write_outputs
 
 __all__ = ["TASK_OPTIONS", "retention", "run_compare_sequence"]
 
@@ -150,12 +150,7 @@ def run_compare_sequence(args: argparse.Namespace) -> dict[str, Any]:
         ),
         "metric": METRIC[args.task],
         "budget": f"{args.steps} steps, batch {args.batch_size}, AdamW lr {args.lr:g}",
-        "config": {
-            k: (str(v) if k == "out" else v)
-            for k, v in vars(args).items()
-            if k not in ("command", "no_progress") and v is not None
-        }
-        | {"task_options": TASK_OPTIONS[args.task]},
+        "config": config_of(args) | {"task_options": TASK_OPTIONS[args.task]},
         "steps": history.steps.tolist(),
         "seeds": list(range(args.seeds)),
         "train_seconds": history.seconds,
